@@ -1,0 +1,93 @@
+"""The hello app under test: the workshop's Flask page with a visit counter.
+
+It knows nothing of the harness. ``GET /`` answers HTML to browsers and JSON
+to clients that ask for it; ``GET /health`` says whether this replica should
+receive traffic, and stays up when Redis is down (the page still renders and
+says the counter is unavailable, as in the workshop).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+
+import redis
+from flask import Flask, jsonify, render_template_string, request
+
+from app.counter import make_counter
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Hello {{ name }}</title></head>
+<body>
+<h3>Hello {{ name }}!</h3>
+<b>Hostname:</b> {{ hostname }}<br/>
+<b>Visits:</b> {% if visits is not none %}{{ visits }}{% else %}
+<i>cannot connect to Redis, counter disabled</i>{% endif %}
+</body></html>
+"""
+
+
+def settings_from_env(env: Mapping[str, str] = os.environ) -> dict:
+    """Read the app's configuration; every knob has the workshop's default."""
+    return {
+        "NAME": env.get("NAME", "world"),
+        "REDIS_HOST": env.get("REDIS_HOST", "redis"),
+        "REDIS_PORT": int(env.get("REDIS_PORT", "6379")),
+        "REDIS_TIMEOUT": float(env.get("REDIS_TIMEOUT", "0.5")),
+        "COUNTER_KEY": env.get("COUNTER_KEY", "counter"),
+        "COUNTER_MODE": env.get("COUNTER_MODE", "atomic"),
+        # A replica's name; defaults to the machine's (a container id under Docker).
+        "HOSTNAME": env.get("HELLO_HOSTNAME") or socket.gethostname(),
+    }
+
+
+def create_app(
+    settings: Mapping | None = None,
+    is_draining: Callable[[], bool] = lambda: False,
+) -> Flask:
+    """Build the app. ``is_draining`` lets the server fail /health while it drains."""
+    config = settings_from_env()
+    config.update(settings or {})
+    app = Flask(__name__)
+    app.config.update(config)
+    client = redis.Redis(
+        host=config["REDIS_HOST"],
+        port=config["REDIS_PORT"],
+        socket_timeout=config["REDIS_TIMEOUT"],
+        socket_connect_timeout=config["REDIS_TIMEOUT"],
+    )
+    counter = make_counter(config["COUNTER_MODE"], client, config["COUNTER_KEY"])
+
+    @app.get("/")
+    def hello():
+        visits, counter_error = None, None
+        try:
+            visits = counter.increment()
+        except redis.RedisError as exc:
+            counter_error = f"{type(exc).__name__}: {exc}"
+        body = {
+            "hostname": config["HOSTNAME"],
+            "visits": visits,
+            "name": config["NAME"],
+            "counter_error": counter_error,
+        }
+        headers = {"X-Served-By": config["HOSTNAME"]}
+        if _wants_json():
+            return jsonify(body), 200, headers
+        return render_template_string(PAGE, **body), 200, headers
+
+    @app.get("/health")
+    def health():
+        if is_draining():
+            return jsonify(status="draining", hostname=config["HOSTNAME"]), 503
+        return jsonify(status="ok", hostname=config["HOSTNAME"]), 200
+
+    return app
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and (
+        request.accept_mimetypes["application/json"] > request.accept_mimetypes["text/html"]
+    )
