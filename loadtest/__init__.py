@@ -1,0 +1,1 @@
+"""scalecheck: load-test a web app scaled out behind a load balancer and check what it did."""

@@ -1,0 +1,71 @@
+"""Child processes that never outlive the harness.
+
+Children run in their own session, so a Ctrl-C in the terminal reaches only
+the harness, which then stops them in order (flush records, read the counter,
+stop the stack). If the harness itself dies, even by SIGKILL, the kernel's
+parent-death signal ends them (Linux ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    argv: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    tied_to_parent: bool = True,
+) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if tied_to_parent else None,
+        )
+    finally:
+        log.close()
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    """Signal, wait, and SIGKILL what is still there after ``timeout``."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            return proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+    # Reap our direct child, and anything left in its session (gunicorn workers).
+    _kill_group(proc.pid)
+    return proc.poll()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
