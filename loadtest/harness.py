@@ -148,6 +148,8 @@ class Harness:
         runner = self.environment.runner
         if runner is not None and runner.state not in ("stopped", "stopping"):
             runner.stop()
+        if isinstance(runner, MasterRunner):
+            self._await_worker_records(runner)
 
     # -- internals ---------------------------------------------------------------
 
@@ -207,9 +209,8 @@ class Harness:
         try:
             if runner is not None and runner.state not in ("stopped",):
                 runner.stop()  # Ctrl-C/SIGTERM: stop users so every record arrives
-            if isinstance(runner, MasterRunner):
+            if isinstance(runner, MasterRunner) and runner.state != "quitting":
                 self._await_worker_records(runner)
-                runner.quit()  # makes the workers send their final stats
             if self.collector:
                 self.collector.stop()
             self.run.end_stages()
@@ -242,13 +243,19 @@ class Harness:
               f"scalecheck: analyse it with: python analyze.py {self.run.run_dir}",
               file=sys.stderr, flush=True)
 
-    def _await_worker_records(self, runner, quiet: float = 0.5, limit: float = 10.0) -> None:
-        """Records arrive before each worker's 'stopped'; wait until they stop coming."""
+    def _await_worker_records(self, runner, quiet: float = 0.5, limit: float = 8.0) -> None:
+        """Wait, bounded, for the workers' last records and their last stats report.
+
+        Records arrive before each worker's 'client_stopped'; Locust's own
+        counts arrive with the workers' periodic stats report (every 3 s).
+        Both must be in before totals are taken and the master quits.
+        """
         deadline = time.monotonic() + limit
         last = -1
         while time.monotonic() < deadline:
             received = sum(self.collector.received_from.values())
-            if received == last:
+            counted = self.environment.stats.total.num_requests
+            if received == last and counted >= received:
                 return
             last = received
             gevent.sleep(quiet)

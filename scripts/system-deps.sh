@@ -1,0 +1,24 @@
+#!/bin/sh
+# Make sure the system programs the embedded stack runs exist: redis-server
+# and haproxy (and python3-venv to make .venv). As root on Debian/Ubuntu,
+# install what is missing; otherwise say, in one line, what to install.
+set -eu
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv"
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scalecheck: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # Debian starts services on install where it can; the harness runs its own.
+    for svc in redis-server haproxy; do
+        if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+    done
+    exit 0
+fi
+echo "scalecheck: missing:$missing — install with: sudo apt-get install$missing" >&2
+exit 1

@@ -1,0 +1,85 @@
+"""Fixtures that start real parts: redis-server, the embedded stack, Locust runs."""
+
+from __future__ import annotations
+
+import locust  # noqa: F401 - gevent must patch before anything imports ssl or sockets
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = ROOT / "loadtest" / "hello.py"
+STACK_PROGRAMS = ("haproxy", "redis-server")
+
+
+def free_port() -> int:
+    from loadtest.stack.base import free_port as _free
+
+    return _free()
+
+
+def stack_processes() -> set[int]:
+    """PIDs of everything a stack may start (to prove none is left behind)."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.info["name"] in STACK_PROGRAMS or "app.serve" in cmd:
+                found.add(proc.info["pid"])
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def no_leftovers():
+    """Fail the test if it leaves a stack process running."""
+    before = stack_processes()
+    yield
+    deadline = time.monotonic() + 10
+    while (left := stack_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes left running: {[psutil.Process(p).cmdline() for p in left]}"
+
+
+@pytest.fixture
+def redis_server():
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make test installs it as root)")
+    port = free_port()
+    workdir = tempfile.mkdtemp()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_locust(args: list[str], env: dict | None = None, timeout: float = 180,
+               cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the real locustfile as a user would, bounded in time."""
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, **(env or {})})

@@ -1,0 +1,101 @@
+"""The collector fed by real Locust requests against a real (misbehaving) server."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+
+import pyarrow.parquet as pq
+import pytest
+from locust.contrib.fasthttp import FastHttpSession
+from locust.env import Environment
+
+from loadtest.collector import Collector, FieldSpec, extract
+from loadtest.records import PartWriter, part_files
+
+BODIES = {
+    "/ok": (200, "application/json", b'{"hostname": "h1", "visits": 7}'),
+    "/str": (200, "application/json", b'{"hostname": "h2", "visits": "8"}'),
+    "/redis-down": (200, "application/json",
+                    b'{"hostname": "h3", "visits": null, "counter_error": "ConnectionError: x"}'),
+    "/malformed": (200, "application/json", b'{"hostname": "h1", "vis'),
+    "/html503": (503, "text/html", b"<html><body>No server is available</body></html>"),
+    "/empty": (200, "application/json", b""),
+    "/huge": (200, "application/json", b'{"pad": "' + b"x" * (2 << 20) + b'"}'),
+    "/list": (200, "application/json", b"[1, 2]"),
+}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            self.connection.close()
+            return
+        status, ctype, body = BODIES[self.path]
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Served-By", "hdr-host")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def record_all(server, tmp_path, paths, hostname="json:hostname", counter="json:visits"):
+    env = Environment()
+    collector = Collector(env, FieldSpec.parse(hostname), FieldSpec.parse(counter),
+                          writer=PartWriter(tmp_path, "test"))
+    collector.stage = (2, 3)
+    session = FastHttpSession(server, env.events.request, user=None, max_retries=0)
+    for path in paths:
+        session.get(path, context={"user": 42})
+    assert collector.flush() == len(paths)
+    return pq.read_table(part_files(tmp_path)[0]).to_pylist()
+
+
+def test_every_kind_of_response_becomes_a_record(server, tmp_path):
+    paths = ["/ok", "/str", "/redis-down", "/malformed", "/html503", "/empty", "/huge",
+             "/list", "/reset"]
+    rows = {p: r for p, r in zip(paths, record_all(server, tmp_path, paths))}
+    assert rows["/ok"]["hostname"] == "h1" and rows["/ok"]["counter"] == 7
+    assert rows["/ok"]["error"] is None and rows["/ok"]["stage"] == 2
+    assert rows["/ok"]["scale_level"] == 3 and rows["/ok"]["user"] == 42
+    assert rows["/ok"]["t_end"] > rows["/ok"]["t_start"]
+    assert rows["/str"]["counter"] == 8
+    assert rows["/redis-down"]["counter"] is None
+    assert rows["/redis-down"]["counter_error"].startswith("ConnectionError")
+    assert rows["/malformed"]["counter_error"].startswith("not JSON")
+    assert rows["/html503"]["status"] == 503 and "503" in rows["/html503"]["error"]
+    assert rows["/empty"]["counter_error"] == "empty body"
+    assert "too large" in rows["/huge"]["counter_error"]
+    assert rows["/list"]["counter_error"] == "JSON body is not an object"
+    assert rows["/reset"]["status"] == 0 and rows["/reset"]["error"]
+
+
+def test_header_sources(server, tmp_path):
+    rows = record_all(server, tmp_path, ["/ok"], hostname="header:X-Served-By")
+    assert rows[0]["hostname"] == "hdr-host" and rows[0]["counter"] == 7
+
+
+def test_field_spec_parsing():
+    assert FieldSpec.parse("visits") == FieldSpec("json", "visits")
+    assert FieldSpec.parse("header:X-Count") == FieldSpec("header", "X-Count")
+    with pytest.raises(ValueError):
+        FieldSpec.parse("xml:visits")
+
+
+def test_extract_without_response():
+    assert extract(None, FieldSpec("json", "h"), FieldSpec("json", "v"))[4] == "no response"
