@@ -131,8 +131,9 @@ class LocalStack(Stack):
             raise StackError(f"cannot scale to {replicas}: need at least 1 replica")
         if self._admin is None:
             raise StackError("the stack is not up")
-        current = [p for p in self._replicas.values() if p.replica.state == "up"]
         asked = time.time()
+        self._reap_dead()
+        current = [p for p in self._replicas.values() if p.replica.state == "up"]
         self._event("scale_asked", level=replicas, previous=len(current))
         added: list[str] = []
         removed: list[str] = []
@@ -335,6 +336,17 @@ class LocalStack(Stack):
         processes.stop(proc.popen, timeout=10)
         proc.replica.state = "removed"
         self._event("replica_removed", hostname=name)
+
+    def _reap_dead(self) -> None:
+        """Take replicas that died on their own out of the balancer, so scale() can replace them."""
+        for proc in self._replicas.values():
+            if proc.replica.state == "up" and proc.popen.poll() is not None:
+                proc.replica.state = "dead"
+                self._event("replica_died", hostname=proc.replica.hostname,
+                            returncode=proc.popen.returncode)
+                self._admin.set_state(BACKEND, proc.replica.hostname, "maint")
+                self._admin.del_server(BACKEND, proc.replica.hostname)
+                processes.stop(proc.popen)
 
     def _wait_routed(self, replicas: int) -> None:
         def routed() -> bool:
