@@ -177,7 +177,8 @@ class Collector:
                 self.writer.write(table)
             else:
                 self.environment.runner.send_message(
-                    MSG_RECORDS, {"worker": self.worker, "rows": len(rows), "ipc": ipc_bytes(table)})
+                    MSG_RECORDS,
+                    {"worker": self.worker, "rows": len(rows), "ipc": ipc_bytes(table)})
         except Exception:
             self._rows[:0] = rows  # keep them; the next flush retries
             raise

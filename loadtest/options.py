@@ -70,7 +70,8 @@ def parse_levels(text: str) -> list[int]:
     levels = []
     for part in parts:
         if not part.isdigit():
-            raise UsageError(f"--scale-levels: {part!r} is not a whole number (expected e.g. 1,2,4)")
+            raise UsageError(
+                f"--scale-levels: {part!r} is not a whole number (expected e.g. 1,2,4)")
         if int(part) < 1:
             raise UsageError(f"--scale-levels: {part} replicas is not a scale; use 1 or more")
         levels.append(int(part))
@@ -81,7 +82,8 @@ def parse_duration(text: str, option: str = "--stage-time") -> float:
     try:
         seconds = parse_timespan(str(text))
     except (ValueError, TypeError):
-        raise UsageError(f"{option}: {text!r} is not a duration (expected e.g. 30s, 2m, 1m30s)")
+        raise UsageError(
+            f"{option}: {text!r} is not a duration (expected e.g. 30s, 2m, 1m30s)") from None
     if seconds <= 0:
         raise UsageError(f"{option}: {text!r} must be longer than zero")
     return float(seconds)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import locust  # noqa: F401 - gevent must patch before anything imports ssl or sockets
-
 import os
 import shutil
 import subprocess
@@ -12,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import locust  # noqa: F401 - gevent must patch before anything imports ssl or sockets
 import psutil
 import pytest
 import redis

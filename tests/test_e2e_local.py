@@ -18,6 +18,11 @@ import pytest
 from tests.conftest import LOCUSTFILE, ROOT, free_port, run_locust
 
 
+def analyze(run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
+                          capture_output=True, text=True, timeout=120)
+
+
 def load(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return json.loads((run_dir / "run.json").read_text()), pd.read_parquet(run_dir / "requests")
 
@@ -54,6 +59,10 @@ def test_sweep_records_every_request_per_level(tmp_path, no_leftovers):
     for name in ("locust-report.html", "locust_stats.csv", "logs/haproxy.log",
                  "logs/redis.log", "logs/hello-3.log"):
         assert (run_dir / name).exists(), name
+    verdict = analyze(run_dir)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [len(st["hostnames"]) for st in summary["stages"]] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("mode", ["racy", "local"])
@@ -64,6 +73,10 @@ def test_faulty_counter_modes_hand_out_duplicates(tmp_path, mode, no_leftovers):
     _, df = load(run_dir)
     assert df.hostname.nunique() == 2
     assert df.counter.duplicated().sum() > 0
+    verdict = analyze(run_dir)
+    assert verdict.returncode == 1
+    assert "FAIL  counter_duplicates" in verdict.stdout
+    assert "FAIL  counter_lost_increments" in verdict.stdout
 
 
 def test_processes_2_records_both_workers_in_master_dir(tmp_path, no_leftovers):

@@ -81,10 +81,11 @@ def test_stack_dies_with_a_killed_harness(no_leftovers, tmp_path):
     """SIGKILL the process that owns the stack: the kernel ends its children."""
     port = free_port()
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
         "from loadtest.stack.local import LocalStack\n"
-        "s = LocalStack(port=%d, workdir=%r); s.up(2); print('up', flush=True); time.sleep(60)\n"
-    ) % (str(ROOT), port, str(tmp_path))
+        f"s = LocalStack(port={port}, workdir={str(tmp_path)!r}); s.up(2)\n"
+        "print('up', flush=True); time.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "up"

@@ -158,12 +158,17 @@ def _anomaly_index(okdf, values, uniq, counts, order_flags, before, n_ok, n_unkn
     """Row labels of anomalous records, for the report to mark (capped)."""
     dup_values = uniq[counts > 1]
     dup = np.isin(values, dup_values)
-    out = {"duplicate": okdf.index[dup][:5000].tolist(),
-           "order": okdf.index[order_flags][:5000].tolist()}
+    out = {"duplicate": _spread(okdf.index[dup]), "order": _spread(okdf.index[order_flags])}
     if before is not None:
         outside = (values <= before) | (values > before + n_ok + n_unknown)
-        out["unexpected"] = okdf.index[outside][:5000].tolist()
+        out["unexpected"] = _spread(okdf.index[outside])
     return out
+
+
+def _spread(labels, cap: int = 5000) -> list:
+    """At most ``cap`` labels, evenly spread over the run rather than the first ones."""
+    step = max(1, len(labels) // cap)
+    return labels[::step][:cap].tolist()
 
 
 def _s(value) -> str | None:

@@ -110,7 +110,8 @@ def check_port_free(port: int, host: str = "127.0.0.1", hint: str = "--port") ->
         except OSError:
             owner = _port_owner(port)
             who = f" (held by {owner})" if owner else ""
-            raise StackError(f"port {port} on {host} is busy{who}; choose another with {hint}")
+            raise StackError(
+                f"port {port} on {host} is busy{who}; choose another with {hint}") from None
 
 
 def _port_owner(port: int) -> str | None:

@@ -323,7 +323,8 @@ class LocalStack(Stack):
 
         def idle() -> bool:
             rows = [r for r in self._admin.servers(BACKEND) if r["svname"] == name]
-            return not rows or (rows[0].get("scur") in ("0", "") and rows[0].get("qcur") in ("0", ""))
+            return not rows or (rows[0].get("scur") in ("0", "")
+                                and rows[0].get("qcur") in ("0", ""))
 
         try:
             wait_until(idle, self.drain_timeout, what=f"{name} to finish in-flight requests")

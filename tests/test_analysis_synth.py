@@ -1,0 +1,116 @@
+"""The analyzer against synthetic histories: it finds exactly what was injected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loadtest.analysis.consistency import order_violation_flags
+from loadtest.analysis.load import load_run
+from loadtest.analysis.summary import analyse
+from loadtest.analysis.thresholds import Thresholds
+from loadtest.synth import Anomalies, SynthSpec, generate, write
+
+
+def run_synth(tmp_path, requests=20_000, levels=(1, 2, 4), balance="roundrobin", seed=3,
+              **anomalies):
+    spec = SynthSpec(requests, list(levels), balance=balance, seed=seed,
+                     anomalies=Anomalies(**anomalies))
+    meta, cols = generate(spec)
+    out = write(tmp_path / "run", meta, cols, chunk=7_000)
+    return analyse(load_run(out), Thresholds()).summary
+
+
+def failed(summary) -> dict:
+    return {c["name"]: c["value"] for c in summary["checks"] if c["passed"] is False}
+
+
+@pytest.mark.parametrize("levels,seed", [((1, 2, 4), 1), ((3, 1, 2), 2), ((2,), 3),
+                                         ((1, 5, 2, 4), 4)])
+def test_clean_history_passes_without_false_alarm(tmp_path, levels, seed):
+    s = run_synth(tmp_path, levels=levels, seed=seed)
+    assert s["verdict"] == "pass", failed(s)
+    c = s["consistency"]
+    assert (c["duplicates"], c["gaps"], c["lost"], c["order_violations"]) == (0, 0, 0, 0)
+    for stage, level in zip(s["stages"], levels):
+        assert len(stage["hostnames"]) == level and stage["uncovered"] == []
+        assert stage["fairness"]["jain"] > 0.999
+
+
+def test_duplicates_found_with_their_values(tmp_path):
+    s = run_synth(tmp_path, duplicates=7)
+    c = s["consistency"]
+    assert c["duplicates"] == 7 and c["lost"] == 7  # a lost update loses the increment too
+    assert c["order_violations"] == 0 and c["unexplained_gaps"] == 0
+    assert len(c["examples"]["duplicates"]) == 7
+    assert set(failed(s)) == {"counter_duplicates", "counter_lost_increments"}
+
+
+def test_order_violations_found_exactly(tmp_path):
+    s = run_synth(tmp_path, order_violations=5)
+    assert s["consistency"]["order_violations"] == 5
+    assert set(failed(s)) == {"counter_real_time_order"}
+
+
+def test_lost_increments_found_exactly(tmp_path):
+    s = run_synth(tmp_path, lost=4)
+    assert s["consistency"]["lost"] == 4
+    assert set(failed(s)) == {"counter_lost_increments"}
+
+
+def test_unknown_outcomes_explain_gaps_and_pass(tmp_path):
+    s = run_synth(tmp_path, unknown_applied=6, unknown_not_applied=4)
+    c = s["consistency"]
+    assert (c["unknown"], c["gaps"], c["unexplained_gaps"]) == (10, 6, 0)
+    assert c["lost"] == 0 and c["unexplained_increments"] == 0
+    assert s["verdict"] == "pass", failed(s)  # 10 errors in 20k stay under 1 %
+
+
+def test_replica_serving_after_removal(tmp_path):
+    s = run_synth(tmp_path, levels=(3, 1), late_serving=6)
+    removed = [r for st in s["stages"] for r in st["changes"]["removed"]]
+    assert sum(r["served_after_removal"] for r in removed) == 6
+    assert set(failed(s)) == {"served_after_removal"}
+
+
+def test_skewed_balancing_fails_fairness(tmp_path):
+    s = run_synth(tmp_path, balance="skewed")
+    assert set(failed(s)) == {"fairness_jain"}
+    four = s["stages"][2]
+    assert four["fairness"]["max_mean"] > 1.3 and four["fairness"]["chi2_p"] < 1e-6
+
+
+def test_starved_replica_is_uncovered(tmp_path):
+    s = run_synth(tmp_path, balance="starved", levels=(1, 3))
+    assert s["stages"][1]["uncovered"] == ["hello-3"]
+    assert "coverage_uncovered_replicas" in failed(s)
+
+
+def test_replica_joining_mid_stage_is_not_starved(tmp_path):
+    s = run_synth(tmp_path, levels=(1, 2))
+    stage = s["stages"][1]
+    added = stage["changes"]["added"]
+    assert [a["hostname"] for a in added] == ["hello-2"]
+    assert 0 <= added[0]["first_request_delay_s"] < 0.1
+    assert stage["uncovered"] == []
+
+
+def test_scaling_efficiency_against_first_level(tmp_path):
+    s = run_synth(tmp_path, levels=(1, 2))
+    eff = s["stages"][1]["scaling_efficiency"]
+    ratio = s["stages"][1]["rps"] / (2 * s["stages"][0]["rps"])
+    assert eff == pytest.approx(ratio)
+
+
+def test_order_check_brute_force_agreement():
+    """The O(n log n) check agrees with the O(n^2) definition on random histories."""
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n = 60
+        start = rng.uniform(0, 1, n)
+        end = start + rng.uniform(0, 0.2, n)
+        values = rng.integers(0, 40, n)
+        fast = order_violation_flags(start, end, values)
+        slow = np.array([any(end[a] < start[b] and values[a] >= values[b] for a in range(n))
+                         for b in range(n)])
+        assert (fast == slow).all()

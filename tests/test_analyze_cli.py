@@ -1,0 +1,154 @@
+"""analyze.py as a user runs it: outputs, exit codes, bad input, baseline, thresholds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.synth import Anomalies, SynthSpec, generate, write
+from tests.conftest import ROOT
+
+
+def analyze(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "analyze.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def synth_run(path: Path, requests: int = 6000, **kwargs) -> Path:
+    anomalies = Anomalies(**kwargs.pop("anomalies", {}))
+    meta, cols = generate(SynthSpec(requests, anomalies=anomalies, **kwargs))
+    return write(path, meta, cols)
+
+
+def test_clean_run_writes_report_and_exits_0(tmp_path):
+    run = synth_run(tmp_path / "clean")
+    proc = analyze(run)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: PASS" in proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"run_id", "requests", "verdict", "stages", "consistency", "checks"} <= set(summary)
+    stage = summary["stages"][0]
+    assert {"index", "level", "requests", "rps", "error_rate", "latency_ms", "hostnames",
+            "fairness", "uncovered"} <= set(stage)
+    assert set(stage["latency_ms"]) >= {"p50", "p90", "p95", "p99", "max"}
+    assert set(stage["fairness"]) == {"jain", "cv", "max_mean", "chi2_p"}
+    assert {"ok", "fail", "unknown", "duplicates", "unexpected", "gaps", "lost",
+            "order_violations", "counter_before", "counter_after"} <= set(summary["consistency"])
+    assert all({"name", "passed", "value", "threshold"} <= set(c) for c in summary["checks"])
+    html = (run / "report.html").read_text()
+    assert "Verdict: <b>PASS</b>" in html and "data:image/png;base64," in html
+    assert "http://" not in html.replace("http://synthetic.invalid", "")  # opens offline
+    assert {p.name for p in (run / "figures").iterdir()} >= {
+        "distribution.png", "throughput.png", "latency.png", "counter.png", "scaling.png"}
+
+
+def test_failing_run_exits_1_and_names_the_anomaly(tmp_path):
+    run = synth_run(tmp_path / "dup", anomalies={"duplicates": 3})
+    proc = analyze(run)
+    assert proc.returncode == 1
+    assert "FAIL  counter_duplicates: 3" in proc.stdout
+
+
+def test_missing_records_are_a_failed_check(tmp_path):
+    run = synth_run(tmp_path / "short")
+    meta = json.loads((run / "run.json").read_text())
+    meta["totals"]["locust"] += 5
+    (run / "run.json").write_text(json.dumps(meta))
+    proc = analyze(run, "--no-report")
+    assert proc.returncode == 1 and "records_complete" in proc.stdout
+
+
+def test_without_counter_reads_checks_say_not_checked(tmp_path):
+    run = synth_run(tmp_path / "ext")
+    meta = json.loads((run / "run.json").read_text())
+    meta["counter"] = {"before": None, "after": None}
+    (run / "run.json").write_text(json.dumps(meta))
+    assert analyze(run, "--no-report").returncode == 0
+    checks = {c["name"]: c for c in json.loads((run / "summary.json").read_text())["checks"]}
+    for name in ("counter_unexpected", "counter_lost_increments"):
+        assert checks[name]["status"] == "not checked" and checks[name]["passed"] is None
+
+
+def _bad_dirs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    good = synth_run(tmp_path / "good", requests=600)
+    cases = {"missing": (tmp_path / "nope", "no such run directory")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases["empty"] = (empty, "empty")
+    norec = tmp_path / "norec"
+    (norec / "requests").mkdir(parents=True)
+    (norec / "run.json").write_text((good / "run.json").read_text())
+    cases["no records"] = (norec, "recorded no requests")
+    badjson = tmp_path / "badjson"
+    badjson.mkdir()
+    (badjson / "run.json").write_text("{ not json")
+    cases["bad run.json"] = (badjson, "does not parse")
+    for name, content in {"truncated": None, "foreign": b"PAR1 hello"}.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run.json").write_text((good / "run.json").read_text())
+        (d / "requests").mkdir()
+        part = next((good / "requests").glob("*.parquet"))
+        data = part.read_bytes()
+        (d / "requests" / "part-x.parquet").write_bytes(content or data[: len(data) // 2])
+        cases[name] = (d, "part-x.parquet")
+    return cases
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    for name, (path, message) in _bad_dirs(tmp_path).items():
+        proc = analyze(path)
+        lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("  [")]
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert len(lines) == 1 and message in lines[0], (name, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_is_usage_error(tmp_path):
+    proc = analyze("--frobnicate")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_baseline_regression(tmp_path):
+    base = synth_run(tmp_path / "base", levels=[1, 2])
+    assert analyze(base, "--no-report").returncode == 0
+    # The same history, but every request twice as slow: fewer requests/s, higher p99.
+    meta, cols = generate(SynthSpec(6000, [1, 2]))
+    cols["latency_ms"] = cols["latency_ms"] * 3
+    t0 = cols["t_start"].min()
+    cols["t_start"] = t0 + (cols["t_start"] - t0) * 3
+    cols["t_end"] = cols["t_start"] + cols["latency_ms"] / 1000
+    for stage in meta["stages"]:
+        for key in ("t_start", "t_ready", "t_end"):
+            stage[key] = t0 + (stage[key] - t0) * 3
+    for event in meta["stack_events"]:
+        event["t"] = t0 + (event["t"] - t0) * 3
+    slow = write(tmp_path / "slow", meta, cols)
+    proc = analyze(slow, "--baseline", base)
+    assert proc.returncode == 1, proc.stdout
+    assert "regression_rps_level_1" in proc.stdout and "regression_p99_level_2" in proc.stdout
+    assert (slow / "figures" / "baseline.png").exists()
+    assert analyze(base, "--baseline", base, "--no-report").returncode == 0
+
+
+def test_thresholds_from_pyproject_and_command_line(tmp_path):
+    run = synth_run(tmp_path / "skew", balance="skewed")
+    assert analyze(run, "--no-report").returncode == 1
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[tool.scalecheck.thresholds]\nmin_jain = 0.5\n")
+    assert analyze(run, "--no-report", cwd=project).returncode == 0
+    assert analyze(run, "--no-report", "--min-jain", "0.99", cwd=project).returncode == 1
+    (project / "pyproject.toml").write_text("[tool.scalecheck.thresholds]\nmin_jian = 0.5\n")
+    proc = analyze(run, "--no-report", cwd=project)
+    assert proc.returncode == 2 and "min_jian" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_help_lists_thresholds(flag):
+    out = analyze(flag).stdout
+    assert "--max-error-rate" in out and "--min-jain" in out and "--baseline" in out
