@@ -1,0 +1,5 @@
+import sys
+
+from loadtest.stack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""``python -m loadtest.stack``: the workshop by hand, without Docker.
+
+    python -m loadtest.stack up --scale 3      # foreground; Ctrl-C stops it all
+    python -m loadtest.stack up -d --scale 3   # in the background
+    python -m loadtest.stack ps                # replicas and what HAProxy thinks of them
+    python -m loadtest.stack scale 5           # like `docker compose up -d --scale hello=5`
+    python -m loadtest.stack logs [hello-2]
+    python -m loadtest.stack down
+
+Then open http://localhost:4000 and reload: the hostname changes with every
+visit and the counter goes up. One process (the one ``up`` starts) owns the
+stack; the other commands talk to it over a Unix socket, so replicas never
+outlive it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loadtest.stack.base import StackError
+from loadtest.stack.local import LocalStack
+
+STATE_DIR = Path(".scalecheck")
+
+
+def _socket_path(state_dir: Path) -> str:
+    # Unix socket paths are short: keep it in /tmp, keyed by the project directory.
+    key = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"scalecheck-{os.getuid()}-{key}.sock")
+
+
+def _request(state_dir: Path, command: dict, timeout: float = 120) -> dict | None:
+    """Send one command to the running stack; None when no stack runs here."""
+    path = _socket_path(state_dir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        sock.sendall(json.dumps(command).encode() + b"\n")
+        data = sock.makefile("rb").readline()
+    return json.loads(data) if data else {"error": "the stack closed the connection"}
+
+
+class Supervisor:
+    """Owns the stack and answers commands, one at a time, on the main thread."""
+
+    def __init__(self, stack: LocalStack, state_dir: Path) -> None:
+        self.stack = stack
+        self.state_dir = state_dir
+        self.path = _socket_path(state_dir)
+        self.running = True
+
+    def serve(self) -> None:
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        server.listen(4)
+        server.settimeout(0.5)
+        try:
+            while self.running:
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(120)
+                    try:
+                        line = conn.makefile("rb").readline()
+                        reply = self.handle(json.loads(line or b"{}"))
+                    except (ValueError, OSError) as exc:
+                        reply = {"error": f"bad request: {exc}"}
+                    try:
+                        conn.sendall(json.dumps(reply).encode() + b"\n")
+                    except OSError:
+                        pass
+        finally:
+            server.close()  # the socket file goes only once the stack is down (see cmd_up)
+
+    def handle(self, command: dict) -> dict:
+        try:
+            match command.get("cmd"):
+                case "ps":
+                    return self.status()
+                case "scale":
+                    result = self.stack.scale(int(command["replicas"]))
+                    return {**self.status(), "ready_after_s": round(result.ready - result.asked, 3),
+                            "added": result.added, "removed": result.removed}
+                case "down":
+                    self.running = False
+                    return {"stopping": True}
+                case other:
+                    return {"error": f"unknown command {other!r}"}
+        except StackError as exc:
+            return {"error": str(exc)}
+
+    def status(self) -> dict:
+        view = {row["svname"]: row for row in self.stack.balancer_view()}
+        return {
+            "url": self.stack.url,
+            "log_dir": str(self.stack.log_dir),
+            "replicas": [{**r.to_dict(), "balancer": view.get(r.hostname, {}).get("status", "-"),
+                          "served": view.get(r.hostname, {}).get("stot", "-")}
+                         for r in self.stack.replicas()],
+        }
+
+
+def cmd_up(args) -> int:
+    state_dir = args.project_dir / STATE_DIR
+    if _request(state_dir, {"cmd": "ps"}, timeout=5) is not None:
+        print("a stack is already running here; `scale` it, or `down` it first", file=sys.stderr)
+        return 2
+    if args.detach:
+        return _up_detached(args, state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(port=args.port, workdir=state_dir / "stack", log_dir=state_dir / "logs")
+    supervisor = Supervisor(stack, state_dir)
+
+    def stop(_signum, _frame):
+        supervisor.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        stack.up(args.scale)
+        print(f"stack up: {args.scale} replica(s) behind HAProxy at {stack.url} "
+              f"(logs in {stack.log_dir}); Ctrl-C or `python -m loadtest.stack down` stops it",
+              flush=True)
+        supervisor.serve()
+    except StackError as exc:
+        print(f"stack: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stack.down()
+        if os.path.exists(supervisor.path):
+            os.unlink(supervisor.path)  # tells `down` that everything has stopped
+    print("stack down", flush=True)
+    return 0
+
+
+def _up_detached(args, state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.stack", "--project-dir", str(args.project_dir), "up",
+         "--scale", str(args.scale), "--port", str(args.port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))},
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (state_dir / "supervisor.log").read_text().strip().splitlines()
+            print(tail[-1] if tail else "stack: error: the stack did not start", file=sys.stderr)
+            return 2
+        status = _request(state_dir, {"cmd": "ps"}, timeout=5)
+        if status is not None:
+            print(f"stack up in the background: {len(status['replicas'])} replica(s) at "
+                  f"{status['url']}")
+            return 0
+        time.sleep(0.2)
+    proc.terminate()
+    print("stack: error: timed out waiting for the stack to start", file=sys.stderr)
+    return 2
+
+
+def _print_status(status: dict) -> None:
+    print(f"{'NAME':<10} {'ADDRESS':<18} {'PID':>7} {'STATE':<8} {'BALANCER':<9} {'SERVED':>7}")
+    for r in status["replicas"]:
+        print(f"{r['hostname']:<10} {r['address']:<18} {r['pid'] or '-':>7} {r['state']:<8} "
+              f"{r['balancer']:<9} {r['served']:>7}")
+    print(f"balancer: {status['url']}")
+
+
+def cmd_ps(args) -> int:
+    status = _request(args.project_dir / STATE_DIR, {"cmd": "ps"})
+    if status is None:
+        print("no stack is running here (start one: python -m loadtest.stack up -d)")
+        return 0
+    _print_status(status)
+    return 0
+
+
+def cmd_scale(args) -> int:
+    if args.replicas < 1:
+        print("stack: error: scale to 1 replica or more", file=sys.stderr)
+        return 2
+    reply = _request(args.project_dir / STATE_DIR, {"cmd": "scale", "replicas": args.replicas})
+    if reply is None:
+        print("stack: error: no stack is running here (start one: python -m loadtest.stack up -d)",
+              file=sys.stderr)
+        return 2
+    if "error" in reply:
+        print(f"stack: error: {reply['error']}", file=sys.stderr)
+        return 2
+    _print_status(reply)
+    print(f"ready after {reply['ready_after_s']} s"
+          + (f"; added {', '.join(reply['added'])}" if reply["added"] else "")
+          + (f"; removed {', '.join(reply['removed'])}" if reply["removed"] else ""))
+    return 0
+
+
+def cmd_down(args) -> int:
+    state_dir = args.project_dir / STATE_DIR
+    reply = _request(state_dir, {"cmd": "down"})
+    if reply is None:
+        print("nothing to stop")
+        return 0
+    deadline = time.monotonic() + 30
+    while os.path.exists(_socket_path(state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print("stack down")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    log_dir = args.project_dir / STATE_DIR / "logs"
+    names = [args.service] if args.service else sorted(p.stem for p in log_dir.glob("*.log"))
+    if not names:
+        print("no logs yet", file=sys.stderr)
+        return 0
+    for name in names:
+        path = log_dir / f"{name}.log"
+        if not path.exists():
+            print(f"stack: error: no logs for {name!r}", file=sys.stderr)
+            return 2
+        for line in path.read_text(errors="replace").splitlines()[-args.tail:]:
+            print(f"{name} | {line}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        print(f"stack: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m loadtest.stack", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project-dir", type=Path, default=Path.cwd(),
+                        help="where the stack's state lives (default: here)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    up = sub.add_parser("up", help="start redis, N replicas and HAProxy")
+    up.add_argument("--scale", type=int, default=1, metavar="N", help="replicas (default 1)")
+    up.add_argument("--port", type=int, default=4000, help="balancer port (default 4000)")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    sub.add_parser("ps", help="list replicas")
+    scale = sub.add_parser("scale", help="change the number of replicas")
+    scale.add_argument("replicas", type=int)
+    logs = sub.add_parser("logs", help="show logs (all, or one of hello-N, haproxy, redis)")
+    logs.add_argument("service", nargs="?")
+    logs.add_argument("--tail", type=int, default=50)
+    sub.add_parser("down", help="stop everything")
+    args = parser.parse_args(argv)
+    handler = {"up": cmd_up, "ps": cmd_ps, "scale": cmd_scale, "logs": cmd_logs,
+               "down": cmd_down}[args.command]
+    return handler(args)

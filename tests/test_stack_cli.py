@@ -1,0 +1,55 @@
+"""The stack CLI as a workshop user drives it: up -d, ps, scale, logs, down."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import urllib.request
+
+from tests.conftest import ROOT, free_port
+
+
+def stack(project, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "loadtest.stack", "--project-dir", str(project),
+                           *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+def page(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_workshop_by_hand(tmp_path, no_leftovers):
+    port = free_port()
+    try:
+        up = stack(tmp_path, "up", "-d", "--scale", "2", "--port", port)
+        assert up.returncode == 0, up.stderr
+        assert "Hello world!" in page(port)
+        seen = {re.search(r"hello-\d+", page(port)).group() for _ in range(4)}
+        assert len(seen) == 2  # the hostname changes from one reload to the next
+        again = stack(tmp_path, "up", "-d", "--port", port)
+        assert again.returncode == 2 and "already running" in again.stderr
+        scaled = stack(tmp_path, "scale", 3)
+        assert scaled.returncode == 0 and "hello-3" in scaled.stdout
+        ps = stack(tmp_path, "ps")
+        assert ps.stdout.count(" UP ") == 3
+        down_to_one = stack(tmp_path, "scale", 1)
+        assert "removed hello-2, hello-3" in down_to_one.stdout
+        logs = stack(tmp_path, "logs", "haproxy")
+        assert "haproxy |" in logs.stdout
+    finally:
+        down = stack(tmp_path, "down")
+    assert down.returncode == 0 and "stack down" in down.stdout
+    assert "no stack is running" in stack(tmp_path, "ps").stdout
+
+
+def test_scale_without_a_stack_is_an_error(tmp_path):
+    proc = stack(tmp_path, "scale", 2)
+    assert proc.returncode == 2 and "no stack is running" in proc.stderr
+
+
+def test_bad_usage(tmp_path):
+    proc = stack(tmp_path, "scale", "many")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
