@@ -1,0 +1,13 @@
+"""The collector benchmark's control: the same request, no harness, no listener."""
+
+from locust import constant
+from locust.contrib.fasthttp import FastHttpUser
+from locust import task
+
+
+class PlainUser(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def hello(self) -> None:
+        self.client.get("/", headers={"Accept": "application/json"}, name="/")
