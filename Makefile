@@ -6,7 +6,7 @@ LEVELS ?= 1,2,4
 STAGE_TIME ?= 20s
 USERS ?= 10
 
-.PHONY: setup system-deps demo test bench lint clean
+.PHONY: setup system-deps demo test bench lint clean docker-images
 
 setup: system-deps $(VENV)/.installed
 
@@ -37,3 +37,7 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
+
+# Images for the Compose stack, built without a registry (root, dockerd running).
+docker-images: setup
+	PYTHON=$(PY) sh scripts/docker-images.sh

@@ -86,8 +86,7 @@ class Harness:
         self._keep_locust_reports(parsed, run_dir)
         try:
             self.stack = make_stack(opts.stack, port=opts.stack_port, url=environment.host,
-                                    **({"workdir": run_dir / "stack", "log_dir": run_dir / "logs"}
-                                       if opts.stack != "external" else {}))
+                                    **_backend_options(opts, run_dir))
             atexit.register(self.stack.down)
             first = opts.levels[0] if self.stack.controlled else 0
             log.info("scalecheck: bringing up the %s stack with %d replica(s)",
@@ -259,6 +258,15 @@ class Harness:
                 return
             last = received
             gevent.sleep(quiet)
+
+
+def _backend_options(opts, run_dir) -> dict:
+    if opts.stack == "local":
+        return {"workdir": run_dir / "stack", "log_dir": run_dir / "logs"}
+    if opts.stack == "compose":
+        return {"log_dir": run_dir / "logs", "compose_file": opts.compose_file or None,
+                "service": opts.compose_service}
+    return {}
 
 
 def install(environment_events) -> None:

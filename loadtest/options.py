@@ -32,6 +32,11 @@ def add_arguments(parser) -> None:
                             "reports/latest points at the newest)")
     group.add_argument("--stack-port", default=4000, type=int, metavar="PORT",
                        help="Port of the balancer on 127.0.0.1 for local/compose (default: 4000)")
+    group.add_argument("--compose-file", default="", metavar="FILE",
+                       help="--stack compose: the Compose file (default: "
+                            "compose/docker-compose-scale.yml, Traefik)")
+    group.add_argument("--compose-service", default="hello", metavar="NAME",
+                       help="--stack compose: the service to scale (default: hello)")
     group.add_argument("--hostname-field", default="json:hostname", metavar="SRC:NAME",
                        help="Where a response says which replica served it: json:FIELD or "
                             "header:NAME (default: json:hostname)")
@@ -53,13 +58,16 @@ class HarnessOptions:
     hostname_field: FieldSpec
     counter_field: FieldSpec
     rate_per_user: float
+    compose_file: str = ""
+    compose_service: str = "hello"
 
     def to_dict(self) -> dict:
         return {
             "stack": self.stack, "scale_levels": self.levels, "stage_time": self.stage_time,
             "run_dir": self.run_dir, "stack_port": self.stack_port,
             "hostname_field": str(self.hostname_field), "counter_field": str(self.counter_field),
-            "rate_per_user": self.rate_per_user,
+            "rate_per_user": self.rate_per_user, "compose_file": self.compose_file,
+            "compose_service": self.compose_service,
         }
 
 
@@ -110,4 +118,6 @@ def validate(parsed) -> HarnessOptions:
         hostname_field=hostname_field,
         counter_field=counter_field,
         rate_per_user=parsed.rate_per_user,
+        compose_file=getattr(parsed, "compose_file", ""),
+        compose_service=getattr(parsed, "compose_service", "hello"),
     )

@@ -7,6 +7,20 @@ missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv"
+# The Compose path is optional: as root on Debian, bring what its tests need
+# (an engine, Compose v1, debootstrap for a base image without a registry).
+optional=""
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${SCALECHECK_NO_DOCKER:-}" = "" ]; then
+    command -v dockerd >/dev/null 2>&1 || optional="$optional docker.io"
+    command -v docker-compose >/dev/null 2>&1 || optional="$optional docker-compose"
+    command -v debootstrap >/dev/null 2>&1 || optional="$optional debootstrap"
+fi
+if [ -n "$optional" ]; then
+    echo "scalecheck: installing Debian packages for the Docker tests:$optional"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $optional >/dev/null; } \
+        || echo "scalecheck: could not install$optional; the Docker tests will be skipped" >&2
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scalecheck: installing Debian packages:$missing"

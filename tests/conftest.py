@@ -82,3 +82,13 @@ def run_locust(args: list[str], env: dict | None = None, timeout: float = 180,
     cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, **(env or {})})
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Under CI, say loudly that the Docker tests did not run, and why."""
+    from tests.docker_engine import SKIPPED
+
+    if SKIPPED and os.environ.get("CI") == "true":
+        terminalreporter.write_sep("!", "DOCKER TESTS SKIPPED IN CI", red=True, bold=True)
+        for reason in SKIPPED:
+            terminalreporter.write_line(f"  {reason}", red=True)

@@ -1,0 +1,78 @@
+"""A Docker Engine for the Compose tests: use the running one, or start dockerd
+(as root) for the session and stop it afterwards; build the images offline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from tests.conftest import ROOT
+
+SKIPPED: list[str] = []  # reasons, reported loudly at the end under CI=true
+
+
+def _engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.reason: str | None = None
+
+    def start(self) -> bool:
+        if _engine_answers():
+            return True
+        if shutil.which("dockerd") is None:
+            self.reason = "no Docker Engine: dockerd is not installed (apt-get install docker.io)"
+            return False
+        if os.geteuid() != 0:
+            self.reason = "no Docker Engine running, and starting dockerd needs root"
+            return False
+        log = open(os.path.join(tempfile.gettempdir(), "scalecheck-dockerd.log"), "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.reason = f"dockerd exited at start (code {self.proc.returncode}); " \
+                              f"see {log.name}"
+                self.proc = None
+                return False
+            if _engine_answers():
+                return True
+            time.sleep(0.5)
+        self.reason = "dockerd did not answer within 60 s"
+        self.stop()
+        return False
+
+    def build_images(self) -> bool:
+        env = {**os.environ, "PYTHON": os.environ.get("PYTHON", _venv_python())}
+        proc = subprocess.run(["sh", "scripts/docker-images.sh"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=1200)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            self.reason = "could not build the images: " + " | ".join(tail)
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+def _venv_python() -> str:
+    import sys
+
+    return sys.executable

@@ -1,0 +1,167 @@
+"""The Docker Compose path: files checked offline, then the HAProxy variant end to
+end on a real Docker Engine (Traefik's image cannot be had here: no registry)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT, free_port, run_locust
+from tests.docker_engine import SKIPPED, Engine
+
+COMPOSE = ROOT / "compose"
+OFFLINE_IMAGES = {"REDIS_IMAGE": "scalecheck/base:bookworm",
+                  "HAPROXY_IMAGE": "scalecheck/base:bookworm"}
+
+
+def rendered(name: str) -> dict:
+    """The file as Compose itself reads it (``docker-compose config``), or plain YAML."""
+    if shutil.which("docker-compose"):
+        proc = subprocess.run(["docker-compose", "-f", str(COMPOSE / name), "config"],
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
+        assert proc.returncode == 0, proc.stderr
+        return yaml.safe_load(proc.stdout)
+    print(f"docker-compose is not installed: {name} checked as plain YAML only")
+    return yaml.safe_load((COMPOSE / name).read_text())
+
+
+def _ports(service: dict) -> list[str]:
+    out = []
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            out.append(f"{p.get('host_ip', '')}:{p.get('published')}:{p.get('target')}")
+        else:
+            out.append(str(p))
+    return [p.removesuffix("/tcp") for p in out]
+
+
+def _seconds(value) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(\d+(?:\.\d+)?)s", str(value).strip())
+    assert match, value
+    return int(match.group(1) or 0) * 60 + float(match.group(2))
+
+
+def _env(service: dict) -> dict:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return env
+
+
+def test_traefik_file_matches_what_the_harness_expects():
+    cfg = rendered("docker-compose-scale.yml")
+    services = cfg["services"]
+    traefik, hello, redis = services["traefik"], services["hello"], services["redis"]
+    args = " ".join(traefik["command"])
+    assert "--providers.docker.exposedbydefault=false" in args
+    assert "--entrypoints.web.address=:80" in args and "--api.dashboard=true" in args
+    assert sorted(_ports(traefik)) == ["127.0.0.1:4000:80", "127.0.0.1:8080:8080"]
+    volumes = [v if isinstance(v, str) else f"{v['source']}:{v['target']}:" +
+               ("ro" if v.get("read_only") else "rw") for v in traefik["volumes"]]
+    assert volumes == ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+    labels = hello["labels"]
+    labels = labels if isinstance(labels, dict) else dict(x.split("=", 1) for x in labels)
+    assert labels["traefik.enable"] == "true"
+    assert labels["traefik.http.services.hello.loadbalancer.server.port"] == "8000"
+    assert labels["traefik.http.services.hello.loadbalancer.healthcheck.path"] == "/health"
+    assert "ports" not in hello and "ports" not in redis  # the app scales; Redis is private
+    assert "/health" in " ".join(hello["healthcheck"]["test"])
+    assert _seconds(hello["stop_grace_period"]) > float(_env(hello)["DRAIN_SECONDS"])
+
+
+def test_haproxy_file_and_config():
+    cfg = rendered("docker-compose-haproxy.yml")
+    haproxy, hello = cfg["services"]["haproxy"], cfg["services"]["hello"]
+    assert sorted(_ports(haproxy)) == ["127.0.0.1:4000:80", "127.0.0.1:8080:8404"]
+    assert "ports" not in hello
+    assert _seconds(hello["stop_grace_period"]) > float(_env(hello)["DRAIN_SECONDS"])
+    text = (COMPOSE / "haproxy" / "haproxy.cfg").read_text()
+    assert "nameserver dns 127.0.0.11:53" in text
+    assert re.search(r"server-template hello- \d+ hello:8000", text)
+    assert "option httpchk GET /health" in text
+    if shutil.which("haproxy"):
+        check = subprocess.run(["haproxy", "-c", "-f", str(COMPOSE / "haproxy" / "haproxy.cfg")],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+
+
+def test_dockerfile_has_healthcheck_labels_and_non_root_user():
+    text = (ROOT / "app" / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text
+    assert "HEALTHCHECK" in text and "/health" in text
+    assert "org.opencontainers.image.title" in text
+    assert re.search(r"^USER hello$", text, re.M)
+
+
+def test_missing_compose_file_is_one_line(tmp_path):
+    proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--compose-file",
+                       str(tmp_path / "nope.yml"), "--run-dir", str(tmp_path / "r"),
+                       "--stack-port", str(free_port())], timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "compose file not found" in proc.stderr or "Docker" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = Engine()
+    if not eng.start() or not eng.build_images():
+        SKIPPED.append(eng.reason or "unknown")
+        eng.stop()
+        pytest.skip(eng.reason)
+    yield eng
+    eng.stop()
+
+
+def leftovers(project: str) -> list[str]:
+    out = []
+    for kind in ("ps -a", "network ls", "volume ls"):
+        proc = subprocess.run(f"docker {kind} -q --filter label=com.docker.compose.project="
+                              f"{project}", shell=True, capture_output=True, text=True)
+        out += proc.stdout.split()
+    return out
+
+
+def test_unknown_service_is_one_line(engine, tmp_path):
+    proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--compose-file",
+                       str(COMPOSE / "docker-compose-haproxy.yml"), "--compose-service", "web",
+                       "--run-dir", str(tmp_path / "r"), "--stack-port", str(free_port())],
+                      env=OFFLINE_IMAGES, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "service 'web' is not in" in proc.stderr
+
+
+def test_haproxy_variant_end_to_end(engine, tmp_path):
+    run_dir = tmp_path / "compose"
+    proc = run_locust(["--headless", "-u", "4", "-r", "4", "--stack", "compose",
+                       "--compose-file", str(COMPOSE / "docker-compose-haproxy.yml"),
+                       "--scale-levels", "1,3,2", "--stage-time", "10s",
+                       "--run-dir", str(run_dir), "--stack-port", str(free_port()),
+                       "--only-summary"], env=OFFLINE_IMAGES, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    df = pd.read_parquet(run_dir / "requests")
+    assert run["status"] == "completed"
+    assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df) > 100
+    for stage in run["stages"]:
+        steady = df[(df.stage == stage["index"]) & (df.t_start >= stage["t_ready"])]
+        assert steady.hostname.nunique() == stage["level"], stage
+    assert df.counter.notna().all() and df.counter.is_unique
+    assert run["counter"]["after"] - run["counter"]["before"] == len(df)
+    assert (run_dir / "logs" / "compose.log").exists()
+    verdict = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
+                             capture_output=True, text=True, timeout=120)
+    assert verdict.returncode == 0, verdict.stdout
+    assert leftovers(run["stack"]["project"]) == []
+
+
+def pytest_sessionfinish_hint() -> str:  # used by conftest's terminal summary
+    return "; ".join(SKIPPED)
+
