@@ -1,8 +1,7 @@
 """The collector benchmark's control: the same request, no harness, no listener."""
 
-from locust import constant
+from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
-from locust import task
 
 
 class PlainUser(FastHttpUser):

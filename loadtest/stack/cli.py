@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.stack import processes
 from loadtest.stack.base import StackError
 from loadtest.stack.local import LocalStack
 
@@ -157,8 +158,7 @@ def _up_detached(args, state_dir: Path) -> int:
         [sys.executable, "-m", "loadtest.stack", "--project-dir", str(args.project_dir), "up",
          "--scale", str(args.scale), "--port", str(args.port)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))},
+        env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))},
     )
     log.close()
     deadline = time.monotonic() + 60

@@ -305,8 +305,7 @@ class LocalStack(Stack):
             "BIND_HOST": "127.0.0.1",
             # HAProxy has already drained the replica when we stop it.
             "DRAIN_SECONDS": self.app_env.get("LOCAL_DRAIN_SECONDS", "0.2"),
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), self.app_env.get("PYTHONPATH")])),
+            "PYTHONPATH": processes.pythonpath_with_repo(self.app_env),
         }
         popen = processes.spawn([sys.executable, "-m", "app.serve"],
                                 self.log_dir / f"{hostname}.log", env=env, cwd=str(REPO_ROOT))

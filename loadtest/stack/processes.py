@@ -16,6 +16,12 @@ import sys
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pythonpath_with_repo(env: dict[str, str]) -> str:
+    """PYTHONPATH that lets a child ``python -m app.serve`` from any directory."""
+    return os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
