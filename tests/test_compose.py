@@ -165,3 +165,12 @@ def test_haproxy_variant_end_to_end(engine, tmp_path):
 def pytest_sessionfinish_hint() -> str:  # used by conftest's terminal summary
     return "; ".join(SKIPPED)
 
+
+
+def test_docker_daemon_not_running_is_one_line(tmp_path):
+    proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--compose-file",
+                       str(COMPOSE / "docker-compose-haproxy.yml"),
+                       "--run-dir", str(tmp_path / "r"), "--stack-port", str(free_port())],
+                      env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Docker" in proc.stderr.strip().splitlines()[-1]

@@ -179,3 +179,34 @@ def test_missing_binary_on_the_command_line(tmp_path):
                        "--stack-port", str(free_port())], env=env, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "apt-get install redis-server" in proc.stderr
+
+
+def test_harness_killed_hard_keeps_flushed_records(tmp_path, no_leftovers):
+    """kill -9 of Locust: what was flushed stays readable, and the stack dies with it."""
+    run_dir = tmp_path / "kill9"
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE),
+           *locust_args(run_dir, "1,2", "20s")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if run_dir.exists() and len(list((run_dir / "requests").glob("*.parquet"))) >= 3:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait(30)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "running"  # it never got to say otherwise
+    df = pd.read_parquet(run_dir / "requests")
+    assert len(df) > 0 and df.counter.is_unique
+
+
+def test_web_ui_mode_runs_the_shape(tmp_path, no_leftovers):
+    """Not headless: the web UI starts the shape (--autostart) and Locust quits after it."""
+    run_dir = tmp_path / "web"
+    args = [a for a in locust_args(run_dir, "1,2", "3s") if a != "--headless"]
+    proc = run_locust([*args, "--autostart", "--autoquit", "1", "--web-host", "127.0.0.1",
+                       "--web-port", str(free_port())], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run, df = load(run_dir)
+    assert run["status"] == "completed" and [s["level"] for s in run["stages"]] == [1, 2]
+    assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df)

@@ -247,9 +247,27 @@ run status: {html.escape(str(s['run'].get('status')))}.</p>
                      f"<code>{html.escape(str(examples)[:1500])}</code></p>")
     parts.append(f"<img src='{img['counter']}'>")
     parts.append(f"<h2>Scaling</h2><img src='{img['scaling']}'>")
-    if "baseline" in img:
-        parts.append(f"<h2>Against baseline {html.escape(str(s['baseline']['run_id']))}</h2>"
-                     f"<img src='{img['baseline']}'>")
+    if "baseline" in s:
+        base = s["baseline"]
+        parts.append(f"<h2>Against baseline {html.escape(str(base['run_id']))} "
+                     f"(its verdict: {html.escape(str(base.get('verdict')))})</h2>")
+        parts.append("<table><tr><th>replicas</th><th>req/s baseline</th><th>req/s this run</th>"
+                     "<th>p99 baseline</th><th>p99 this run</th><th>errors baseline</th>"
+                     "<th>errors this run</th><th>Jain baseline</th><th>Jain this run</th></tr>")
+        old = {b["level"]: b for b in base["stages"]}
+        for st in s["stages"]:
+            b = old.get(st["level"])
+            if b is None:
+                continue
+            parts.append(
+                f"<tr><td>×{st['level']}</td><td>{_fmt(b['rps'])}</td><td>{_fmt(st['rps'])}</td>"
+                f"<td>{_fmt(b['latency_ms']['p99'])}</td><td>{_fmt(st['latency_ms']['p99'])}</td>"
+                f"<td>{b['error_rate']:.2%}</td><td>{st['error_rate']:.2%}</td>"
+                f"<td>{_fmt(b['fairness']['jain'])}</td><td>{_fmt(st['fairness']['jain'])}</td>"
+                "</tr>")
+        parts.append("</table>")
+        if "baseline" in img:
+            parts.append(f"<img src='{img['baseline']}'>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
