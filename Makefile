@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     except (AnalysisInputError, ThresholdError) as exc:
         print(f"analyze.py: error: {exc}", file=sys.stderr)
         return 2
-    progress(f"{len(run.records):,} records")
     analysis = analyse(run, thresholds, baseline, progress)
     out = run.path
     (out / "summary.json").write_text(json.dumps(analysis.summary, indent=1, default=_plain))

@@ -245,8 +245,10 @@ def write(out: Path, meta: dict, cols: dict[str, np.ndarray], chunk: int = 1_000
     record.data["run_id"] = out.name
     writer = PartWriter(out, "synth")
     n = len(cols["t_start"])
+    order = np.argsort(cols["t_start"], kind="stable")  # parts in time order, as a real run's
     for lo in range(0, n, chunk):
-        arrays = [pa.array(cols[f.name][lo:lo + chunk], type=f.type) for f in SCHEMA]
+        rows = order[lo:lo + chunk]
+        arrays = [pa.array(cols[f.name][rows], type=f.type) for f in SCHEMA]
         writer.write(pa.Table.from_arrays(arrays, schema=SCHEMA))
     record.save()
     return out

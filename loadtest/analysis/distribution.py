@@ -9,6 +9,7 @@ chi-square p-value against an even split) are computed on those rates.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -65,11 +66,13 @@ def fairness(counts: np.ndarray, seconds: np.ndarray) -> dict:
     return {"jain": jain, "cv": cv, "max_mean": max_mean, "chi2_p": chi2_p}
 
 
-def window_distribution(df: pd.DataFrame, window: Window, intervals: dict[str, dict]) -> dict:
-    """``df`` holds the records that started inside ``window``."""
+def count_hostnames(df: pd.DataFrame) -> Counter:
     counts = df["hostname"].value_counts(sort=False)
-    counts = counts[counts > 0]
-    seen = {str(h): int(c) for h, c in counts.items()}
+    return Counter({str(h): int(c) for h, c in counts.items() if c > 0})
+
+
+def window_distribution(seen: Counter, window: Window, intervals: dict[str, dict]) -> dict:
+    """How the requests that started inside ``window`` (counted per hostname) spread."""
     if intervals:
         up = {h: in_service(iv, window) for h, iv in intervals.items()}
         up = {h: s for h, s in up.items() if s > 0}
@@ -89,37 +92,50 @@ def window_distribution(df: pd.DataFrame, window: Window, intervals: dict[str, d
     }
 
 
-def replica_changes(df: pd.DataFrame, stage: dict, intervals: dict[str, dict]) -> dict:
-    """Replicas added or removed by this stage's rescale, and how traffic followed."""
-    added, removed = [], []
-    in_stage = lambda t: t is not None and stage["t_start"] - 1e-6 <= t < stage["t_end"]  # noqa: E731
-    for name, iv in intervals.items():
-        mine = None
-        if in_stage(iv["added"]) or in_stage(iv["removing"]):
-            mine = df[df["hostname"] == name]
-        if in_stage(iv["added"]):
-            first = mine["t_start"].min() if len(mine) else None
-            added.append({"hostname": name, "added": iv["added"],
-                          "first_request_delay_s": None if first is None or pd.isna(first)
-                          else max(0.0, float(first - iv["added"]))})
-        if in_stage(iv["removing"]):
-            done = iv["removed"] if iv["removed"] is not None else iv["removing"]
-            errors = _errors(df)
-            around = (df["t_start"] >= iv["removing"] - 1) & (df["t_start"] <= done + 1)
-            removed.append({
-                "hostname": name,
-                "removing": iv["removing"],
-                "removed": iv["removed"],
-                "served_after_drain_began": int((mine["t_start"] > iv["removing"]).sum()),
-                "served_after_removal": int((mine["t_start"] > done).sum()),
-                "errors_around": int((errors & around).sum()),
-            })
-    return {"added": sorted(added, key=lambda a: _natural(a["hostname"])),
-            "removed": sorted(removed, key=lambda r: _natural(r["hostname"]))}
+class ReplicaChanges:
+    """Replicas added or removed by one stage's rescale, and how traffic followed them."""
 
+    def __init__(self, stage: dict, intervals: dict[str, dict]) -> None:
+        inside = lambda t: t is not None and stage["t_start"] - 1e-6 <= t < stage["t_end"]  # noqa: E731
+        self.added = {h: {"hostname": h, "added": iv["added"], "first": None}
+                      for h, iv in intervals.items() if inside(iv["added"])}
+        self.removed = {}
+        for h, iv in intervals.items():
+            if inside(iv["removing"]):
+                done = iv["removed"] if iv["removed"] is not None else iv["removing"]
+                self.removed[h] = {"hostname": h, "removing": iv["removing"],
+                                   "removed": iv["removed"], "_done": done,
+                                   "served_after_drain_began": 0, "served_after_removal": 0,
+                                   "errors_around": 0}
 
-def _errors(df: pd.DataFrame) -> pd.Series:
-    return (df["status"] == 0) | (df["status"] >= 500)
+    def add(self, df: pd.DataFrame) -> None:
+        """``df``: records that started inside the stage."""
+        if not (self.added or self.removed) or len(df) == 0:
+            return
+        hosts = df["hostname"].astype(object).to_numpy()
+        t = df["t_start"].to_numpy()
+        for name, entry in self.added.items():
+            mine = t[hosts == name]
+            if len(mine):
+                first = float(mine.min())
+                entry["first"] = first if entry["first"] is None else min(entry["first"], first)
+        if self.removed:
+            errors = (df["status"] == 0).to_numpy() | (df["status"] >= 500).to_numpy()
+            for name, entry in self.removed.items():
+                mine = t[hosts == name]
+                entry["served_after_drain_began"] += int((mine > entry["removing"]).sum())
+                entry["served_after_removal"] += int((mine > entry["_done"]).sum())
+                around = (t >= entry["removing"] - 1) & (t <= entry["_done"] + 1)
+                entry["errors_around"] += int((errors & around).sum())
+
+    def result(self) -> dict:
+        added = [{"hostname": e["hostname"], "added": e["added"],
+                  "first_request_delay_s": None if e["first"] is None
+                  else max(0.0, e["first"] - e["added"])} for e in self.added.values()]
+        removed = [{k: v for k, v in e.items() if not k.startswith("_")}
+                   for e in self.removed.values()]
+        return {"added": sorted(added, key=lambda a: _natural(a["hostname"])),
+                "removed": sorted(removed, key=lambda r: _natural(r["hostname"]))}
 
 
 def _natural(name: str):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from loadtest.analysis.scan import RecordSource
 from loadtest.records import COLUMNS, REQUESTS_DIR
 
 NEEDED = ["t_start", "t_end", "latency_ms", "status", "error", "hostname", "counter",
@@ -25,17 +25,21 @@ class AnalysisInputError(Exception):
 class LoadedRun:
     path: Path
     meta: dict
-    records: pd.DataFrame
+    records: RecordSource  # read window by window, never all at once
+
+    def frame(self) -> pd.DataFrame:
+        """All records in one table (small runs and tests only)."""
+        return pd.concat(list(self.records.windows(NEEDED)), ignore_index=True)
 
 
-def load_run(path: Path) -> LoadedRun:
+def load_run(path: Path, rows_per_window: int = 1_000_000) -> LoadedRun:
     path = Path(path)
     if not path.exists():
         raise AnalysisInputError(f"{path}: no such run directory")
     if not path.is_dir():
         raise AnalysisInputError(f"{path}: not a directory")
     meta = _load_meta(path)
-    return LoadedRun(path, meta, _load_records(path))
+    return LoadedRun(path, meta, _record_source(path, rows_per_window))
 
 
 def _load_meta(path: Path) -> dict:
@@ -53,7 +57,7 @@ def _load_meta(path: Path) -> dict:
     return meta
 
 
-def _load_records(path: Path) -> pd.DataFrame:
+def _record_source(path: Path, rows_per_window: int) -> RecordSource:
     folder = path / REQUESTS_DIR
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
@@ -69,13 +73,13 @@ def _load_records(path: Path) -> pd.DataFrame:
         if missing:
             raise AnalysisInputError(f"{file}: not a record file (missing {', '.join(missing)})")
     try:
-        table = ds.dataset(files, format="parquet").to_table(columns=NEEDED)
+        source = RecordSource(files, rows_per_window)
+        rows = source.stats["rows"]
     except (pa.ArrowException, OSError) as exc:
         raise AnalysisInputError(f"{folder}: cannot read records ({exc})") from None
-    if table.num_rows == 0:
+    if rows == 0:
         raise AnalysisInputError(f"{path}: the run recorded no requests")
-    frame = table.to_pandas(strings_to_categorical=True, self_destruct=True)
-    return frame
+    return source
 
 
 __all__ = ["COLUMNS", "AnalysisInputError", "LoadedRun", "load_run"]

@@ -117,22 +117,21 @@ def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
 
 
 def _counter_figure(analysis: Analysis, path: Path, t0: float) -> bytes:
-    df = analysis.records
-    ok = df[df["counter"].notna()]
-    if len(ok) > MAX_POINTS:
-        ok = ok.iloc[:: len(ok) // MAX_POINTS + 1]
+    ok = analysis.points
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    for name, group in ok.groupby("hostname", observed=True):
-        ax.scatter(group["t_end"] - t0, group["counter"], s=3, label=str(name), rasterized=True)
+    if len(ok):
+        for name, group in ok.groupby("hostname", dropna=False):
+            ax.scatter(group["t_end"] - t0, group["counter"], s=3, label=str(name),
+                       rasterized=True)
     markers = {"duplicate": ("x", "red"), "order": ("v", "purple"), "unexpected": ("s", "black")}
-    for kind, rows in analysis.anomalies.items():
-        if rows:
+    for kind, points in analysis.anomalies.items():
+        if len(points):
             total = analysis.summary["consistency"].get(
-                {"duplicate": "duplicates", "order": "order_violations"}.get(kind, kind), len(rows))
-            bad = df.loc[rows[:: max(1, len(rows) // 500)]]  # enough to see where, not a wall
+                {"duplicate": "duplicates", "order": "order_violations"}.get(kind, kind))
+            shown = points[:: max(1, len(points) // 500)]  # enough to see where, not a wall
             marker, color = markers.get(kind, ("o", "red"))
-            ax.scatter(bad["t_end"] - t0, bad["counter"], s=14, marker=marker, color=color,
-                       alpha=0.7, label=f"{kind} ({total:,})", zorder=5)
+            ax.scatter(shown[:, 0] - t0, shown[:, 1], s=14, marker=marker, color=color,
+                       alpha=0.7, label=f"{kind} ({total or len(points):,})", zorder=5)
     _stage_marks(ax, analysis.summary, t0)
     ax.set_xlabel("seconds since first request")
     ax.set_ylabel("counter value seen")
