@@ -8,6 +8,7 @@ records to the master. The shape calls ``begin_stage``/``finish`` on it.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import sys
 import time
@@ -106,6 +107,14 @@ class Harness:
         log.info("scalecheck: recording into %s", run_dir)
 
     def on_test_start(self, environment, **_kwargs) -> None:
+        if self.run is not None and self._test_started:
+            # One run directory per Locust process: a second start would mix two
+            # tests' stages and records. Say so, and do not start.
+            log.error("scalecheck: this Locust process already recorded a run in %s; "
+                      "restart locust to record another", self.run.run_dir)
+            gevent.spawn(environment.runner.stop)
+            return
+        self._reread_options(environment)
         if self.collector:
             self.collector.start()
         if self.run is None or self._test_started:
@@ -115,6 +124,27 @@ class Harness:
         self.run.data["test_started"] = time.time()
         self.run.data["counter"]["before"] = self._read_counter()
         self.run.save()
+
+    def _reread_options(self, environment) -> None:
+        """The web UI can change our options before a start: take the new levels,
+        stage time and fields (the backend and its port stay as started)."""
+        parsed = environment.parsed_options
+        if parsed is None or self.options is None:
+            return
+        try:
+            fresh = harness_options.validate(parsed)
+        except harness_options.UsageError as exc:
+            log.error("scalecheck: %s (keeping %s)", exc, self.options.to_dict())
+            return
+        self.options = dataclasses.replace(
+            fresh, stack=self.options.stack, stack_port=self.options.stack_port,
+            run_dir=self.options.run_dir, compose_file=self.options.compose_file,
+            compose_service=self.options.compose_service)
+        if self.collector:
+            self.collector.hostname_spec = fresh.hostname_field
+            self.collector.counter_spec = fresh.counter_field
+        if self.run is not None:
+            self.run.data["options"] = self.options.to_dict()
 
     def on_test_stop(self, environment, **_kwargs) -> None:
         if self.collector:

@@ -21,29 +21,37 @@ class UsageError(Exception):
 
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("scalecheck", "Scale levels, stack and recording")
-    group.add_argument("--stack", default="local", metavar="BACKEND",
+
+    def add(*args, **kwargs):
+        # Locust shows an option in its web UI only when the action says so;
+        # options added through a group do not get that mark by themselves.
+        action = group.add_argument(*args, **kwargs)
+        action.include_in_web_ui = True
+        return action
+
+    add("--stack", default="local", metavar="BACKEND",
                        help=f"Stack under test: {' | '.join(BACKENDS)} (default: local)")
-    group.add_argument("--scale-levels", default="1,2,4", metavar="N,N,...",
+    add("--scale-levels", default="1,2,4", metavar="N,N,...",
                        help="Replica counts, one stage each, in order (default: 1,2,4)")
-    group.add_argument("--stage-time", default="30s", metavar="TIME",
+    add("--stage-time", default="30s", metavar="TIME",
                        help="How long each stage lasts, e.g. 20s, 1m30s (default: 30s)")
-    group.add_argument("--run-dir", default="", metavar="DIR",
+    add("--run-dir", default="", metavar="DIR",
                        help="Where to record the run (default: reports/<UTC timestamp>; "
                             "reports/latest points at the newest)")
-    group.add_argument("--stack-port", default=4000, type=int, metavar="PORT",
+    add("--stack-port", default=4000, type=int, metavar="PORT",
                        help="Port of the balancer on 127.0.0.1 for local/compose (default: 4000)")
-    group.add_argument("--compose-file", default="", metavar="FILE",
+    add("--compose-file", default="", metavar="FILE",
                        help="--stack compose: the Compose file (default: "
                             "compose/docker-compose-scale.yml, Traefik)")
-    group.add_argument("--compose-service", default="hello", metavar="NAME",
+    add("--compose-service", default="hello", metavar="NAME",
                        help="--stack compose: the service to scale (default: hello)")
-    group.add_argument("--hostname-field", default="json:hostname", metavar="SRC:NAME",
+    add("--hostname-field", default="json:hostname", metavar="SRC:NAME",
                        help="Where a response says which replica served it: json:FIELD or "
                             "header:NAME (default: json:hostname)")
-    group.add_argument("--counter-field", default="json:visits", metavar="SRC:NAME",
+    add("--counter-field", default="json:visits", metavar="SRC:NAME",
                        help="Where a response carries the counter value: json:FIELD or "
                             "header:NAME (default: json:visits)")
-    group.add_argument("--rate-per-user", default=0.0, type=float, metavar="RPS",
+    add("--rate-per-user", default=0.0, type=float, metavar="RPS",
                        help="Fixed requests/s per user (Locust's constant_throughput), so levels "
                             "compare at equal offered load; 0 = as fast as possible (default)")
 

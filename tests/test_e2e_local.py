@@ -210,3 +210,26 @@ def test_web_ui_mode_runs_the_shape(tmp_path, no_leftovers):
     run, df = load(run_dir)
     assert run["status"] == "completed" and [s["level"] for s in run["stages"]] == [1, 2]
     assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df)
+
+
+def test_options_show_in_the_web_ui(tmp_path, no_leftovers):
+    import urllib.request
+
+    port = free_port()
+    args = [a for a in locust_args(tmp_path / "ui", "1,2", "3s") if a != "--headless"]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE),
+                             *args, "--web-host", "127.0.0.1", "--web-port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        page = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "scale_levels" not in page:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    page = resp.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert "scale_levels" in page and "stage_time" in page
+    finally:
+        proc.terminate()
+        proc.wait(60)
