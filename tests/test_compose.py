@@ -174,3 +174,34 @@ def test_docker_daemon_not_running_is_one_line(tmp_path):
                       env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "Docker" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_kill_a_replica_and_scale_back(engine, tmp_path, monkeypatch):
+    """The SDK verbs: kill one replica, watch the balancer drop it, scale() restores it."""
+    import signal
+    import time
+
+    from loadtest.stack.compose import ComposeStack
+
+    for key, value in OFFLINE_IMAGES.items():
+        monkeypatch.setenv(key, value)
+    stack = ComposeStack(port=free_port(), compose_file=COMPOSE / "docker-compose-haproxy.yml",
+                         log_dir=tmp_path / "logs")
+    try:
+        stack.up(2)
+        victim = stack.replicas()[1].hostname
+        stack.kill_replica(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sum(s["status"] == "UP" for s in stack.balancer_view()) == 1:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("HAProxy kept routing to a killed replica")
+        result = stack.scale(2)
+        assert len(stack.replicas()) == 2 and result.ready >= result.asked
+        assert stack.read_counter() == 0  # the probes ask /health, never /
+    finally:
+        stack.down()
+    assert (tmp_path / "logs" / "compose.log").exists()
+    assert leftovers(stack.project) == []
