@@ -163,3 +163,14 @@ def test_order_checker_fed_in_chunks_equals_one_shot():
     chunks = np.array_split(np.arange(n), 17)
     fed = np.concatenate([checker.feed(start[c], end[c], values[c]) for c in chunks])
     assert (one == fed).all() and one.sum() > 0
+
+
+def test_findings_say_it_in_plain_words(tmp_path):
+    from loadtest.analysis.report import findings
+
+    clean = findings(run_synth(tmp_path / "a", levels=(1, 2)))
+    assert any("spread evenly" in line for line in clean)
+    assert any("stayed consistent" in line for line in clean)
+    broken = findings(run_synth(tmp_path / "b", levels=(1, 3), balance="starved", duplicates=2))
+    assert any("got no requests: hello-3" in line for line in broken)
+    assert any("NOT consistent: 2 duplicate values" in line for line in broken)

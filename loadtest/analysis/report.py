@@ -139,6 +139,52 @@ def _counter_figure(analysis: Analysis, path: Path, t0: float) -> bytes:
     return _save(fig, path)
 
 
+def findings(summary: dict) -> list[str]:
+    """The answers in plain words, for someone who has not read the rest."""
+    out = []
+    stages = [s for s in summary["stages"] if s["requests"]]
+    multi = [s for s in stages if len(s["hostnames"]) >= 2]
+    if multi:
+        worst = min(multi, key=lambda s: s["fairness"]["jain"] or 0)
+        uncovered = sorted({h for s in stages for h in s["uncovered"]})
+        if uncovered:
+            out.append(f"Some replicas that were up got no requests: {', '.join(uncovered)}.")
+        elif (worst["fairness"]["jain"] or 0) >= summary["thresholds"]["min_jain"]:
+            out.append("Requests were spread evenly over the replicas that were up at every "
+                       f"level (lowest Jain index {worst['fairness']['jain']:.3f}; 1 is even).")
+        else:
+            out.append(f"Requests were spread unevenly with {worst['level']} replicas (Jain "
+                       f"{worst['fairness']['jain']:.3f}; largest share "
+                       f"{max(worst['share'].values()):.0%}).")
+    c = summary["consistency"]
+    problems = [f"{c[k]:,} {label}" for k, label in (
+        ("duplicates", "duplicate values"), ("lost", "lost increments"),
+        ("order_violations", "real-time order violations"),
+        ("unexplained_gaps", "unexplained gaps"), ("unexpected", "values out of range"))
+        if c.get(k)]
+    if problems:
+        out.append("The shared counter was NOT consistent: " + ", ".join(problems) + ".")
+    elif c["ok"]:
+        out.append(f"The shared counter stayed consistent: {c['ok']:,} values came back with no "
+                   "duplicates, no lost increments and no order violations"
+                   + (f" ({', '.join(c['not_checked'])} not checked)." if c["not_checked"]
+                      else "."))
+    if len(stages) >= 2:
+        first, last = stages[0], stages[-1]
+        eff = last.get("scaling_efficiency")
+        out.append(f"Throughput went from {first['rps']:,.0f} req/s with {first['level']} "
+                   f"replica(s) to {last['rps']:,.0f} req/s with {last['level']}"
+                   + (f" (scaling efficiency {eff:.2f}; 1.0 would be linear. Where load "
+                      "generator, balancer and replicas share a few cores, expect much less)."
+                      if eff is not None else "."))
+    errors = sum(s["errors"] for s in stages)
+    trans_errors = sum(t["errors"] for t in summary["transitions"])
+    out.append(f"{errors:,} errors in the steady windows and {trans_errors:,} around scale "
+               "changes." if errors or trans_errors else
+               "No request failed, in the steady windows or around scale changes.")
+    return out
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "—"
@@ -161,6 +207,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
+td:last-child, th:last-child {{ text-align: left; }}
 .fail {{ color: #c62828; font-weight: bold; }} .pass {{ color: #2e7d32; }}
 .na {{ color: #888; }} img {{ max-width: 100%; }} .note {{ color: #555; font-size: 0.9em; }}
 </style></head><body>
@@ -171,6 +218,7 @@ of {len(s['checks'])} checks pass{'' if ok else ': ' + ', '.join(c['name'] for c
 (scale levels {', '.join('×' + str(st['level']) for st in s['stages'])});
 stack: {html.escape(str((s['run'].get('stack') or {}).get('backend', '?')))},
 run status: {html.escape(str(s['run'].get('status')))}.</p>
+<h2>In short</h2><ul>{''.join(f"<li>{html.escape(line)}</li>" for line in findings(s))}</ul>
 <h2>Checks</h2><table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th>
 <th>meaning</th></tr>"""]
     for c in s["checks"]:
@@ -179,6 +227,9 @@ run status: {html.escape(str(s['run'].get('status')))}.</p>
                      f"<td>{_fmt(c['threshold'])}</td><td class='{cls}'>{c['status']}</td>"
                      f"<td style='text-align:left'>{html.escape(c['detail'])}</td></tr>")
     parts.append("</table><h2>Stages (steady window: from ready to stage end)</h2>"
+                 "<p class='note'>scaling eff.: req/s against perfectly linear scaling from the "
+                 "first level. Jain: 1 = perfectly even spread over the replicas in service. "
+                 "Latencies in ms.</p>"
                  "<table><tr><th>stage</th><th>replicas</th><th>requests</th><th>req/s</th>"
                  "<th>scaling eff.</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th>"
                  "<th>p99</th><th>max ms</th><th>Jain</th><th>CV</th><th>max/mean</th>"
@@ -288,6 +339,7 @@ def terminal(summary: dict) -> str:
     lines.append(f"counter: ok {c['ok']:,}, fail {c['fail']:,}, unknown {c['unknown']:,}; "
                  f"duplicates {c['duplicates']}, lost {_num(c['lost'])}, "
                  f"order violations {c['order_violations']}")
+    lines.extend(f"- {line}" for line in findings(summary))
     for chk in summary["checks"]:
         if chk["passed"] is not True:
             lines.append(f"  {chk['status'].upper():>11}  {chk['name']}: {_fmt(chk['value'])} "

@@ -155,7 +155,10 @@ class Timeline:
                 row += np.bincount(mine, minlength=self.n)
 
     def result(self, top: int = 12) -> dict:
+        from loadtest.analysis.distribution import _natural
+
         largest = sorted(self.per_host, key=lambda h: -int(self.per_host[h].sum()))[:top]
+        largest.sort(key=_natural)
         return {"t0": self.t0, "seconds": self.n, "total": self.total.tolist(),
                 "errors": self.errors.tolist(),
                 "per_hostname": {h: self.per_host[h].tolist() for h in largest}}
