@@ -27,6 +27,7 @@ demo: setup
 		[ $$status -le 1 ]
 
 test: setup
+	@SCALECHECK_WITH_DOCKER=1 sh scripts/system-deps.sh
 	$(PY) -m pytest
 
 bench: setup

@@ -7,10 +7,11 @@ missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv"
-# The Compose path is optional: as root on Debian, bring what its tests need
-# (an engine, Compose v1, debootstrap for a base image without a registry).
+# The Compose path is optional: for `make test` (SCALECHECK_WITH_DOCKER=1), as
+# root on Debian, bring what its tests need (an engine, Compose v1, debootstrap
+# for a base image without a registry). `make demo` never installs Docker.
 optional=""
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${SCALECHECK_NO_DOCKER:-}" = "" ]; then
+if [ "${SCALECHECK_WITH_DOCKER:-}" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     command -v dockerd >/dev/null 2>&1 || optional="$optional docker.io"
     command -v docker-compose >/dev/null 2>&1 || optional="$optional docker-compose"
     command -v debootstrap >/dev/null 2>&1 || optional="$optional debootstrap"
