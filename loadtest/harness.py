@@ -90,8 +90,12 @@ class Harness:
                                     **_backend_options(opts, run_dir))
             atexit.register(self.stack.down)
             first = opts.levels[0] if self.stack.controlled else 0
-            log.info("scalecheck: bringing up the %s stack with %d replica(s)",
-                     opts.stack, first)
+            if self.stack.controlled:
+                log.info("scalecheck: bringing up the %s stack with %d replica(s)",
+                         opts.stack, first)
+            else:
+                log.info("scalecheck: recording against %s, which it does not control",
+                         self.stack.url)
             self.stack.up(first)
         except StackError as exc:
             if self.stack is not None:
