@@ -233,3 +233,13 @@ def test_options_show_in_the_web_ui(tmp_path, no_leftovers):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_rate_per_user_caps_the_offered_load(tmp_path, no_leftovers):
+    run_dir = tmp_path / "rate"
+    proc = run_locust([*locust_args(run_dir, "1", "4s", users=2), "--rate-per-user", "5"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run, df = load(run_dir)
+    # 2 users x 5 req/s x 4 s = 40; as fast as possible would be thousands.
+    assert 10 <= len(df) <= 80
+    assert run["options"]["rate_per_user"] == 5
