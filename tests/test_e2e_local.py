@@ -243,3 +243,15 @@ def test_rate_per_user_caps_the_offered_load(tmp_path, no_leftovers):
     # 2 users x 5 req/s x 4 s = 40; as fast as possible would be thousands.
     assert 10 <= len(df) <= 80
     assert run["options"]["rate_per_user"] == 5
+
+
+def test_scale_down_under_load_cuts_no_request(tmp_path, no_leftovers):
+    run_dir = tmp_path / "down"
+    proc = run_locust(locust_args(run_dir, "3,1", "4s", users=6))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run, df = load(run_dir)
+    assert (df.status == 200).all() and df.error.isna().all()
+    removed = [e["hostname"] for e in run["stack_events"] if e["event"] == "replica_removed"]
+    assert sorted(removed) == ["hello-2", "hello-3"]
+    steady = df[(df.stage == 1) & (df.t_start >= run["stages"][1]["t_ready"])]
+    assert set(steady.hostname) == {"hello-1"}

@@ -172,13 +172,15 @@ def findings(summary: dict) -> list[str]:
         out.append(f"The shared counter stayed consistent: {c['ok']:,} values came back with no "
                    "duplicates, no lost increments and no order violations.")
     if len(stages) >= 2:
-        first, last = stages[0], stages[-1]
-        eff = last.get("scaling_efficiency")
-        out.append(f"Throughput went from {first['rps']:,.0f} req/s with {first['level']} "
-                   f"replica(s) to {last['rps']:,.0f} req/s with {last['level']}"
-                   + (f" (scaling efficiency {eff:.2f}; 1.0 would be linear. Where load "
-                      "generator, balancer and replicas share a few cores, expect much less)."
-                      if eff is not None else "."))
+        per_level = ", ".join(f"×{s['level']}: {s['rps']:,.0f}" for s in stages)
+        line = f"Requests/s by number of replicas: {per_level}."
+        top = max(stages, key=lambda s: s["level"])
+        eff = top.get("scaling_efficiency")
+        if eff is not None and top["level"] > stages[0]["level"]:
+            line += (f" Scaling efficiency at ×{top['level']}: {eff:.2f} (1.0 would be linear; "
+                     "where load generator, balancer and replicas share a few cores, expect "
+                     "much less).")
+        out.append(line)
     errors = sum(s["errors"] for s in stages)
     trans_errors = sum(t["errors"] for t in summary["transitions"])
     out.append(f"{errors:,} errors in the steady windows and {trans_errors:,} around scale "
