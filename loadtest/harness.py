@@ -97,12 +97,14 @@ class Harness:
                 log.info("scalecheck: recording against %s, which it does not control",
                          self.stack.url)
             self.stack.up(first)
-        except StackError as exc:
+        except (StackError, KeyboardInterrupt) as exc:
             if self.stack is not None:
                 self.stack.down()
-            self.run.data.update(status="failed", error=str(exc))
+            message = str(exc) if isinstance(exc, StackError) else "interrupted while the " \
+                "stack was starting; everything it started is stopped"
+            self.run.data.update(status="failed", error=message, ended=time.time())
             self.run.save()
-            fail(str(exc))
+            fail(message, 2 if isinstance(exc, StackError) else 130)
         if not environment.host:
             environment.host = self.stack.url
         self.run.data.update(stack=self.stack.describe(), url=environment.host,
