@@ -51,6 +51,7 @@ class Harness:
         self._finished = False
         self._finalized = False
         self._test_started = False
+        self._discarded = 0  # requests Locust forgot when its stats were reset
 
     # -- Locust events --------------------------------------------------------
 
@@ -84,6 +85,7 @@ class Harness:
                                    worker="local")
         if isinstance(runner, MasterRunner):
             runner.register_message(MSG_RECORDS, self.collector.on_records_message)
+        environment.events.reset_stats.add_listener(self._on_reset_stats)
         self._keep_locust_reports(parsed, run_dir)
         try:
             self.stack = make_stack(opts.stack, port=opts.stack_port, url=environment.host,
@@ -188,6 +190,10 @@ class Harness:
 
     # -- internals ---------------------------------------------------------------
 
+    def _on_reset_stats(self, **_kwargs) -> None:
+        """The web UI's "reset stats": keep Locust's count whole for the comparison."""
+        self._discarded += self.environment.stats.total.num_requests
+
     def _rescale(self, stage: dict, level: int) -> None:
         with self._scale_lock:
             try:
@@ -253,9 +259,13 @@ class Harness:
             total = self.environment.stats.total
             self.run.data["totals"] = {
                 "recorded": self.collector.writer.written if self.collector else 0,
-                "locust": total.num_requests,
+                "locust": total.num_requests + self._discarded,
                 "locust_failures": total.num_failures,
             }
+            if getattr(self.environment.parsed_options, "reset_stats", False):
+                # Locust dropped its count once spawning completed: nothing to compare.
+                self.run.data["totals"]["locust"] = None
+                self.run.data["totals"]["note"] = "--reset-stats: Locust's count is partial"
             if self.collector and self.collector.received_from:
                 self.run.data["totals"]["by_worker"] = dict(self.collector.received_from)
             if self.run.data["status"] in ("running", "ready"):

@@ -255,3 +255,38 @@ def test_scale_down_under_load_cuts_no_request(tmp_path, no_leftovers):
     assert sorted(removed) == ["hello-2", "hello-3"]
     steady = df[(df.stage == 1) & (df.t_start >= run["stages"][1]["t_ready"])]
     assert set(steady.hostname) == {"hello-1"}
+
+
+def test_reset_stats_makes_the_comparison_not_checked(tmp_path, no_leftovers):
+    """--reset-stats drops Locust's count after spawning: compare nothing, say so."""
+    run_dir = tmp_path / "reset"
+    proc = run_locust([*locust_args(run_dir, "1", "3s"), "--reset-stats"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run, df = load(run_dir)
+    assert run["totals"]["locust"] is None and run["totals"]["recorded"] == len(df) > 0
+    assert analyze(run_dir).returncode == 0
+    checks = {c["name"]: c for c in json.loads((run_dir / "summary.json").read_text())["checks"]}
+    assert checks["records_complete"]["status"] == "not checked"
+
+
+def test_web_ui_reset_keeps_the_comparison_whole(tmp_path, no_leftovers):
+    import urllib.request
+
+    run_dir = tmp_path / "uireset"
+    port = free_port()
+    args = [a for a in locust_args(run_dir, "1,2", "3s") if a != "--headless"]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE),
+                             *args, "--autostart", "--autoquit", "1", "--web-host", "127.0.0.1",
+                             "--web-port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not list((run_dir / "requests").glob("*.parquet")
+                                                   if run_dir.exists() else []):
+        time.sleep(0.2)
+    reset = urllib.request.Request(f"http://127.0.0.1:{port}/stats/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=5) as resp:
+        assert resp.status == 200
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    run, df = load(run_dir)
+    assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df)
