@@ -24,8 +24,8 @@ import uuid
 from pathlib import Path
 
 from loadtest.stack.base import Replica, ScaleResult, Stack, StackError, check_port_free
+from loadtest.stack.processes import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FILE = REPO_ROOT / "compose" / "docker-compose-scale.yml"
 
 

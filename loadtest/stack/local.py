@@ -37,7 +37,6 @@ from loadtest.stack.haproxy import HAProxyAdmin
 
 BACKEND = "hello"
 HEALTH_CHECK = "inter 200ms fall 2 rise 1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 HAPROXY_CFG = """\
 global
@@ -173,11 +172,7 @@ class LocalStack(Stack):
         if self._down:
             return
         self._down = True
-        procs = [p.popen for p in self._replicas.values() if p.popen.poll() is None]
-        for popen in procs:
-            popen.terminate()
-        for popen in procs:
-            processes.stop(popen, timeout=10)
+        processes.stop_all([p.popen for p in self._replicas.values() if p.popen.poll() is None])
         for proc in self._replicas.values():
             if proc.replica.state == "up":
                 proc.replica.state = "stopped"
@@ -307,7 +302,8 @@ class LocalStack(Stack):
             "PYTHONPATH": processes.pythonpath_with_repo(self.app_env),
         }
         popen = processes.spawn([sys.executable, "-m", "app.serve"],
-                                self.log_dir / f"{hostname}.log", env=env, cwd=str(REPO_ROOT))
+                                self.log_dir / f"{hostname}.log", env=env,
+                                cwd=str(processes.REPO_ROOT))
         proc = _Proc(Replica(hostname, f"127.0.0.1:{port}", "starting", popen.pid, time.time()),
                      popen)
         self._replicas[hostname] = proc
@@ -341,10 +337,8 @@ class LocalStack(Stack):
             return not ({r["svname"] for r in self._admin.servers(BACKEND)} & names)
 
         wait_until(deleted, self.drain_timeout, what=f"HAProxy to delete {', '.join(names)}")
+        processes.stop_all([proc.popen for proc in victims])
         for proc in victims:
-            proc.popen.terminate()
-        for proc in victims:
-            processes.stop(proc.popen, timeout=10)
             proc.replica.state = "removed"
             self._event("replica_removed", hostname=proc.replica.hostname)
 

@@ -70,6 +70,15 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTER
     return proc.poll()
 
 
+def stop_all(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """Signal every process first, then wait for each: they stop side by side."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        stop(proc, timeout=timeout)
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
