@@ -125,7 +125,7 @@ class Harness:
         self._reread_options(environment)
         if self.collector:
             self.collector.start()
-        if self.run is None or self._test_started:
+        if self.run is None:
             return
         self._test_started = True
         self.run.data["status"] = "running"
@@ -194,6 +194,10 @@ class Harness:
         """The web UI's "reset stats": keep Locust's count whole for the comparison."""
         self._discarded += self.environment.stats.total.num_requests
 
+    def _locust_count(self) -> int:
+        """Requests Locust counted in this run, resets of its statistics added back."""
+        return self.environment.stats.total.num_requests + self._discarded
+
     def _rescale(self, stage: dict, level: int) -> None:
         with self._scale_lock:
             try:
@@ -259,7 +263,7 @@ class Harness:
             total = self.environment.stats.total
             self.run.data["totals"] = {
                 "recorded": self.collector.writer.written if self.collector else 0,
-                "locust": total.num_requests + self._discarded,
+                "locust": self._locust_count(),
                 "locust_failures": total.num_failures,
             }
             if getattr(self.environment.parsed_options, "reset_stats", False):
@@ -299,8 +303,7 @@ class Harness:
         last = -1
         while time.monotonic() < deadline:
             received = sum(self.collector.received_from.values())
-            counted = self.environment.stats.total.num_requests
-            if received == last and counted >= received:
+            if received == last and self._locust_count() >= received:
                 return
             last = received
             gevent.sleep(quiet)
