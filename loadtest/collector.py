@@ -121,7 +121,6 @@ class Collector:
         self.worker = worker
         self.flush_interval = flush_interval
         self.stage = (-1, 0)  # (index, scale level) as last announced
-        self.sent = 0  # rows handed on (written here or sent to the master)
         self.received_from: dict[str, int] = {}  # master: rows per worker
         self._rows: list[tuple] = []
         self._greenlet = None
@@ -182,7 +181,6 @@ class Collector:
         except Exception:
             self._rows[:0] = rows  # keep them; the next flush retries
             raise
-        self.sent += len(rows)
         return len(rows)
 
     # -- master side of distributed runs --------------------------------------

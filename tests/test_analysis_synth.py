@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadtest.analysis.consistency import order_violation_flags
+from loadtest.analysis.consistency import OrderChecker
 from loadtest.analysis.load import load_run
 from loadtest.analysis.summary import analyse
 from loadtest.analysis.thresholds import Thresholds
@@ -120,7 +120,7 @@ def test_order_check_brute_force_agreement():
         start = rng.uniform(0, 1, n)
         end = start + rng.uniform(0, 0.2, n)
         values = rng.integers(0, 40, n)
-        fast = order_violation_flags(start, end, values)
+        fast = OrderChecker().feed(start, end, values)
         slow = np.array([any(end[a] < start[b] and values[a] >= values[b] for a in range(n))
                          for b in range(n)])
         assert (fast == slow).all()
@@ -151,14 +151,12 @@ def test_exact_percentiles_match_numpy(tmp_path):
 
 
 def test_order_checker_fed_in_chunks_equals_one_shot():
-    from loadtest.analysis.consistency import OrderChecker
-
     rng = np.random.default_rng(5)
     n = 5000
     start = np.sort(rng.uniform(0, 10, n))
     end = start + rng.exponential(0.05, n)
     values = np.argsort(np.argsort(start + rng.uniform(0, 0.04, n)))
-    one = order_violation_flags(start, end, values, 0.001)
+    one = OrderChecker(0.001).feed(start, end, values)
     checker = OrderChecker(0.001)
     chunks = np.array_split(np.arange(n), 17)
     fed = np.concatenate([checker.feed(start[c], end[c], values[c]) for c in chunks])

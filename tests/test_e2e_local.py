@@ -15,6 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from loadtest.analysis.consistency import OrderChecker
 from tests.conftest import LOCUSTFILE, ROOT, free_port, run_locust
 
 
@@ -34,12 +35,10 @@ def locust_args(run_dir: Path, levels: str, stage_time: str = "4s", users: int =
 
 
 def order_violations(df: pd.DataFrame) -> int:
-    """Pairs where a ended before b started yet a's counter is not lower."""
-    ok = df.dropna(subset=["counter"]).sort_values("t_end")
-    prefix_max = np.maximum.accumulate(ok["counter"].to_numpy())
-    before = np.searchsorted(ok["t_end"].to_numpy(), ok["t_start"].to_numpy(), side="left")
-    has_prior = before > 0
-    return int((prefix_max[before[has_prior] - 1] >= ok["counter"].to_numpy()[has_prior]).sum())
+    """Requests b that started after some a ended, yet saw a counter not above a's."""
+    ok = df.dropna(subset=["counter"])
+    return int(OrderChecker().feed(ok["t_start"].to_numpy(), ok["t_end"].to_numpy(),
+                                   ok["counter"].to_numpy(dtype=np.int64)).sum())
 
 
 def test_sweep_records_every_request_per_level(tmp_path, no_leftovers):

@@ -43,25 +43,6 @@ def _matches(series: pd.Series, pattern: str) -> np.ndarray:
     return series.astype("string").str.contains(pattern, regex=True).fillna(False).to_numpy()
 
 
-def order_violation_flags(t_start: np.ndarray, t_end: np.ndarray, values: np.ndarray,
-                          margin: float = 0.0) -> np.ndarray:
-    """Flag b when some a ended (by more than ``margin``) before b started with value >= b's.
-
-    Sort by end time, keep the running maximum of values, and for each b look
-    up how many requests had ended before it started: O(n log n).
-    """
-    if len(values) == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.argsort(t_end, kind="stable")
-    ends = t_end[order]
-    running_max = np.maximum.accumulate(values[order])
-    ended_before = np.searchsorted(ends, t_start - margin, side="left")
-    flags = np.zeros(len(values), dtype=bool)
-    has = ended_before > 0
-    flags[has] = running_max[ended_before[has] - 1] >= values[has]
-    return flags
-
-
 _NONE = np.iinfo(np.int64).min  # "no value yet" for running maxima
 
 

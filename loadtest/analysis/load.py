@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loadtest.analysis.scan import RecordSource
-from loadtest.records import COLUMNS, REQUESTS_DIR
+from loadtest.records import COLUMNS, REQUESTS_DIR, part_files
 
 NEEDED = ["t_start", "t_end", "latency_ms", "status", "error", "hostname", "counter",
           "counter_error", "stage", "scale_level", "user", "worker"]
@@ -59,7 +59,7 @@ def _load_meta(path: Path) -> dict:
 
 def _record_source(path: Path, rows_per_window: int) -> RecordSource:
     folder = path / REQUESTS_DIR
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    files = part_files(path)
     if not files:
         raise AnalysisInputError(f"{path}: the run recorded no requests ({REQUESTS_DIR}/ is empty)")
     for file in files:  # name the bad file, rather than fail somewhere in a scan

@@ -17,8 +17,6 @@ import numpy as np  # noqa: E402
 
 from loadtest.analysis.summary import Analysis  # noqa: E402
 
-MAX_POINTS = 40_000  # the counter plot draws at most this many ordinary points
-
 
 def _save(fig, path: Path) -> bytes:
     buf = io.BytesIO()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from loadtest.analysis import distribution, throughput, verdict
-from loadtest.analysis.consistency import CounterChecker, Sample
+from loadtest.analysis.consistency import CounterChecker
 from loadtest.analysis.load import NEEDED, LoadedRun
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.windows import stage_windows, steady, transition
@@ -136,4 +136,4 @@ def _brief(stage: dict) -> dict:
                                       "latency_ms", "fairness", "scaling_efficiency")}
 
 
-__all__ = ["Analysis", "Sample", "analyse"]
+__all__ = ["Analysis", "analyse"]

@@ -74,7 +74,6 @@ class WindowStats:
     # pass 2: the order statistics the percentiles need
     def plan(self) -> None:
         self._cum = np.cumsum(self.hist)
-        self._ranks = {}
         for p in PERCENTILES:
             pos = (self.requests - 1) * p / 100
             for rank in {int(np.floor(pos)), int(np.ceil(pos))}:

@@ -90,7 +90,6 @@ class ComposeStack(Stack):
         text = self.file.read_text(errors="replace") if self.file.exists() else ""
         self._balancer = "traefik" if "traefik" in text else "haproxy"
         self._started = False
-        self._known: dict[str, str] = {}  # container id -> hostname, for events
         self.counter_key = self.env.get("COUNTER_KEY", "counter")
 
     @property
@@ -109,7 +108,7 @@ class ComposeStack(Stack):
             raise StackError(f"compose file not found: {self.file}")
         self._compose = compose_command()
         self._client = docker_client()
-        services = self._run(["config", "--services"], capture=True).split()
+        services = self._run(["config", "--services"]).split()
         if self.service not in services:
             raise StackError(f"service {self.service!r} is not in {self.file.name} "
                              f"(it has: {', '.join(services)})")
@@ -182,7 +181,7 @@ class ComposeStack(Stack):
         if (dest / "compose.log").exists() or not self._compose:
             return
         dest.mkdir(parents=True, exist_ok=True)
-        logs = self._run(["logs", "--no-color", "--timestamps"], capture=True, check=False)
+        logs = self._run(["logs", "--no-color", "--timestamps"], check=False)
         (dest / "compose.log").write_text(logs)
         try:
             (dest / "balancer.json").write_text(json.dumps(self.balancer_view(), indent=1))
@@ -243,11 +242,9 @@ class ComposeStack(Stack):
             f"com.docker.compose.service={service}"]})
 
     def _hostname(self, container) -> str:
-        name = container.attrs.get("Config", {}).get("Hostname") or container.id[:12]
-        self._known[container.id] = name
-        return name
+        return container.attrs.get("Config", {}).get("Hostname") or container.id[:12]
 
-    def _run(self, args: list[str], capture: bool = False, check: bool = True) -> str:
+    def _run(self, args: list[str], check: bool = True) -> str:
         cmd = [*self._compose, "-f", str(self.file), "-p", self.project, *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env,
                               cwd=str(self.file.parent), timeout=600)
