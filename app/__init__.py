@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 
 import redis
 from flask import Flask, jsonify, render_template_string, request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.counter import make_counter
 
@@ -56,6 +58,7 @@ def create_app(
         port=config["REDIS_PORT"],
         socket_timeout=config["REDIS_TIMEOUT"],
         socket_connect_timeout=config["REDIS_TIMEOUT"],
+        **_retry_policy(config["COUNTER_MODE"]),
     )
     counter = make_counter(config["COUNTER_MODE"], client, config["COUNTER_KEY"])
 
@@ -84,6 +87,17 @@ def create_app(
         return jsonify(status="ok", hostname=config["HOSTNAME"]), 200
 
     return app
+
+
+def _retry_policy(mode: str) -> dict:
+    """Exactly one attempt per command, except in the deliberately faulty ``retrying`` mode.
+
+    redis-py re-sends a command after a timeout by default; for ``INCR`` that
+    can count one visit twice, and it stretches ``REDIS_TIMEOUT`` several-fold.
+    """
+    if mode == "retrying":
+        return {}  # redis-py's default: retries with backoff
+    return {"retry": Retry(NoBackoff(), 0)}
 
 
 def _wants_json() -> bool:

@@ -1,8 +1,15 @@
 """Visit counters: the shared state whose consistency the harness checks.
 
-Three modes, chosen by ``COUNTER_MODE``:
+Four modes, chosen by ``COUNTER_MODE``:
 
-- ``atomic``: Redis ``INCR``; every visit gets a distinct, increasing value.
+- ``atomic``: Redis ``INCR``, sent exactly once; every visit gets a distinct,
+  increasing value. If Redis does not answer within ``REDIS_TIMEOUT`` the
+  visit has an *unknown* outcome (the INCR may or may not have happened) and
+  the page says the counter is unavailable: it is never sent twice.
+- ``retrying``: the same ``INCR``, with redis-py's default retry policy (it
+  re-sends after a timeout or a dropped connection). A retried INCR whose
+  first attempt did reach Redis counts one visit twice: the classic
+  non-idempotent retry.
 - ``racy``: ``GET`` then ``SET``; two replicas interleaving lose updates and
   hand out the same value twice (the classic read-modify-write bug).
 - ``local``: a counter in this process's memory; every replica counts on its
@@ -19,7 +26,7 @@ from typing import Protocol
 
 import redis
 
-MODES = ("atomic", "racy", "local")
+MODES = ("atomic", "retrying", "racy", "local")
 
 
 class Counter(Protocol):
@@ -61,7 +68,8 @@ class LocalCounter:
 
 
 def make_counter(mode: str, client: redis.Redis, key: str) -> Counter:
-    if mode == "atomic":
+    """The counter for ``mode``; the client's retry policy is the caller's (see create_app)."""
+    if mode in ("atomic", "retrying"):
         return AtomicCounter(client, key)
     if mode == "racy":
         return RacyCounter(client, key)
