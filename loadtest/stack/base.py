@@ -1,30 +1,48 @@
 """The one interface every stack backend implements, and what they share.
 
 A backend is a class with a handful of verbs; the harness never asks which
-backend it holds. ``StackError`` carries a one-line message meant for the user.
+backend it holds. The required verbs are ``up``, ``scale``, ``replicas``,
+``read_counter`` and ``down``. ``scale`` is a template: it records the
+request, lets the backend apply it (``_apply_scale``), waits until the
+balancer routes to exactly the new set (``_wait_routed``) and records that.
+
+The optional verbs (faults, the balancer's view, health polling) are declared
+here and raise ``Unsupported`` with a one-line reason unless a backend offers
+them; ``supports(verb)`` tells beforehand. ``StackError`` carries a one-line
+message meant for the user.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import psutil
+
+from loadtest.stack import events as ev
 
 
 class StackError(Exception):
     """A problem the user can act on; its message is one line."""
 
 
+class Unsupported(StackError):
+    """The backend does not offer this verb."""
+
+
 @dataclass
 class Replica:
     hostname: str
     address: str
-    state: str = "up"
+    state: str = "up"  # starting, up, draining, removed, dead, paused
     pid: int | None = None
     started: float | None = None
 
@@ -41,15 +59,73 @@ class ScaleResult:
     removed: list[str] = field(default_factory=list)
 
 
+@dataclass
+class BalancerRow:
+    """One server as the balancer sees it; the same shape for every balancer."""
+
+    server: str             # the replica's hostname where the balancer knows it, else its address
+    address: str
+    status: str             # UP, DOWN, DRAIN, MAINT, ... (upper case)
+    served: int | None = None    # requests the balancer sent there so far
+    inflight: int | None = None  # requests in flight there now
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StackSettings:
+    """What every backend may be built from; a backend's own options come beside it."""
+
+    port: int = 4000
+    url: str | None = None                  # -H, for stacks the harness does not start
+    balancer: str = "traefik"
+    api_port: int | None = None             # the balancer's API/dashboard on loopback
+    run_dir: Path | None = None
+    log_dir: Path | None = None
+    workdir: Path | None = None
+    app_env: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's own, by dest name
+
+
+OptionAdder = Callable[..., Any]
+
+
 class Stack(ABC):
     """The system under test, behind one balancer URL."""
 
-    name: str = "stack"
+    #: The name users pass to ``--stack``.
+    name: ClassVar[str] = "stack"
     #: False for stacks the harness observes but cannot scale or read.
-    controlled: bool = True
+    controlled: ClassVar[bool] = True
+    #: Balancers this backend can put in front (the first is the default).
+    balancers: ClassVar[tuple[str, ...]] = ()
+    #: What the run's summary should call the shared store (for fault names).
+    store_name: ClassVar[str] = "redis"
 
     def __init__(self) -> None:
         self.events: list[dict] = []
+        self.balancer = ""
+        self.log_dir: Path | None = None
+        # Scaling, faults and teardown change the stack; one at a time.
+        self.lock = threading.RLock()
+        self._port_claim: socket.socket | None = None
+
+    # -- how a backend is built from the command line --------------------------
+
+    @classmethod
+    def add_arguments(cls, add: OptionAdder) -> None:  # noqa: B027 - optional
+        """Declare the backend's own options (``add`` is argparse's add_argument)."""
+        return None
+
+    @classmethod
+    def from_settings(cls, settings: StackSettings) -> Stack:
+        raise NotImplementedError
+
+    def preflight(self) -> None:  # noqa: B027 - optional
+        """Check what can be checked before anything is created (binaries, ports, engine)."""
+
+    # -- required verbs ------------------------------------------------------
 
     @property
     @abstractmethod
@@ -58,12 +134,39 @@ class Stack(ABC):
     @abstractmethod
     def up(self, replicas: int) -> ScaleResult: ...
 
-    @abstractmethod
-    def scale(self, replicas: int) -> ScaleResult:
+    def scale(self, replicas: int, by: str = "plan") -> ScaleResult:
         """Return only once the balancer routes to exactly ``replicas`` healthy replicas."""
+        if replicas < 1:
+            raise StackError(f"cannot scale to {replicas}: need at least 1 replica")
+        with self.lock:
+            self._require_up()
+            asked = time.time()
+            self._event(ev.SCALE_ASKED, level=replicas, previous=len(self.replicas()), by=by)
+            try:
+                added, removed = self._apply_scale(replicas)
+                self._wait_routed(replicas)
+            except StackError as exc:
+                self._event(ev.SCALE_FAILED, level=replicas, error=str(exc))
+                raise
+            ready = time.time()
+            self._event(ev.SCALE_READY, level=replicas, seconds=round(ready - asked, 3),
+                        hostnames=[r.hostname for r in self.replicas()])
+            return ScaleResult(replicas, asked, ready, added, removed)
 
     @abstractmethod
-    def replicas(self) -> list[Replica]: ...
+    def _apply_scale(self, replicas: int) -> tuple[list[str], list[str]]:
+        """Start or stop replicas; return the hostnames (added, removed)."""
+
+    @abstractmethod
+    def _wait_routed(self, replicas: int) -> None:
+        """Wait, bounded, until the balancer routes to exactly these replicas."""
+
+    def _require_up(self) -> None:  # noqa: B027 - optional
+        """Raise StackError if the stack is not up."""
+
+    @abstractmethod
+    def replicas(self) -> list[Replica]:
+        """Replicas in service now (up and routed)."""
 
     @abstractmethod
     def read_counter(self) -> int | None:
@@ -73,16 +176,105 @@ class Stack(ABC):
     def down(self) -> None:
         """Stop everything this stack started; safe to call twice."""
 
-    def save_logs(self, dest: Path) -> None:  # noqa: B027 - optional for backends
+    # -- optional verbs --------------------------------------------------------
+
+    def poll(self) -> list[dict]:
+        """Notice what changed on its own (a replica, the balancer or the store died).
+
+        Called about every quarter second while a run goes on; returns the
+        events it recorded. Backends that cannot watch return nothing.
+        """
+        return []
+
+    def balancer_view(self) -> list[BalancerRow]:
+        raise Unsupported(f"the {self.name} stack has no balancer view")
+
+    def balancer_version(self) -> str | None:
+        return None
+
+    def replica_cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each replica in service (all its processes)."""
+        raise Unsupported(f"the {self.name} stack cannot measure its replicas' CPU")
+
+    def replica_since(self) -> dict[str, float | None]:
+        """Replicas in service and since when they are routed (None: not known)."""
+        return {r.hostname: r.started for r in self.replicas()}
+
+    def save_logs(self, dest: Path) -> None:
         """Copy whatever logs the backend has into ``dest``."""
+        if self.log_dir and self.log_dir.exists() and \
+                self.log_dir.resolve() != Path(dest).resolve():
+            shutil.copytree(self.log_dir, dest, dirs_exist_ok=True)
+
+    def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
+        """Send a signal to one replica behind the balancer's back; return its hostname."""
+        raise Unsupported(f"the {self.name} stack cannot kill a replica")
+
+    def pause_replica(self, hostname: str | None = None) -> str:
+        """Freeze one replica (SIGSTOP / docker pause); return its hostname."""
+        raise Unsupported(f"the {self.name} stack cannot pause a replica")
+
+    def resume_replica(self, hostname: str) -> None:
+        raise Unsupported(f"the {self.name} stack cannot resume a replica")
+
+    def pause_store(self) -> None:
+        """Freeze the shared store (Redis) until ``resume_store``."""
+        raise Unsupported(f"the {self.name} stack cannot pause {self.store_name}")
+
+    def resume_store(self) -> None:
+        raise Unsupported(f"the {self.name} stack cannot resume {self.store_name}")
+
+    def restart_store(self, persist: bool) -> dict:
+        """Restart the shared store; with ``persist`` its data survives. Returns details."""
+        raise Unsupported(f"the {self.name} stack cannot restart {self.store_name}")
+
+    def restart_balancer(self) -> None:
+        raise Unsupported(f"the {self.name} stack cannot restart its balancer")
+
+    def disturb_store_link(self, latency_ms: float = 0.0, reset: bool = False) -> None:
+        """Add latency to, or reset connections on, the path from the replicas to the store."""
+        raise Unsupported(f"the {self.name} stack has no proxy in front of {self.store_name}")
+
+    def heal_store_link(self) -> None:
+        raise Unsupported(f"the {self.name} stack has no proxy in front of {self.store_name}")
+
+    def supports(self, verb: str) -> bool:
+        """Whether this backend overrides an optional verb of the base class."""
+        mine = getattr(type(self), verb, None)
+        return mine is not None and mine is not getattr(Stack, verb, None)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "url": self.url, "controlled": self.controlled}
+        return {"backend": self.name, "url": self.url, "controlled": self.controlled,
+                "balancer": self.balancer or None, "balancer_version": self.balancer_version()}
+
+    # -- shared helpers ----------------------------------------------------------
 
     def _event(self, kind: str, **details) -> dict:
         event = {"t": time.time(), "event": kind, **details}
         self.events.append(event)
         return event
+
+    def _claim_port(self, port: int) -> None:
+        """Hold the balancer's port for this run, so a second run on it is refused.
+
+        The claim is an abstract Unix socket: the kernel releases it when this
+        process ends, however it ends, and it leaves no file behind. It only
+        guards against another scalecheck run; ``check_port_free`` catches
+        every other program.
+        """
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(f"\0scalecheck-port-{port}")
+        except OSError:
+            claim.close()
+            raise StackError(f"port {port} is in use by another scalecheck run; choose another "
+                             "with --stack-port") from None
+        self._port_claim = claim
+
+    def _release_port(self) -> None:
+        if self._port_claim is not None:
+            self._port_claim.close()
+            self._port_claim = None
 
     def __enter__(self) -> Stack:
         return self
@@ -101,7 +293,7 @@ def require_binary(name: str, package: str | None = None) -> str:
     return path
 
 
-def check_port_free(port: int, host: str = "127.0.0.1", hint: str = "--port") -> None:
+def check_port_free(port: int, host: str = "127.0.0.1", hint: str = "--stack-port") -> None:
     """Fail with a line naming the port and, when we can tell, who holds it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -112,6 +304,14 @@ def check_port_free(port: int, host: str = "127.0.0.1", hint: str = "--port") ->
             who = f" (held by {owner})" if owner else ""
             raise StackError(
                 f"port {port} on {host} is busy{who}; choose another with {hint}") from None
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        check_port_free(port, host)
+        return True
+    except StackError:
+        return False
 
 
 def _port_owner(port: int) -> str | None:
@@ -130,6 +330,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def api_port_or_free(requested: int | None, default: int = 8080) -> int:
+    """The balancer API's port: as asked, else the workshop's 8080 if free, else any free one."""
+    if requested:
+        return requested
+    return default if port_is_free(default) else free_port()
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):

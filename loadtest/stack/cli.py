@@ -1,16 +1,18 @@
-"""``python -m loadtest.stack``: the workshop by hand, without Docker.
+"""``python -m loadtest.stack`` (or ``scalecheck stack``): the workshop by hand.
 
     python -m loadtest.stack up --scale 3      # foreground; Ctrl-C stops it all
     python -m loadtest.stack up -d --scale 3   # in the background
-    python -m loadtest.stack ps                # replicas and what HAProxy thinks of them
+    python -m loadtest.stack ps                # replicas and what the balancer thinks of them
     python -m loadtest.stack scale 5           # like `docker compose up -d --scale hello=5`
     python -m loadtest.stack logs [hello-2]
     python -m loadtest.stack down
 
 Then open http://localhost:4000 and reload: the hostname changes with every
-visit and the counter goes up. One process (the one ``up`` starts) owns the
-stack; the other commands talk to it over a Unix socket, so replicas never
-outlive it.
+visit and the counter goes up. ``up`` takes ``--balancer traefik|haproxy``
+(Traefik by default, its dashboard on http://localhost:8080) and ``--stack``
+for any backend the harness has (local by default; compose and swarm need
+Docker). One process (the one ``up`` starts) owns the stack; the other
+commands talk to it over a Unix socket, so replicas never outlive it.
 """
 
 from __future__ import annotations
@@ -23,21 +25,29 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from loadtest.stack import processes
+from loadtest.stack import BACKENDS, Stack, StackSettings, backend_class, make_stack, processes
 from loadtest.stack.base import StackError
-from loadtest.stack.local import LocalStack
 
 STATE_DIR = Path(".scalecheck")
 
 
 def _socket_path(state_dir: Path) -> str:
-    # Unix socket paths are short: keep it in /tmp, keyed by the project directory.
+    """An abstract Unix socket keyed by the project directory: it exists exactly as long
+    as the supervisor does, and leaves no file behind however that ends."""
     key = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"scalecheck-{os.getuid()}-{key}.sock")
+    return f"\0scalecheck-stack-{os.getuid()}-{key}"
+
+
+def _running(state_dir: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(_socket_path(state_dir))
+            return True
+        except OSError:
+            return False
 
 
 def _request(state_dir: Path, command: dict, timeout: float = 120) -> dict | None:
@@ -57,15 +67,13 @@ def _request(state_dir: Path, command: dict, timeout: float = 120) -> dict | Non
 class Supervisor:
     """Owns the stack and answers commands, one at a time, on the main thread."""
 
-    def __init__(self, stack: LocalStack, state_dir: Path) -> None:
+    def __init__(self, stack: Stack, state_dir: Path) -> None:
         self.stack = stack
         self.state_dir = state_dir
         self.path = _socket_path(state_dir)
         self.running = True
 
     def serve(self) -> None:
-        if os.path.exists(self.path):
-            os.unlink(self.path)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(self.path)
         server.listen(4)
@@ -75,6 +83,7 @@ class Supervisor:
                 try:
                     conn, _ = server.accept()
                 except TimeoutError:
+                    self._watch()
                     continue
                 with conn:
                     conn.settimeout(120)
@@ -88,7 +97,16 @@ class Supervisor:
                     except OSError:
                         pass
         finally:
-            server.close()  # the socket file goes only once the stack is down (see cmd_up)
+            self.server = server  # closed only once the stack is down (see cmd_up)
+
+    def _watch(self) -> None:
+        """Notice a replica or the balancer that stopped on its own, and say so."""
+        try:
+            for event in self.stack.poll():
+                print(f"stack: {event['event'].replace('_', ' ')}: "
+                      f"{event.get('hostname') or event.get('balancer') or ''}", flush=True)
+        except StackError as exc:
+            print(f"stack: watching: {exc}", flush=True)
 
     def handle(self, command: dict) -> dict:
         try:
@@ -108,12 +126,20 @@ class Supervisor:
             return {"error": str(exc)}
 
     def status(self) -> dict:
-        view = {row["svname"]: row for row in self.stack.balancer_view()}
+        try:
+            view = {row.server: row for row in self.stack.balancer_view()}
+        except StackError:
+            view = {}
+        described = self.stack.describe()
         return {
             "url": self.stack.url,
+            "balancer": described.get("balancer"),
+            "balancer_api": described.get("balancer_api"),
             "log_dir": str(self.stack.log_dir),
-            "replicas": [{**r.to_dict(), "balancer": view.get(r.hostname, {}).get("status", "-"),
-                          "served": view.get(r.hostname, {}).get("stot", "-")}
+            "replicas": [{**r.to_dict(),
+                          "balancer": view[r.hostname].status if r.hostname in view else "-",
+                          "served": view[r.hostname].served if r.hostname in view and
+                          view[r.hostname].served is not None else "-"}
                          for r in self.stack.replicas()],
         }
 
@@ -126,7 +152,14 @@ def cmd_up(args) -> int:
     if args.detach:
         return _up_detached(args, state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(port=args.port, workdir=state_dir / "stack", log_dir=state_dir / "logs")
+    options = {a.dest: getattr(args, a.dest) for a in _backend_actions() if hasattr(args, a.dest)}
+    try:
+        stack = make_stack(args.stack, StackSettings(
+            port=args.port, balancer=args.balancer, api_port=args.api_port or None,
+            workdir=state_dir / "stack", log_dir=state_dir / "logs", options=options))
+    except StackError as exc:
+        print(f"stack: error: {exc}", file=sys.stderr)
+        return 2
     supervisor = Supervisor(stack, state_dir)
 
     def stop(_signum, _frame):
@@ -136,8 +169,10 @@ def cmd_up(args) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         stack.up(args.scale)
-        print(f"stack up: {args.scale} replica(s) behind HAProxy at {stack.url} "
-              f"(logs in {stack.log_dir}); Ctrl-C or `python -m loadtest.stack down` stops it",
+        api = stack.describe().get("balancer_api")
+        print(f"stack up: {args.scale} replica(s) behind {stack.balancer} at {stack.url}"
+              + (f" (dashboard/stats: {api})" if api else "")
+              + f"; logs in {stack.log_dir}; Ctrl-C or `python -m loadtest.stack down` stops it",
               flush=True)
         supervisor.serve()
     except StackError as exc:
@@ -145,8 +180,8 @@ def cmd_up(args) -> int:
         return 2
     finally:
         stack.down()
-        if os.path.exists(supervisor.path):
-            os.unlink(supervisor.path)  # tells `down` that everything has stopped
+        if getattr(supervisor, "server", None) is not None:
+            supervisor.server.close()  # tells `down` that everything has stopped
     print("stack down", flush=True)
     return 0
 
@@ -154,9 +189,16 @@ def cmd_up(args) -> int:
 def _up_detached(args, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    forwarded = ["--stack", args.stack, "--balancer", args.balancer]
+    if args.api_port:
+        forwarded += ["--api-port", str(args.api_port)]
+    for action in _backend_actions():
+        value = getattr(args, action.dest, None)
+        if value not in (None, False, "", 0, action.default):
+            forwarded += [action.option_strings[0]] + ([] if value is True else [str(value)])
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadtest.stack", "--project-dir", str(args.project_dir), "up",
-         "--scale", str(args.scale), "--port", str(args.port)],
+         "--scale", str(args.scale), "--port", str(args.port), *forwarded],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))},
     )
@@ -169,8 +211,10 @@ def _up_detached(args, state_dir: Path) -> int:
             return 2
         status = _request(state_dir, {"cmd": "ps"}, timeout=5)
         if status is not None:
-            print(f"stack up in the background: {len(status['replicas'])} replica(s) at "
-                  f"{status['url']}")
+            print(f"stack up in the background: {len(status['replicas'])} replica(s) behind "
+                  f"{status['balancer']} at {status['url']}"
+                  + (f" (dashboard/stats: {status['balancer_api']})"
+                     if status.get("balancer_api") else ""))
             return 0
         time.sleep(0.2)
     proc.terminate()
@@ -183,7 +227,8 @@ def _print_status(status: dict) -> None:
     for r in status["replicas"]:
         print(f"{r['hostname']:<10} {r['address']:<18} {r['pid'] or '-':>7} {r['state']:<8} "
               f"{r['balancer']:<9} {r['served']:>7}")
-    print(f"balancer: {status['url']}")
+    print(f"balancer: {status.get('balancer') or '-'} at {status['url']}"
+          + (f", dashboard/stats {status['balancer_api']}" if status.get("balancer_api") else ""))
 
 
 def cmd_ps(args) -> int:
@@ -221,7 +266,7 @@ def cmd_down(args) -> int:
         print("nothing to stop")
         return 0
     deadline = time.monotonic() + 30
-    while os.path.exists(_socket_path(state_dir)) and time.monotonic() < deadline:
+    while _running(state_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
     print("stack down")
     return 0
@@ -243,6 +288,13 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def _backend_actions() -> list[argparse.Action]:
+    parser = argparse.ArgumentParser(add_help=False)
+    for name in BACKENDS:
+        backend_class(name).add_arguments(parser.add_argument)
+    return list(parser._actions)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         print(f"stack: error: {message} (see --help)", file=sys.stderr)
@@ -255,14 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-dir", type=Path, default=Path.cwd(),
                         help="where the stack's state lives (default: here)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    up = sub.add_parser("up", help="start redis, N replicas and HAProxy")
+    up = sub.add_parser("up", help="start redis, N replicas and the balancer")
     up.add_argument("--scale", type=int, default=1, metavar="N", help="replicas (default 1)")
     up.add_argument("--port", type=int, default=4000, help="balancer port (default 4000)")
+    up.add_argument("--stack", default="local", choices=[b for b in BACKENDS
+                                                         if backend_class(b).controlled],
+                    help="which stack (default: local, no Docker)")
+    up.add_argument("--balancer", default="traefik", choices=("traefik", "haproxy"),
+                    help="the balancer (default: traefik)")
+    up.add_argument("--api-port", type=int, default=0, metavar="PORT",
+                    help="the balancer's dashboard/stats (default: 8080 if free)")
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    for name in BACKENDS:
+        backend_class(name).add_arguments(up.add_argument)
     sub.add_parser("ps", help="list replicas")
     scale = sub.add_parser("scale", help="change the number of replicas")
     scale.add_argument("replicas", type=int)
-    logs = sub.add_parser("logs", help="show logs (all, or one of hello-N, haproxy, redis)")
+    logs = sub.add_parser("logs", help="show logs (all, or one of hello-N, traefik, haproxy, "
+                                       "redis)")
     logs.add_argument("service", nargs="?")
     logs.add_argument("--tail", type=int, default=50)
     sub.add_parser("down", help="stop everything")

@@ -1,10 +1,15 @@
-"""The embedded stack: real redis-server, gunicorn replicas and HAProxy, no Docker.
+"""The embedded stack: real redis-server, gunicorn replicas and a balancer, no Docker.
 
-Everything listens on loopback. HAProxy is the balancer on ``127.0.0.1:<port>``
-(4000 by default); replicas are added and removed through its runtime API
-(``add server`` / ``set server … state drain`` / ``del server``), never by a
-reload. Every replica gets a hostname ``hello-<n>`` that is never reused, as a
-container id would be.
+Everything listens on loopback. The balancer (Traefik by default, as in the
+workshop, or HAProxy) is on ``127.0.0.1:<port>`` (4000 by default) with its
+API/dashboard on another loopback port (8080 if free). Replicas are started
+here and handed to the balancer once they answer ``/health``; on the way down
+they leave the balancer's rotation first, finish what is in flight, and only
+then get SIGTERM. Every replica gets a hostname ``hello-<n>`` that is never
+reused, as a container id would be.
+
+The stack watches its children (``poll``): a replica, the balancer or Redis
+that exits on its own is noticed within a poll and recorded with the time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,52 +26,37 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import redis
 
+from loadtest.stack import events as ev
 from loadtest.stack import processes
+from loadtest.stack.balancer import BalancerPaths, LocalBalancer
 from loadtest.stack.base import (
+    BalancerRow,
     Replica,
-    ScaleResult,
     Stack,
     StackError,
+    StackSettings,
+    api_port_or_free,
     check_port_free,
     free_port,
     require_binary,
     wait_until,
 )
-from loadtest.stack.haproxy import HAProxyAdmin
+from loadtest.stack.linkproxy import send_command
 
-BACKEND = "hello"
-HEALTH_CHECK = "inter 200ms fall 2 rise 1"
 
-HAPROXY_CFG = """\
-global
-    stats socket {admin_socket} mode 600 level admin
-    log stdout format raw local0 info
-    maxconn 4096
+def make_balancer(name: str, paths: BalancerPaths) -> LocalBalancer:
+    if name == "haproxy":
+        from loadtest.stack.haproxy import HAProxyBalancer
 
-defaults
-    mode http
-    log global
-    option httplog
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout queue 10s
-    retries 0
+        return HAProxyBalancer(paths)
+    if name == "traefik":
+        from loadtest.stack.traefik import TraefikBalancer
 
-frontend web
-    bind 127.0.0.1:{port}
-    stats enable
-    stats uri /haproxy-stats
-    stats refresh 2s
-    default_backend {backend}
-
-backend {backend}
-    balance roundrobin
-    option httpchk GET /health
-    http-check expect status 200
-"""
+        return TraefikBalancer(paths)
+    raise StackError(f"unknown balancer {name!r}: choose traefik or haproxy")
 
 
 class _Proc:
@@ -76,6 +67,7 @@ class _Proc:
 
 class LocalStack(Stack):
     name = "local"
+    balancers = ("traefik", "haproxy")
 
     def __init__(
         self,
@@ -83,83 +75,119 @@ class LocalStack(Stack):
         workdir: Path | None = None,
         log_dir: Path | None = None,
         app_env: dict[str, str] | None = None,
+        balancer: str = "traefik",
+        api_port: int | None = None,
         ready_timeout: float = 30.0,
         drain_timeout: float = 10.0,
+        store_proxy: bool = False,
     ) -> None:
         super().__init__()
+        if balancer not in self.balancers:
+            raise StackError(f"--balancer {balancer!r}: choose {' or '.join(self.balancers)}")
         self.port = port
+        self.balancer = balancer
+        self._api_port = api_port
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="scalecheck-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log_dir = Path(log_dir) if log_dir else self.workdir / "logs"
-        # Unix socket paths are limited to ~100 bytes, so keep them short.
-        self._sockdir = Path(tempfile.mkdtemp(prefix="scalecheck-sock-"))
+        # A stack of its own (tests, the stack CLI without a directory): made at up().
+        self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir()) / \
+            f"scalecheck-{os.getpid()}-{id(self):x}"
+        self.log_dir = Path(log_dir) if log_dir else self.workdir / "logs"
         self.app_env = {**os.environ, **(app_env or {})}
         self.counter_key = self.app_env.get("COUNTER_KEY", "counter")
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
+        self.store_proxy = store_proxy
         self._redis_port: int | None = None
         self._redis: subprocess.Popen | None = None
-        self._haproxy: subprocess.Popen | None = None
-        self._admin: HAProxyAdmin | None = None
+        self._redis_dir: Path | None = None
+        self._store_stopping = False
+        self._proxy: subprocess.Popen | None = None
+        self._proxy_ports: tuple[int, int] | None = None  # (listen, control)
+        self._lb: LocalBalancer | None = None
         self._replicas: dict[str, _Proc] = {}
+        self._routed_since: dict[str, float] = {}
         self._next_id = 1
-        self._down = False
+        self._up = False
+        self._balancer_reported = False
+        self._store_reported = False
+
+    @classmethod
+    def from_settings(cls, settings: StackSettings) -> LocalStack:
+        return cls(port=settings.port, workdir=settings.workdir, log_dir=settings.log_dir,
+                   app_env=settings.app_env, balancer=settings.balancer,
+                   api_port=settings.api_port,
+                   store_proxy=bool(settings.options.get("store_proxy")))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def log_dir(self) -> Path:
-        return self._log_dir
+    def api_url(self) -> str | None:
+        return f"http://127.0.0.1:{self._lb.paths.api_port}" if self._lb else None
 
-    # -- verbs -------------------------------------------------------------
-
-    def up(self, replicas: int) -> ScaleResult:
+    def preflight(self) -> None:
         require_binary("redis-server")
-        require_binary("haproxy")
-        check_port_free(self.port)
-        self._down = False
-        self._start_redis()
-        self._start_haproxy()
-        return self.scale(replicas)
+        if self.balancer == "haproxy":
+            require_binary("haproxy")
+        else:
+            from loadtest.stack.traefik import traefik_binary
 
-    def scale(self, replicas: int) -> ScaleResult:
-        if replicas < 1:
-            raise StackError(f"cannot scale to {replicas}: need at least 1 replica")
-        if self._admin is None:
+            traefik_binary()
+        if self._port_claim is None:
+            check_port_free(self.port)
+            if self._api_port:
+                check_port_free(self._api_port, hint="--api-port")
+            self._claim_port(self.port)
+
+    # -- required verbs --------------------------------------------------------
+
+    def up(self, replicas: int):
+        self.preflight()
+        with self.lock:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._up = True
+            self._start_redis()
+            if self.store_proxy:
+                self._start_proxy()
+            paths = BalancerPaths(self.port, api_port_or_free(self._api_port), self.workdir,
+                                  self.log_dir)
+            self._lb = make_balancer(self.balancer, paths)
+            self._lb.start()
+            return self.scale(replicas, by="up")
+
+    def _require_up(self) -> None:
+        if not self._up or self._lb is None:
             raise StackError("the stack is not up")
-        asked = time.time()
-        self._reap_dead()
+        if not self._lb.alive():
+            raise StackError(f"{self.balancer} is not running (exit code {self._lb.returncode()})")
+
+    def _apply_scale(self, replicas: int) -> tuple[list[str], list[str]]:
+        self.poll()  # a replica that died is out of the count, so scale() replaces it
         current = [p for p in self._replicas.values() if p.replica.state == "up"]
-        self._event("scale_asked", level=replicas, previous=len(current))
-        added: list[str] = []
-        removed: list[str] = []
         if replicas > len(current):
-            added = self._add_replicas(replicas - len(current))
-        elif replicas < len(current):
+            return self._add_replicas(replicas - len(current)), []
+        if replicas < len(current):
             # Newest first, as Compose removes the highest-numbered containers.
             victims = sorted(current, key=lambda p: p.replica.started or 0)[replicas:]
             self._remove_replicas(victims)
-            removed = [p.replica.hostname for p in victims]
-        self._wait_routed(replicas)
-        ready = time.time()
-        self._event(
-            "scale_ready",
-            level=replicas,
-            seconds=round(ready - asked, 3),
-            hostnames=[r.hostname for r in self.replicas()],
-        )
-        return ScaleResult(replicas, asked, ready, added, removed)
+            return [], [p.replica.hostname for p in victims]
+        return [], []
+
+    def _wait_routed(self, replicas: int) -> None:
+        names = {p.replica.hostname for p in self._replicas.values() if p.replica.state == "up"}
+        wait_until(lambda: self._lb.routes_exactly(names), self.ready_timeout,
+                   what=f"{self.balancer} to report exactly {replicas} servers UP")
 
     def replicas(self) -> list[Replica]:
-        return [p.replica for p in self._replicas.values() if p.replica.state == "up"]
+        return [p.replica for p in list(self._replicas.values())
+                if p.replica.state in ("up", "paused")]
 
     def read_counter(self) -> int | None:
         if self._redis_port is None:
             return None
-        client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=2)
+        client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=2,
+                             retry=None)
         try:
             value = client.get(self.counter_key)
         except redis.RedisError as exc:
@@ -169,53 +197,192 @@ class LocalStack(Stack):
         return int(value) if value is not None else 0
 
     def down(self) -> None:
-        if self._down:
-            return
-        self._down = True
-        processes.stop_all([p.popen for p in self._replicas.values() if p.popen.poll() is None])
-        for proc in self._replicas.values():
-            if proc.replica.state == "up":
-                proc.replica.state = "stopped"
-        for name in ("_haproxy", "_redis"):
-            popen = getattr(self, name)
-            if popen is not None:
-                processes.stop(popen, timeout=5)
-                setattr(self, name, None)
-        self._admin = None
-        shutil.rmtree(self._sockdir, ignore_errors=True)
+        with self.lock:
+            if not self._up:
+                self._release_port()
+                self._cleanup_dirs()
+                return
+            self._up = False
+            # Resume whatever a fault left frozen, or it would never see SIGTERM.
+            for proc in self._replicas.values():
+                if proc.replica.state == "paused":
+                    _signal_group(proc.popen, signal.SIGCONT)
+            if self._redis is not None:
+                _signal_group(self._redis, signal.SIGCONT)
+            processes.stop_all([p.popen for p in self._replicas.values()
+                                if p.popen.poll() is None])
+            for proc in self._replicas.values():
+                if proc.replica.state in ("up", "paused", "starting", "draining"):
+                    proc.replica.state = "stopped"
+            if self._lb is not None:
+                self._lb.stop()
+            for name in ("_proxy", "_redis"):
+                popen = getattr(self, name)
+                if popen is not None:
+                    processes.stop(popen, timeout=5)
+                    setattr(self, name, None)
+            self._release_port()
+            self._cleanup_dirs()
+
+    def _cleanup_dirs(self) -> None:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def save_logs(self, dest: Path) -> None:
-        if self.log_dir.exists() and self.log_dir.resolve() != dest.resolve():
-            shutil.copytree(self.log_dir, dest, dirs_exist_ok=True)
+    # -- watching ------------------------------------------------------------------
 
-    def kill_replica(self, hostname: str, sig: int) -> None:
-        """Send a signal to one replica behind the balancer's back (fault injection)."""
+    def poll(self) -> list[dict]:
+        """Notice children that exited on their own; take dead replicas out of the balancer."""
+        noticed = []
+        if not self._up:
+            return noticed
+        for proc in list(self._replicas.values()):
+            if proc.replica.state in ("up", "paused") and proc.popen.poll() is not None:
+                proc.replica.state = "dead"
+                self._routed_since.pop(proc.replica.hostname, None)
+                noticed.append(self._event(ev.REPLICA_DIED, hostname=proc.replica.hostname,
+                                           returncode=proc.popen.returncode))
+                if self._lb is not None and self._lb.alive():
+                    try:
+                        self._lb.forget(proc.replica.hostname)
+                    except StackError:
+                        pass  # the balancer's own health check takes it out
+                processes.stop(proc.popen)
+        if self._lb is not None and not self._lb.alive() and not self._balancer_reported:
+            self._balancer_reported = True
+            noticed.append(self._event(ev.BALANCER_DIED, balancer=self.balancer,
+                                       returncode=self._lb.returncode()))
+        if self._redis is not None and self._redis.poll() is not None \
+                and not self._store_stopping and not self._store_reported:
+            self._store_reported = True
+            noticed.append(self._event(ev.STORE_DIED, store="redis",
+                                       returncode=self._redis.returncode))
+        return noticed
+
+    def balancer_alive(self) -> bool:
+        return self._lb is not None and self._lb.alive()
+
+    # -- optional verbs ------------------------------------------------------------
+
+    def balancer_view(self) -> list[BalancerRow]:
+        return self._lb.view() if self._lb is not None else []
+
+    def balancer_version(self) -> str | None:
+        return self._lb.version() if self._lb is not None else None
+
+    def replica_cpu_seconds(self) -> dict[str, float]:
+        out = {}
+        for proc in list(self._replicas.values()):
+            if proc.replica.state != "up":
+                continue
+            try:
+                root = psutil.Process(proc.popen.pid)
+                tree = [root, *root.children(recursive=True)]
+                out[proc.replica.hostname] = sum(p.cpu_times().user + p.cpu_times().system
+                                                 for p in tree)
+            except psutil.Error:
+                continue
+        return out
+
+    def replica_since(self) -> dict[str, float | None]:
+        return dict(self._routed_since)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "redis_port": self._redis_port,
+                "balancer_api": self.api_url, "store_proxy": self.store_proxy}
+
+    def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
+        proc = self._pick(hostname)
+        _signal_group(proc.popen, sig)
+        self._event(ev.REPLICA_SIGNALLED, hostname=proc.replica.hostname, signal=int(sig))
+        return proc.replica.hostname
+
+    def pause_replica(self, hostname: str | None = None) -> str:
+        proc = self._pick(hostname)
+        _signal_group(proc.popen, signal.SIGSTOP)
+        proc.replica.state = "paused"
+        self._event(ev.REPLICA_SIGNALLED, hostname=proc.replica.hostname,
+                    signal=int(signal.SIGSTOP))
+        return proc.replica.hostname
+
+    def resume_replica(self, hostname: str) -> None:
         proc = self._replicas.get(hostname)
         if proc is None:
             raise StackError(f"no replica named {hostname}")
-        os.killpg(proc.popen.pid, sig)
-        self._event("replica_signalled", hostname=hostname, signal=int(sig))
+        _signal_group(proc.popen, signal.SIGCONT)
+        if proc.replica.state == "paused":
+            proc.replica.state = "up"
+        self._event(ev.REPLICA_SIGNALLED, hostname=hostname, signal=int(signal.SIGCONT))
 
-    def balancer_view(self) -> list[dict]:
-        return self._admin.servers(BACKEND) if self._admin else []
+    def pause_store(self) -> None:
+        if self._redis is None:
+            raise StackError("Redis is not running")
+        _signal_group(self._redis, signal.SIGSTOP)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "redis_port": self._redis_port}
+    def resume_store(self) -> None:
+        if self._redis is not None:
+            _signal_group(self._redis, signal.SIGCONT)
+
+    def restart_store(self, persist: bool) -> dict:
+        """Stop Redis (saving first if ``persist``) and start it again on the same port."""
+        if self._redis is None or self._redis_port is None:
+            raise StackError("Redis is not running")
+        before = self.read_counter()
+        self._store_stopping = True
+        try:
+            client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=5,
+                                 retry=None)
+            try:
+                client.shutdown(save=persist, nosave=not persist)
+            except redis.RedisError:
+                pass  # SHUTDOWN closes the connection as it goes
+            try:
+                self._redis.wait(10)
+            except subprocess.TimeoutExpired:
+                processes.stop(self._redis)
+            if not persist:
+                (self._redis_dir / "dump.rdb").unlink(missing_ok=True)
+            self._spawn_redis(self._redis_port)
+            wait_until(lambda: _redis_ping(self._redis_port), 10, what="Redis to restart")
+        finally:
+            self._store_stopping = False
+        return {"counter_before": before, "counter_after": self.read_counter(),
+                "persist": persist}
+
+    def restart_balancer(self) -> None:
+        self._lb.restart()
+        names = {p.replica.hostname for p in self._replicas.values() if p.replica.state == "up"}
+        wait_until(lambda: self._lb.routes_exactly(names), self.ready_timeout,
+                   what=f"{self.balancer} to route again after its restart")
+
+    def disturb_store_link(self, latency_ms: float = 0.0, reset: bool = False) -> None:
+        if self._proxy_ports is None:
+            raise StackError("the stack was started without the proxy in front of Redis")
+        command = {"reset": True} if reset else {"latency_ms": latency_ms}
+        send_command(("127.0.0.1", self._proxy_ports[1]), command)
+
+    def heal_store_link(self) -> None:
+        if self._proxy_ports is not None:
+            send_command(("127.0.0.1", self._proxy_ports[1]), {"clear": True})
+
+    def _pick(self, hostname: str | None) -> _Proc:
+        if hostname:
+            proc = self._replicas.get(hostname)
+            if proc is None or proc.replica.state not in ("up", "paused"):
+                raise StackError(f"no replica named {hostname} is in service")
+            return proc
+        up = [p for p in self._replicas.values() if p.replica.state == "up"]
+        if not up:
+            raise StackError("no replica is in service")
+        return max(up, key=lambda p: p.replica.started or 0)  # the newest, as a rule
 
     # -- parts -------------------------------------------------------------
 
     def _start_redis(self) -> None:
+        self._redis_dir = self.workdir / "redis"
+        self._redis_dir.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
             port = free_port()
-            self._redis = processes.spawn(
-                [
-                    "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", str(self._sockdir),
-                ],
-                self.log_dir / "redis.log",
-            )
+            self._spawn_redis(port)
             try:
                 wait_until(lambda p=port: _redis_ping(p) or self._redis.poll() is not None,
                            10, what="redis-server to answer")
@@ -227,26 +394,25 @@ class LocalStack(Stack):
                 return
         raise StackError("redis-server would not start; see logs/redis.log")
 
-    def _start_haproxy(self) -> None:
-        admin_socket = self._sockdir / "haproxy.sock"
-        cfg = self.workdir / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(
-            admin_socket=admin_socket, port=self.port, backend=BACKEND))
-        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)],
-                               capture_output=True, text=True)
-        if check.returncode != 0:
-            raise StackError(f"HAProxy rejected its config: {check.stderr.strip()[:200]}")
-        self._haproxy = processes.spawn(["haproxy", "-db", "-f", str(cfg)],
-                                        self.log_dir / "haproxy.log")
-        self._admin = HAProxyAdmin(str(admin_socket))
+    def _spawn_redis(self, port: int) -> None:
+        self._redis = processes.spawn(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self._redis_dir)],
+            self.log_dir / "redis.log")
 
-        def ready() -> bool:
-            if self._haproxy.poll() is not None:
-                raise StackError(
-                    f"HAProxy exited at start (is port {self.port} busy?); see logs/haproxy.log")
-            return admin_socket.exists() and "hello" in self._admin.command("show backend")
-
-        wait_until(ready, 10, what="HAProxy to start")
+    def _start_proxy(self) -> None:
+        listen, control = free_port(), free_port()
+        self._proxy = processes.spawn(
+            [sys.executable, "-m", "loadtest.stack.linkproxy",
+             "--listen", f"127.0.0.1:{listen}", "--to", f"127.0.0.1:{self._redis_port}",
+             "--control", f"127.0.0.1:{control}"],
+            self.log_dir / "linkproxy.log", cwd=str(processes.REPO_ROOT),
+            env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))})
+        wait_until(lambda: _redis_ping(listen) or self._proxy.poll() is not None, 10,
+                   what="the Redis link proxy to answer")
+        if self._proxy.poll() is not None:
+            raise StackError("the Redis link proxy would not start; see logs/linkproxy.log")
+        self._proxy_ports = (listen, control)
 
     def _add_replicas(self, count: int) -> list[str]:
         """Start ``count`` replicas, then put each in the balancer once it is healthy.
@@ -270,10 +436,10 @@ class LocalStack(Stack):
                     pending[pending.index(proc)] = self._spawn_replica(name)
                 elif _healthy(port):
                     pending.remove(proc)
-                    self._admin.add_server(BACKEND, proc.replica.hostname,
-                                           proc.replica.address, HEALTH_CHECK)
+                    self._lb.add(proc.replica.hostname, proc.replica.address)
                     proc.replica.state = "up"
-                    self._event("replica_added", hostname=proc.replica.hostname,
+                    self._routed_since[proc.replica.hostname] = time.time()
+                    self._event(ev.REPLICA_ADDED, hostname=proc.replica.hostname,
                                 address=proc.replica.address, pid=proc.popen.pid)
                     added.append(proc.replica.hostname)
             if pending and time.monotonic() > deadline:
@@ -290,14 +456,15 @@ class LocalStack(Stack):
 
     def _spawn_replica(self, hostname: str) -> _Proc:
         port = free_port()
+        redis_port = self._proxy_ports[0] if self._proxy_ports else self._redis_port
         env = {
             **self.app_env,
             "HELLO_HOSTNAME": hostname,
             "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(self._redis_port),
+            "REDIS_PORT": str(redis_port),
             "PORT": str(port),
             "BIND_HOST": "127.0.0.1",
-            # HAProxy has already drained the replica when we stop it.
+            # The balancer has already stopped routing here when we stop it.
             "DRAIN_SECONDS": self.app_env.get("LOCAL_DRAIN_SECONDS", "0.2"),
             "PYTHONPATH": processes.pythonpath_with_repo(self.app_env),
         }
@@ -310,61 +477,35 @@ class LocalStack(Stack):
         return proc
 
     def _remove_replicas(self, victims: list[_Proc]) -> None:
-        """Drain all victims at once, wait until none has work in flight, then take
-        them out of HAProxy and stop them: no request is cut, and a scale-down by
-        k replicas takes about as long as one by one."""
+        """Take all victims out of rotation at once, let what is in flight finish, then
+        stop them: no request is cut, and a scale-down by k replicas takes about as
+        long as one by one."""
+        names = {p.replica.hostname for p in victims}
         for proc in victims:
             proc.replica.state = "draining"
-            self._event("replica_removing", hostname=proc.replica.hostname)
-            self._admin.set_state(BACKEND, proc.replica.hostname, "drain")
-        names = {p.replica.hostname for p in victims}
-
-        def idle() -> bool:
-            rows = [r for r in self._admin.servers(BACKEND) if r["svname"] in names]
-            return all(r.get("scur") in ("0", "") and r.get("qcur") in ("0", "") for r in rows)
-
-        try:
-            wait_until(idle, self.drain_timeout, what="draining replicas to finish their work")
-        except StackError:
-            pass  # go on: each replica's own graceful stop covers what is left
-        for name in names:
-            self._admin.set_state(BACKEND, name, "maint")
-
-        def deleted() -> bool:
-            present = {r["svname"] for r in self._admin.servers(BACKEND)} & names
-            for name in present:
-                self._admin.del_server(BACKEND, name)
-            return not ({r["svname"] for r in self._admin.servers(BACKEND)} & names)
-
-        wait_until(deleted, self.drain_timeout, what=f"HAProxy to delete {', '.join(names)}")
+            self._routed_since.pop(proc.replica.hostname, None)
+        self._lb.begin_removal(names)
+        for proc in victims:
+            self._event(ev.REPLICA_REMOVING, hostname=proc.replica.hostname)
+        self._lb.wait_idle(names, self.drain_timeout)
+        self._lb.finish_removal(names)
         processes.stop_all([proc.popen for proc in victims])
         for proc in victims:
             proc.replica.state = "removed"
-            self._event("replica_removed", hostname=proc.replica.hostname)
+            self._event(ev.REPLICA_REMOVED, hostname=proc.replica.hostname)
 
-    def _reap_dead(self) -> None:
-        """Take replicas that died on their own out of the balancer, so scale() can replace them."""
-        for proc in self._replicas.values():
-            if proc.replica.state == "up" and proc.popen.poll() is not None:
-                proc.replica.state = "dead"
-                self._event("replica_died", hostname=proc.replica.hostname,
-                            returncode=proc.popen.returncode)
-                self._admin.set_state(BACKEND, proc.replica.hostname, "maint")
-                self._admin.del_server(BACKEND, proc.replica.hostname)
-                processes.stop(proc.popen)
 
-    def _wait_routed(self, replicas: int) -> None:
-        def routed() -> bool:
-            rows = self._admin.servers(BACKEND)
-            return len(rows) == replicas and all(r["status"] == "UP" for r in rows)
-
-        wait_until(routed, self.ready_timeout,
-                   what=f"HAProxy to report exactly {replicas} servers UP")
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(popen.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _redis_ping(port: int) -> bool:
     try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5).ping())
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
+                                retry=None).ping())
     except redis.RedisError:
         return False
 
