@@ -1,11 +1,11 @@
-"""The locustfile: GET / of the hello app, across scale levels.
+"""The locustfile: GET / of the hello app, with the stack rescaled, autoscaled, faulted.
 
     locust -f loadtest/hello.py --headless -u 10 -r 10 --scale-levels 1,2,4 --stage-time 20s
 
 ``HelloUser`` asks for JSON so every response says which replica served it
 and what counter value it saw; the collector records both for every request.
-The ``ScaleLevels`` shape rescales the stack between stages. Options of the
-harness are listed under "scalecheck" in ``locust --help``.
+The ``PlanShape`` asks the run plan for the load; the harness does the rest.
+The harness's options: ``scalecheck options`` (also in Locust's web UI).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from locust import between, constant, constant_throughput, events, task  # noqa:
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
 from loadtest import harness  # noqa: E402
-from loadtest.shape import ScaleLevels  # noqa: E402, F401 - Locust picks the shape up from here
+from loadtest.shape import PlanShape  # noqa: E402, F401 - Locust picks the shape up from here
 
 harness.install(events)
 _user_ids = itertools.count(1)
 _ = between  # re-exported for users who copy this file and want think time
+HEADERS = {"Accept": "application/json"}
 
 
 class HelloUser(FastHttpUser):
@@ -34,13 +35,19 @@ class HelloUser(FastHttpUser):
         self.user_id = next(_user_ids)
         rate = getattr(environment.parsed_options, "rate_per_user", 0) or 0
         self._wait = constant_throughput(rate) if rate > 0 else constant(0)
+        self._context = {"user": self.user_id}
 
     def wait_time(self):
         return self._wait(self)
 
     def context(self) -> dict:
-        return {"user": self.user_id}
+        return self._context
 
     @task
     def hello(self) -> None:
-        self.client.get("/", headers={"Accept": "application/json"}, name="/")
+        arrivals = harness.arrivals()
+        if arrivals is None:  # closed model: send, wait for the answer, send again
+            self.client.get("/", headers=HEADERS, name="/")
+        else:  # open model: take the next arrival at its time
+            intended = arrivals.next()
+            self.client.get("/", headers=HEADERS, name="/", context={"intended": intended})

@@ -1,26 +1,46 @@
 """The harness's own Locust options, and their validation.
 
-Options are declared on Locust's parser so they show in ``locust --help`` and
-in the web UI. Values are checked in one place, ``validate``, which turns bad
-input into a ``UsageError`` with a one-line message (exit code 2).
+Options are declared on Locust's parser so they show in the web UI (Locust's
+``--help`` is printed before a locustfile loads, so it cannot list them:
+``scalecheck options`` does). Values are checked in one place, ``validate``,
+which turns bad input into a ``UsageError`` with a one-line message (exit
+code 2) before anything is created: no run directory, no process.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
 
+import psutil
 from locust.util.timespan import parse_timespan
 
 from loadtest.collector import FieldSpec
-from loadtest.stack import BACKENDS
+from loadtest.stack import BACKENDS, REGISTRY, backend_class
+
+#: Resident memory of one replica (gunicorn, gthread, 4 threads), measured on the
+#: development machine; the default --max-replicas keeps replicas within half the RAM.
+REPLICA_MEMORY_MB = 60
+MAX_REPLICAS_CAP = 64
+LOAD_MODELS = ("closed", "open")
+AUTOSCALERS = ("none", "hpa", "kpa")
+AUTOSCALE_METRICS = ("rps", "inflight", "cpu", "p95")
 
 
 class UsageError(Exception):
     """Bad input from the user; the message is one line."""
 
 
+def default_max_replicas() -> int:
+    available = psutil.virtual_memory().available / 2**20
+    return max(1, min(MAX_REPLICAS_CAP, int(available * 0.5 // REPLICA_MEMORY_MB)))
+
+
 def add_arguments(parser) -> None:
-    group = parser.add_argument_group("scalecheck", "Scale levels, stack and recording")
+    group = parser.add_argument_group("scalecheck", "Stack, plan, load, autoscaler, faults")
 
     def add(*args, **kwargs):
         # Locust shows an option in its web UI only when the action says so;
@@ -30,53 +50,114 @@ def add_arguments(parser) -> None:
         return action
 
     add("--stack", default="local", metavar="BACKEND",
-                       help=f"Stack under test: {' | '.join(BACKENDS)} (default: local)")
-    add("--scale-levels", default="1,2,4", metavar="N,N,...",
-                       help="Replica counts, one stage each, in order (default: 1,2,4)")
-    add("--stage-time", default="30s", metavar="TIME",
-                       help="How long each stage lasts, e.g. 20s, 1m30s (default: 30s)")
-    add("--run-dir", default="", metavar="DIR",
-                       help="Where to record the run (default: reports/<UTC timestamp>; "
-                            "reports/latest points at the newest)")
+        help=f"Stack under test: {' | '.join(BACKENDS)} (default: local)")
+    add("--balancer", default="traefik", metavar="NAME",
+        help="Balancer in front of the replicas: traefik | haproxy (default: traefik)")
     add("--stack-port", default=4000, type=int, metavar="PORT",
-                       help="Port of the balancer on 127.0.0.1 for local/compose (default: 4000)")
-    add("--compose-file", default="", metavar="FILE",
-                       help="--stack compose: the Compose file (default: "
-                            "compose/docker-compose-scale.yml, Traefik)")
-    add("--compose-service", default="hello", metavar="NAME",
-                       help="--stack compose: the service to scale (default: hello)")
+        help="Port of the balancer on 127.0.0.1 (default: 4000)")
+    add("--api-port", default=0, type=int, metavar="PORT",
+        help="The balancer's API/dashboard on 127.0.0.1 (default: 8080 if free, else any)")
+    add("--scale-levels", default="1,2,4", metavar="N,N,...",
+        help="Replica counts, one stage each, in order (default: 1,2,4)")
+    add("--stage-time", default="30s", metavar="TIME",
+        help="How long each stage lasts, e.g. 20s, 1m30s (default: 30s)")
+    add("--max-replicas", default=0, type=int, metavar="N",
+        help="Highest replica count allowed, for levels and the autoscaler (default: what "
+             f"half the free memory holds at ~{REPLICA_MEMORY_MB} MB a replica, at most "
+             f"{MAX_REPLICAS_CAP})")
+    add("--replace-dead", action="store_true", default=False,
+        help="Replace a replica that dies, as an orchestrator would (default: report it only)")
+    add("--run-dir", default="", metavar="DIR",
+        help="Where to record the run (default: reports/<UTC timestamp>; "
+             "reports/latest points at the newest)")
     add("--hostname-field", default="json:hostname", metavar="SRC:NAME",
-                       help="Where a response says which replica served it: json:FIELD or "
-                            "header:NAME (default: json:hostname)")
+        help="Where a response says which replica served it: json:FIELD or header:NAME "
+             "(default: json:hostname)")
     add("--counter-field", default="json:visits", metavar="SRC:NAME",
-                       help="Where a response carries the counter value: json:FIELD or "
-                            "header:NAME (default: json:visits)")
+        help="Where a response carries the counter value: json:FIELD, header:NAME, or none "
+             "if the app has no counter (default: json:visits)")
     add("--rate-per-user", default=0.0, type=float, metavar="RPS",
-                       help="Fixed requests/s per user (Locust's constant_throughput), so levels "
-                            "compare at equal offered load; 0 = as fast as possible (default)")
+        help="Closed model: fixed requests/s per user (Locust's constant_throughput); "
+             "0 = as fast as possible (default)")
+    add("--load-model", default="closed", metavar="MODEL",
+        help="closed: -u users send back to back (Locust's way); open: requests arrive at "
+             "a rate whatever the app's speed (default: closed)")
+    add("--load-profile", default="", metavar="T:V,...",
+        help="Load over time, linear between points, e.g. 0s:50,60s:400,120s:50, or a preset "
+             "(ramp, spike, wave); values are req/s (open) or users (closed); the run ends at "
+             "the last point")
+    add("--arrival-rate", default=0.0, type=float, metavar="RPS",
+        help="Shorthand for --load-model open at a constant rate")
+    add("--autoscale", default="none", metavar="POLICY",
+        help="Let an autoscaler choose the replica count: none | hpa | kpa (default: none)")
+    add("--autoscale-metric", default="rps", metavar="METRIC",
+        help="What the autoscaler watches, per replica: rps | inflight | cpu | p95 "
+             "(default: rps)")
+    add("--autoscale-target", default=0.0, type=float, metavar="VALUE",
+        help="Target value of the metric per replica (rps, requests in flight, CPU %% of "
+             "one core, or p95 ms)")
+    add("--min-replicas", default=1, type=int, metavar="N",
+        help="Autoscaler: fewest replicas (default: 1)")
+    add("--autoscale-period", default="15s", metavar="TIME",
+        help="Autoscaler: how often it decides (HPA's sync period; default 15s; KPA ticks "
+             "every 2s)")
+    add("--scale-down-window", default="300s", metavar="TIME",
+        help="HPA: scale-down stabilisation window (default 300s); KPA: its stable window "
+             "is --kpa-stable-window")
+    add("--hpa-tolerance", default=0.1, type=float, metavar="RATIO",
+        help="HPA: no change while metric/target is within 1 +/- this (default 0.1)")
+    add("--kpa-stable-window", default="60s", metavar="TIME",
+        help="KPA: stable window (default 60s; the panic window is 10%% of it)")
+    add("--kpa-panic-threshold", default=2.0, type=float, metavar="RATIO",
+        help="KPA: enter panic when desired/ready reaches this (default 2.0 = 200%%)")
+    add("--slo-p95-ms", default=0.0, type=float, metavar="MS",
+        help="The latency objective the autoscaling section judges against (p95, ms)")
+    add("--fault", action="append", default=[], metavar="WHEN:KIND[:ARGS]",
+        help="Inject a fault, e.g. 30s:kill-replica, 45s:pause-redis:5s, 60s:restart-redis, "
+             "70s:latency:redis:50ms:10s (repeat, or separate with commas)")
+    for name in BACKENDS:
+        backend_class(name).add_arguments(add)
 
 
 @dataclass(frozen=True)
 class HarnessOptions:
     stack: str
+    balancer: str
+    stack_port: int
+    api_port: int | None
     levels: list[int]
     stage_time: float
+    max_replicas: int
+    replace_dead: bool
     run_dir: str
-    stack_port: int
     hostname_field: FieldSpec
     counter_field: FieldSpec
     rate_per_user: float
-    compose_file: str = ""
-    compose_service: str = "hello"
+    load_model: str
+    load_profile: str
+    arrival_rate: float
+    autoscale: str
+    autoscale_metric: str
+    autoscale_target: float
+    min_replicas: int
+    autoscale_period: float
+    scale_down_window: float
+    hpa_tolerance: float
+    kpa_stable_window: float
+    kpa_panic_threshold: float
+    slo_p95_ms: float
+    faults: list[str]
+    host: str | None
+    users: int | None
+    spawn_rate: float | None
+    backend_options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "stack": self.stack, "scale_levels": self.levels, "stage_time": self.stage_time,
-            "run_dir": self.run_dir, "stack_port": self.stack_port,
-            "hostname_field": str(self.hostname_field), "counter_field": str(self.counter_field),
-            "rate_per_user": self.rate_per_user, "compose_file": self.compose_file,
-            "compose_service": self.compose_service,
-        }
+        out = asdict(self)
+        out["hostname_field"] = str(self.hostname_field)
+        out["counter_field"] = str(self.counter_field)
+        out["scale_levels"] = out.pop("levels")
+        return out
 
 
 def parse_levels(text: str) -> list[int]:
@@ -85,7 +166,7 @@ def parse_levels(text: str) -> list[int]:
         raise UsageError("--scale-levels is empty: give replica counts like 1,2,4")
     levels = []
     for part in parts:
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):
             raise UsageError(
                 f"--scale-levels: {part!r} is not a whole number (expected e.g. 1,2,4)")
         if int(part) < 1:
@@ -94,22 +175,74 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
-def parse_duration(text: str, option: str = "--stage-time") -> float:
-    try:
-        seconds = parse_timespan(str(text))
-    except (ValueError, TypeError):
-        raise UsageError(
-            f"{option}: {text!r} is not a duration (expected e.g. 30s, 2m, 1m30s)") from None
-    if seconds <= 0:
+def parse_duration(text, option: str = "--stage-time", allow_zero: bool = False) -> float:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip()
+        try:
+            seconds = float(value) if _is_number(value) else float(parse_timespan(value))
+        except (ValueError, TypeError):
+            raise UsageError(
+                f"{option}: {text!r} is not a duration (expected e.g. 30s, 2m, 1m30s)") from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise UsageError(f"{option}: {text!r} must be longer than zero")
-    return float(seconds)
+    return seconds
 
 
-def validate(parsed) -> HarnessOptions:
-    if parsed.stack not in BACKENDS:
-        raise UsageError(f"--stack: unknown backend {parsed.stack!r}; choose {', '.join(BACKENDS)}")
-    if not 0 < parsed.stack_port < 65536:
-        raise UsageError(f"--stack-port: {parsed.stack_port} is not a TCP port")
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_writable(run_dir: str, reports: Path = Path("reports")) -> None:
+    """Fail now, before anything is created, if the run directory cannot be written."""
+    path = Path(run_dir) if run_dir else reports
+    if run_dir and path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--run-dir {run_dir}: exists and is not a directory")
+        if any(path.iterdir()):
+            raise UsageError(f"--run-dir {run_dir} is not empty; choose a new directory")
+    probe_dir = path
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir or reports}: {probe_dir} is not a directory")
+    try:  # os.access says yes to root on a read-only mount; try for real
+        fd, probe = tempfile.mkstemp(prefix=".scalecheck-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = run_dir or str(reports)
+        raise UsageError(f"cannot write the run directory {where}: {probe_dir} is not "
+                         f"writable ({exc.strerror or exc})") from None
+
+
+def validate(parsed, check_dir: bool = True) -> HarnessOptions:
+    """Every option checked; a UsageError names the first bad one.
+
+    ``check_dir``: also prove the run directory can be written (not on workers,
+    which never write one)."""
+    stack = getattr(parsed, "stack", "local")
+    if stack not in REGISTRY:
+        raise UsageError(f"--stack: unknown backend {stack!r}; choose {', '.join(BACKENDS)}")
+    cls = backend_class(stack)
+    balancer = str(getattr(parsed, "balancer", "traefik") or "traefik")
+    if cls.balancers and balancer not in cls.balancers:
+        raise UsageError(f"--balancer {balancer!r}: the {stack} stack offers "
+                         f"{' or '.join(cls.balancers)}")
+    for option in ("stack_port", "api_port"):
+        port = getattr(parsed, option, 0) or 0
+        if option == "stack_port" and not 0 < port < 65536 or not 0 <= port < 65536:
+            raise UsageError(f"--{option.replace('_', '-')}: {port} is not a TCP port")
+    api_port = getattr(parsed, "api_port", 0) or None
+    if api_port is not None and api_port == parsed.stack_port:
+        raise UsageError("--api-port must differ from --stack-port")
     if parsed.rate_per_user < 0:
         raise UsageError("--rate-per-user must be 0 (as fast as possible) or more")
     try:
@@ -117,15 +250,125 @@ def validate(parsed) -> HarnessOptions:
         counter_field = FieldSpec.parse(parsed.counter_field)
     except ValueError as exc:
         raise UsageError(f"--hostname-field/--counter-field: {exc}") from None
-    return HarnessOptions(
-        stack=parsed.stack,
-        levels=parse_levels(parsed.scale_levels),
-        stage_time=parse_duration(parsed.stage_time),
-        run_dir=parsed.run_dir,
-        stack_port=parsed.stack_port,
-        hostname_field=hostname_field,
-        counter_field=counter_field,
-        rate_per_user=parsed.rate_per_user,
-        compose_file=getattr(parsed, "compose_file", ""),
-        compose_service=getattr(parsed, "compose_service", "hello"),
+    if hostname_field.absent:
+        raise UsageError("--hostname-field none: the harness needs to know which replica "
+                         "served each request")
+    host = getattr(parsed, "host", None) or None
+    if host:
+        url = urlparse(host)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise UsageError(f"-H/--host {host!r} is not an http(s) URL like http://127.0.0.1:4000")
+    if stack == "external" and not host:
+        raise UsageError("--stack external needs the app's URL: pass -H http://HOST:PORT")
+    users = getattr(parsed, "num_users", None)
+    if users is not None and users < 0:
+        raise UsageError(f"-u/--users {users}: use 0 or more users")
+    spawn_rate = getattr(parsed, "spawn_rate", None)
+    if spawn_rate is not None and spawn_rate <= 0:
+        raise UsageError(f"-r/--spawn-rate {spawn_rate}: must be more than 0")
+    max_replicas = getattr(parsed, "max_replicas", 0) or 0
+    if max_replicas < 0:
+        raise UsageError("--max-replicas must be 1 or more")
+    max_replicas = max_replicas or default_max_replicas()
+    levels = parse_levels(parsed.scale_levels)
+    too_many = [lv for lv in levels if lv > max_replicas]
+    if too_many and cls.controlled:
+        raise UsageError(f"--scale-levels: {too_many[0]} replicas is above --max-replicas "
+                         f"{max_replicas} (each replica takes ~{REPLICA_MEMORY_MB} MB; raise "
+                         "--max-replicas if you mean it)")
+    load_model = str(getattr(parsed, "load_model", "closed") or "closed")
+    arrival_rate = float(getattr(parsed, "arrival_rate", 0.0) or 0.0)
+    if arrival_rate < 0:
+        raise UsageError("--arrival-rate must be more than 0")
+    if arrival_rate > 0:
+        load_model = "open"
+    if load_model not in LOAD_MODELS:
+        raise UsageError(f"--load-model {load_model!r}: choose closed or open")
+    if load_model == "open" and parsed.rate_per_user > 0:
+        raise UsageError("--rate-per-user paces users of the closed model; the open model's "
+                         "rate is --arrival-rate or --load-profile")
+    autoscale = str(getattr(parsed, "autoscale", "none") or "none")
+    if autoscale not in AUTOSCALERS:
+        raise UsageError(f"--autoscale {autoscale!r}: choose {', '.join(AUTOSCALERS)}")
+    metric = str(getattr(parsed, "autoscale_metric", "rps") or "rps")
+    if metric not in AUTOSCALE_METRICS:
+        raise UsageError(f"--autoscale-metric {metric!r}: choose "
+                         f"{', '.join(AUTOSCALE_METRICS)}")
+    target = float(getattr(parsed, "autoscale_target", 0.0) or 0.0)
+    min_replicas = int(getattr(parsed, "min_replicas", 1) or 0)
+    if autoscale != "none":
+        if not cls.controlled:
+            raise UsageError(f"--autoscale needs a stack the harness controls, not {stack}")
+        if target <= 0:
+            raise UsageError("--autoscale-target: give the target value of "
+                             f"{metric} per replica (more than 0)")
+        if min_replicas < 1:
+            raise UsageError("--min-replicas must be 1 or more")
+        if autoscale == "kpa" and metric not in ("rps", "inflight"):
+            raise UsageError("--autoscale kpa watches rps or inflight (Knative's metrics), "
+                             f"not {metric}")
+        if min_replicas > max_replicas:
+            raise UsageError(f"--min-replicas {min_replicas} is above --max-replicas "
+                             f"{max_replicas}")
+    tolerance = float(getattr(parsed, "hpa_tolerance", 0.1))
+    if not 0 <= tolerance < 1:
+        raise UsageError("--hpa-tolerance must be between 0 and 1")
+    panic = float(getattr(parsed, "kpa_panic_threshold", 2.0))
+    if panic <= 1:
+        raise UsageError("--kpa-panic-threshold must be more than 1 (e.g. 2.0 for 200%)")
+    slo = float(getattr(parsed, "slo_p95_ms", 0.0) or 0.0)
+    if slo < 0:
+        raise UsageError("--slo-p95-ms must be 0 (off) or more")
+    faults = _fault_list(getattr(parsed, "fault", []) or [])
+    backend_options = {}
+    for dest in _backend_dests():
+        if hasattr(parsed, dest):
+            backend_options[dest] = getattr(parsed, dest)
+    options = HarnessOptions(
+        stack=stack, balancer=balancer, stack_port=parsed.stack_port, api_port=api_port,
+        levels=levels, stage_time=parse_duration(parsed.stage_time),
+        max_replicas=max_replicas, replace_dead=bool(getattr(parsed, "replace_dead", False)),
+        run_dir=parsed.run_dir, hostname_field=hostname_field, counter_field=counter_field,
+        rate_per_user=parsed.rate_per_user, load_model=load_model,
+        load_profile=str(getattr(parsed, "load_profile", "") or ""),
+        arrival_rate=arrival_rate, autoscale=autoscale, autoscale_metric=metric,
+        autoscale_target=target, min_replicas=min_replicas,
+        autoscale_period=parse_duration(getattr(parsed, "autoscale_period", "15s"),
+                                        "--autoscale-period"),
+        scale_down_window=parse_duration(getattr(parsed, "scale_down_window", "300s"),
+                                         "--scale-down-window", allow_zero=True),
+        hpa_tolerance=tolerance,
+        kpa_stable_window=parse_duration(getattr(parsed, "kpa_stable_window", "60s"),
+                                         "--kpa-stable-window"),
+        kpa_panic_threshold=panic, slo_p95_ms=slo, faults=faults, host=host, users=users,
+        spawn_rate=spawn_rate, backend_options=backend_options,
     )
+    # The plan and the fault schedule check themselves; their errors are usage errors too.
+    from loadtest.plan import PlanError, build_plan
+
+    try:
+        build_plan(options)
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+    if check_dir:
+        check_writable(options.run_dir)
+    return options
+
+
+def _fault_list(values) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    out = []
+    for value in values:
+        out.extend(part.strip() for part in str(value).split(",") if part.strip())
+    return out
+
+
+def _backend_dests() -> list[str]:
+    """dest names of the options the backends declare (to hand them back to the backend)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    for name in BACKENDS:
+        backend_class(name).add_arguments(parser.add_argument)
+    return [a.dest for a in parser._actions]

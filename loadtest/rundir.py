@@ -1,37 +1,53 @@
 """A run's directory and its ``run.json``: what happened, written as it happens.
 
-``run.json`` is rewritten (atomically) at the start, at every stage change
-and at the end, so a run that is killed still says what it was doing.
+``RunRecord`` owns the layout of ``run.json``; the rest of the harness tells
+it what happened through its methods. It is rewritten (atomically) at the
+start, at every stage change and scale event, and at the end, so a run that
+is killed still says what it was doing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 RUN_JSON = "run.json"
+log = logging.getLogger("scalecheck")
+
+#: How a run ended. ``completed``: the plan ran to its end. ``interrupted``:
+#: Ctrl-C, SIGTERM or a stop from the web UI before that. ``failed``: the
+#: harness or the stack could not go on (the message says why).
+STATUSES = ("starting", "ready", "running", "completed", "interrupted", "failed")
+
+
+def choose_run_dir(requested: str, reports: Path = Path("reports")) -> Path:
+    """The requested directory, or a new ``reports/<UTC timestamp>``; nothing is created."""
+    if requested:
+        return Path(requested)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = reports / stamp
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = reports / f"{stamp}-{suffix}"
+    return path
+
+
+def create_run_dir(path: Path, reports: Path = Path("reports")) -> Path:
+    """Create the run directory; ``reports/latest`` then points at it."""
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"--run-dir {path} is not empty; choose a new directory")
+    path.mkdir(parents=True, exist_ok=True)
+    point_latest(path, reports)
+    return path
 
 
 def new_run_dir(requested: str, reports: Path = Path("reports")) -> Path:
-    """The requested directory, or ``reports/<UTC timestamp>`` with ``latest`` pointing at it."""
-    if requested:
-        path = Path(requested)
-        if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"--run-dir {requested} is not empty; choose a new directory")
-        path.mkdir(parents=True, exist_ok=True)
-    else:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = reports / stamp
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = reports / f"{stamp}-{suffix}"
-        path.mkdir(parents=True)
-    point_latest(path, reports)
-    return path
+    return create_run_dir(choose_run_dir(requested, reports), reports)
 
 
 def point_latest(run_dir: Path, reports: Path = Path("reports")) -> None:
@@ -59,14 +75,62 @@ class RunRecord:
             "status": "starting",
             "started": time.time(),
             "ended": None,
+            "plan": None,
             "stages": [],
             "stack_events": [],
             "counter": {"before": None, "after": None},
             "totals": {"recorded": None, "locust": None},
+            "warnings": [],
             **fields,
         }
+        self._save_failed = False
 
-    def begin_stage(self, index: int, level: int, users: int) -> dict:
+    # -- the run's life ---------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    def describe_stack(self, stack: dict, url: str) -> None:
+        self.data.update(stack=stack, url=url, run_dir=str(self.run_dir))
+
+    def set_plan(self, plan: dict, options: dict) -> None:
+        self.data["plan"] = plan
+        self.data["options"] = options
+
+    def mark_ready(self) -> None:
+        self.data["status"] = "ready"
+        self.save()
+
+    def mark_running(self, counter_before: int | None) -> None:
+        self.data.update(status="running", test_started=time.time())
+        self.data["counter"]["before"] = counter_before
+        self.save()
+
+    def fail(self, error: str) -> None:
+        """The harness or the stack could not go on; keep the first reason."""
+        if self.data["status"] not in ("completed", "interrupted", "failed"):
+            self.data["status"] = "failed"
+        self.data.setdefault("error", error)
+        self.save()
+
+    def conclude(self, *, finished: bool, counter_after: int | None, totals: dict) -> None:
+        """Everything the record needs at the end, before anything else is written."""
+        self.end_stages()
+        self.data["counter"]["after"] = counter_after
+        self.data["totals"] = totals
+        if self.data["status"] in ("starting", "ready", "running"):
+            self.data["status"] = "completed" if finished else "interrupted"
+        self.data["ended"] = time.time()
+        self.save()
+
+    def add_warning(self, text: str) -> None:
+        self.data["warnings"].append({"t": time.time(), "text": text})
+        self.save()
+
+    # -- stages and events ------------------------------------------------------------
+
+    def begin_stage(self, index: int, level: int, users: int | None) -> dict:
         now = time.time()
         if self.data["stages"] and self.data["stages"][-1]["t_end"] is None:
             self.data["stages"][-1]["t_end"] = now
@@ -76,15 +140,45 @@ class RunRecord:
         self.save()
         return stage
 
+    def stage_ready(self, stage: dict, asked: float, ready: float) -> None:
+        stage["scale_asked"] = asked
+        stage["t_ready"] = ready
+        self.save()
+
+    def stage_failed(self, stage: dict, error: str) -> None:
+        stage["error"] = error
+        self.fail(error)
+
     def end_stages(self, when: float | None = None) -> None:
         if self.data["stages"] and self.data["stages"][-1]["t_end"] is None:
             self.data["stages"][-1]["t_end"] = when or time.time()
 
-    def save(self) -> None:
+    def set_events(self, events: list[dict]) -> None:
+        self.data["stack_events"] = list(events)
+
+    def set_load_counts(self, dropped_by_second: dict[int, int]) -> None:
+        self.data["dropped_arrivals"] = {
+            "total": int(sum(dropped_by_second.values())),
+            "by_second": [[int(k), int(v)] for k, v in sorted(dropped_by_second.items())],
+        }
+
+    # -- disk --------------------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Write run.json atomically; on a full disk say so once and keep going."""
         path = self.run_dir / RUN_JSON
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(self.data, indent=2, default=str))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if not self._save_failed:
+                log.error("scalecheck: cannot write %s: %s", path, exc.strerror or exc)
+            self._save_failed = True
+            return False
+        self._save_failed = False
+        return True
 
 
 def load_run(run_dir: Path) -> dict:

@@ -1,0 +1,106 @@
+"""The autoscaler in the run: samples metrics every second, decides on its period.
+
+The conductor calls ``maybe_decide(t, current)`` on every tick; this samples
+the stack once a second and, on the policy's period (HPA: the sync period;
+KPA: its 2 s tick), runs the pure policy and records an
+``autoscale_decision`` event with every intermediate value. The conductor
+then rescales when the decision differs from the count asked for last.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict
+
+from loadtest.autoscale.hpa import HpaKnobs, HpaState, Observation, hpa_step
+from loadtest.autoscale.kpa import KpaKnobs, KpaState, kpa_record, kpa_step
+from loadtest.autoscale.metrics import MetricSource, RecordTap
+from loadtest.plan import AutoscaleSettings
+from loadtest.stack import Stack
+from loadtest.stack import events as ev
+
+log = logging.getLogger("scalecheck")
+KPA_TICK = 2.0
+
+
+class Autoscaler:
+    def __init__(self, settings: AutoscaleSettings, stack: Stack, collector,
+                 events: list[dict]) -> None:
+        self.settings = settings
+        self.stack = stack
+        self.events = events
+        self.tap = RecordTap(horizon=max(120.0, settings.period * 2, settings.stable_window * 2))
+        collector.taps.append(self.tap.feed)
+        self.source = MetricSource(settings.metric, stack, self.tap)
+        self.period = KPA_TICK if settings.policy == "kpa" else settings.period
+        self._next_sample = 0.0
+        self._next_decision = self.period
+        self._last_second: int | None = None
+        if settings.policy == "hpa":
+            self.knobs = HpaKnobs(target=settings.target, min_replicas=settings.min_replicas,
+                                  max_replicas=settings.max_replicas,
+                                  tolerance=settings.tolerance,
+                                  scale_down_window=settings.scale_down_window,
+                                  cpu=settings.metric == "cpu")
+            self.state = HpaState()
+        else:
+            self.knobs = KpaKnobs(target=settings.target, min_replicas=settings.min_replicas,
+                                  max_replicas=settings.max_replicas,
+                                  stable_window=settings.stable_window,
+                                  panic_threshold=settings.panic_threshold)
+            self.state = KpaState()
+
+    def maybe_decide(self, t: float, current: int) -> int | None:
+        now = time.time()
+        if t >= self._next_sample:
+            self._next_sample = math.floor(t) + 1.0
+            self.source.sample(now)
+            if self.settings.policy == "kpa":
+                self._record_kpa_second(now)
+        if t < self._next_decision:
+            return None
+        self._next_decision += self.period
+        if self.settings.policy == "hpa":
+            return self._decide_hpa(now, current)
+        return self._decide_kpa(now, current)
+
+    # -- HPA -----------------------------------------------------------------------------
+
+    def _decide_hpa(self, now: float, current: int) -> int | None:
+        since = self.stack.replica_since()
+        values, missing, source = self.source.per_replica(now - self.period, now, since)
+        obs = Observation(now=now, current=current, samples=values, missing=missing,
+                          pending=max(0, current - len(since)))
+        self.state, decision = hpa_step(self.state, obs, self.knobs)
+        self._event(decision, source, ready=len(since), missing=missing, pending=obs.pending)
+        return decision.final
+
+    # -- KPA -----------------------------------------------------------------------------
+
+    def _record_kpa_second(self, now: float) -> None:
+        second = int(now) - 1  # the last whole second: its records are (mostly) in
+        if self._last_second is not None and second <= self._last_second:
+            return
+        self._last_second = second
+        value = self.source.service_value(second)
+        self.state = kpa_record(self.state, second, value, self.knobs)
+
+    def _decide_kpa(self, now: float, current: int) -> int | None:
+        ready = len(self.stack.replica_since())
+        self.state, decision = kpa_step(self.state, now, ready, self.knobs)
+        source = ("records (requests/s, all replicas)" if self.settings.metric == "rps"
+                  else "records (requests in flight, all replicas, by Little's law)")
+        self._event(decision, source, current=current)
+        return decision.final
+
+    def _event(self, decision, source: str, **extra) -> None:
+        details = {k: v for k, v in asdict(decision).items() if k != "now"}
+        self.events.append({"t": decision.now, "event": ev.AUTOSCALE_DECISION,
+                            "policy": self.settings.policy, "metric": self.settings.metric,
+                            "target": self.settings.target, "source": source,
+                            **details, **extra})
+        log.info("scalecheck: autoscaler (%s on %s): %s -> %s %s", self.settings.policy,
+                 self.settings.metric, extra.get("current", decision.__dict__.get("current")),
+                 decision.final, "; ".join(decision.reasons))
