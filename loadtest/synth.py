@@ -65,7 +65,7 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
     order = np.argsort(user, kind="stable")
     user = user[order]
     latency = 1.0 + rng.exponential(3.0, n)  # ms
-    think = rng.exponential(0.2, n)
+    think = rng.exponential(20.0, n)  # ms between a response and the next request
     # Each user issues its requests back to back: a cumulative sum within the user.
     step = (latency + think) / 1000.0
     csum = np.cumsum(step)
@@ -84,7 +84,8 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
     for i, level in enumerate(spec.levels):
         start = spec.t0 + i * span
         ready_delay = 0.0 if i == 0 else min(0.3, span * 0.05)
-        events.append({"t": start, "event": "scale_asked", "level": level, "previous": len(live)})
+        events.append({"t": start, "event": "scale_asked", "level": level, "previous": len(live),
+                       "by": "up" if i == 0 else "plan"})
         if level > len(live):
             added_at = start + ready_delay * 0.8 if i else start - 1.0
             for _ in range(level - len(live)):
@@ -127,13 +128,16 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         "user": user.astype(np.int64), "worker": np.full(n, "synth", dtype=object),
         "method": np.full(n, "GET", dtype=object), "name": np.full(n, "/", dtype=object),
         "bytes": np.full(n, 70, dtype=np.int64),
+        "t_intended": np.full(n, np.nan),
     }
     consumed = _inject(cols, by_lin, lin, spec, rng, events)
     after = spec.counter_before + consumed - spec.anomalies.lost
     meta = {
         "status": "completed", "started": spec.t0 - 2, "ended": t_last + 1,
         "locust_version": "synthetic", "stack": {"backend": "synthetic", "controlled": True},
-        "url": "http://synthetic.invalid", "options": {"scale_levels": spec.levels},
+        "url": "http://synthetic.invalid",
+        "options": {"scale_levels": spec.levels, "counter_field": "json:visits"},
+        "plan": {"stages": [{"index": st["index"], "level": st["level"]} for st in stages]},
         "stages": stages, "stack_events": sorted(events, key=lambda e: e["t"]),
         "counter": {"before": spec.counter_before, "after": int(after)},
         "totals": {"recorded": n, "locust": n},
@@ -248,7 +252,7 @@ def write(out: Path, meta: dict, cols: dict[str, np.ndarray], chunk: int = 1_000
     order = np.argsort(cols["t_start"], kind="stable")  # parts in time order, as a real run's
     for lo in range(0, n, chunk):
         rows = order[lo:lo + chunk]
-        arrays = [pa.array(cols[f.name][rows], type=f.type) for f in SCHEMA]
+        arrays = [pa.array(cols[f.name][rows], type=f.type, from_pandas=True) for f in SCHEMA]
         writer.write(pa.Table.from_arrays(arrays, schema=SCHEMA))
     record.save()
     return out

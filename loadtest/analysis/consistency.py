@@ -8,8 +8,26 @@ Every request is classified as Jepsen does an operation:
 - unknown: anything else without a value (timeouts, resets, 502/504, a Redis
   error inside the app): it may or may not have incremented.
 
-The checks are pure functions of the table and the counter read before and
-after the run; each returns numbers plus a few examples as evidence.
+What is checked, with the evidence kept for the report:
+
+- duplicates: a value handed out twice;
+- values out of range: at or below the counter read before the run, or above
+  what the requests could have produced;
+- gaps: a missing value is explained only by an unknown request whose
+  increment could have produced it *in real time* (it started before the
+  request that returned the next higher value ended); each unknown explains
+  at most one missing value;
+- reconciliation: ``before + ok ≤ after ≤ before + ok + unknown``; and the
+  final counter is not below a value already returned;
+- real-time order: if a ended before b started, b's value is above a's. A
+  record's start is read before sending and its end when the response reached
+  the listener, so within one process "a ended before b started" is certain;
+  between processes a clock margin is allowed;
+- per-user order: one user's requests are sequential, so its values rise.
+
+A Redis restart without persistence resets the counter; the history is then
+checked as *epochs* on each side of the reset, and the reset is named.
+Memory: 2 bytes per possible counter value, plus 8 bytes per unknown request.
 """
 
 from __future__ import annotations
@@ -19,19 +37,21 @@ import pandas as pd
 
 EXAMPLES = 20
 NO_SERVER_STATUSES = (503,)
+COUNTER_CHECKS = ("duplicates", "unexpected", "gaps", "reconciliation", "final", "order",
+                  "user_order")
 
 
 def classify(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks (ok, fail, unknown), one entry per record."""
     ok = df["counter"].notna().to_numpy()
     status = df["status"].to_numpy()
-    refused = (status == 0) & _matches(df["error"], r"ConnectionRefused|Connection refused")
+    refused = (status == 0) & matches(df["error"], r"ConnectionRefused|Connection refused")
     no_server = np.isin(status, NO_SERVER_STATUSES) & df["hostname"].isna().to_numpy()
     fail = ~ok & (refused | no_server)
     return ok, fail, ~ok & ~fail
 
 
-def _matches(series: pd.Series, pattern: str) -> np.ndarray:
+def matches(series: pd.Series, pattern: str) -> np.ndarray:
     """Regex match on a (categorical) string column, evaluated once per distinct value."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         cats = series.cat.categories
@@ -105,8 +125,30 @@ class Sample:
         return np.concatenate(self.parts) if self.parts else np.empty((0, 2))
 
 
+def explained_gaps(gap_runs: list[tuple[int, float]], unknown_starts: np.ndarray) -> int:
+    """How many missing values unknown requests can explain, in real time.
+
+    ``gap_runs``: (number of consecutive missing values, deadline) where the
+    deadline is the end of the request that returned the next higher value;
+    an unknown request can have produced one of them only if it started
+    before that deadline. Eligible sets are nested (a later deadline admits
+    every earlier request), so filling the earliest deadlines first is a
+    maximum matching.
+    """
+    if not gap_runs or len(unknown_starts) == 0:
+        return 0
+    starts = np.sort(unknown_starts)
+    matched = 0
+    for count, deadline in sorted(gap_runs, key=lambda g: g[1]):
+        eligible = int(np.searchsorted(starts, deadline, side="left"))
+        take = min(count, eligible - matched)
+        if take > 0:
+            matched += take
+    return matched
+
+
 class CounterChecker:
-    """The counter checks, fed the records window by window in time order.
+    """The counter checks for one epoch, fed the records window by window in time order.
 
     Values are counted in an array indexed by value (2 bytes per possible
     value), which gives duplicates, gaps and out-of-range values at the end.
@@ -127,16 +169,21 @@ class CounterChecker:
         self.user_violations = 0
         self.order_points = Sample()
         self.order_examples: list[dict] = []
+        self.unknown_starts: list[np.ndarray] = []
         # pass 2
         self.dup_points = Sample()
         self.unexpected_points = Sample()
         self.dup_hosts: dict[int, set] = {}
+        self._gap_next: np.ndarray | None = None
+        self._deadline: dict[int, float] = {}
 
-    def add(self, df: pd.DataFrame) -> None:
-        ok, fail, unknown = classify(df)
+    def add(self, df: pd.DataFrame, ok: np.ndarray, fail: np.ndarray,
+            unknown: np.ndarray) -> None:
         self.n_ok += int(ok.sum())
         self.n_fail += int(fail.sum())
         self.n_unknown += int(unknown.sum())
+        if unknown.any():
+            self.unknown_starts.append(df["t_start"].to_numpy()[unknown])
         if not ok.any():
             return
         okdf = df.loc[ok]
@@ -177,9 +224,27 @@ class CounterChecker:
     def _high(self) -> int | None:
         return None if self.before is None else self.before + self.n_ok + self.n_unknown
 
-    def collect(self, df: pd.DataFrame) -> None:
-        """Pass 2: where the duplicates and out-of-range values are, for the report."""
-        ok = df["counter"].notna().to_numpy()
+    def _low(self) -> int:
+        present = np.flatnonzero(self.seen)
+        if self.before is not None:
+            return self.before
+        return int(present[0]) + self.lo - 1 if len(present) else self.lo
+
+    def prepare(self) -> None:
+        """Between the passes: the values that follow a gap (whose end time we need)."""
+        if self.n_ok == 0 or len(self.seen) == 0:
+            self._gap_next = np.empty(0, dtype=np.int64)
+            return
+        low = self._low()
+        present = self.seen > 0
+        idx = np.arange(len(self.seen)) + self.lo
+        prev_missing = np.r_[True, ~present[:-1]]  # lo - 1 is never seen
+        # v follows a gap if v is present, v-1 is missing, and v-1 is above the low bound
+        follows = present & prev_missing & (idx - 1 > low)
+        self._gap_next = idx[follows]
+
+    def collect(self, df: pd.DataFrame, ok: np.ndarray) -> None:
+        """Pass 2: where the duplicates and out-of-range values are; gaps' deadlines."""
         if not ok.any() or len(self.seen) == 0:
             return
         values = df["counter"].to_numpy()[ok].astype(np.int64)
@@ -195,13 +260,19 @@ class CounterChecker:
             out = (values <= self.before) | (values > self._high())
             if out.any():
                 self.unexpected_points.add(np.column_stack([t_end[out], values[out]]))
+        if self._gap_next is not None and len(self._gap_next):
+            hit = np.isin(values, self._gap_next)
+            for value, end in zip(values[hit].tolist(), t_end[hit].tolist()):
+                # the latest end among requests that returned it: the most generous deadline
+                self._deadline[value] = max(end, self._deadline.get(value, end))
 
     def result(self) -> dict:
         result: dict = {
             "ok": self.n_ok, "fail": self.n_fail, "unknown": self.n_unknown,
             "counter_before": self.before, "counter_after": self.after,
             "duplicates": 0, "unexpected": None, "gaps": 0, "unexplained_gaps": 0,
-            "lost": None, "unexplained_increments": None,
+            "lost": None, "unexplained_increments": None, "final_below_returned": None,
+            "max_returned": None,
             "order_violations": self.order_violations, "user_violations": self.user_violations,
             "examples": {}, "not_checked": [],
         }
@@ -212,25 +283,29 @@ class CounterChecker:
             result["unexplained_increments"] = max(
                 0, self.after - (self.before + self.n_ok + self.n_unknown))
         if self.n_ok == 0:
-            result["not_checked"] = ["duplicates", "gaps", "order", "user_order",
-                                     *result["not_checked"]]
+            result["not_checked"] = ["duplicates", "unexpected", "gaps", "final", "order",
+                                     "user_order", *result["not_checked"]]
             return result
         seen = self.seen
         result["duplicates"] = int(np.maximum(seen.astype(np.int64) - 1, 0).sum())
         present = np.flatnonzero(seen) + self.lo
         top = int(present[-1])
+        result["max_returned"] = top
+        if self.after is not None:
+            result["final_below_returned"] = max(0, top - self.after)
+        else:
+            result["not_checked"].append("final")
         if self.before is not None:
             high = self._high()
             below = seen[: max(0, min(len(seen), self.before - self.lo + 1))]
             above = seen[max(0, high - self.lo + 1):]
             result["unexpected"] = int(below.sum()) + int(above.sum())
-            low = self.before
         else:
             result["not_checked"].append("unexpected")
-            low = int(present[0]) - 1
+        low = self._low()
         in_range = int(((present > low) & (present <= top)).sum())
         result["gaps"] = int(max(top - low, 0) - in_range)
-        result["unexplained_gaps"] = max(0, result["gaps"] - self.n_unknown)
+        result["unexplained_gaps"] = result["gaps"] - self._explained(low)
         if self.dup_hosts:
             result["examples"]["duplicates"] = [
                 {"value": v, "hostnames": sorted(h)} for v, h in sorted(self.dup_hosts.items())
@@ -239,10 +314,122 @@ class CounterChecker:
             result["examples"]["order"] = self.order_examples
         return result
 
+    def _explained(self, low: int) -> int:
+        if self._gap_next is None or not len(self._gap_next):
+            return 0
+        present = self.seen > 0
+        runs = []
+        for value in self._gap_next.tolist():
+            # the run of missing values just below ``value``, down to the low bound
+            j = value - 1 - self.lo
+            count = 0
+            while j >= 0 and not present[j] and j + self.lo > low:
+                count += 1
+                j -= 1
+            if j < 0:  # below the lowest value seen: the run reaches down to ``low``
+                count += max(0, self.lo - 1 - low)
+            runs.append((count, self._deadline.get(value, np.inf)))
+        starts = np.concatenate(self.unknown_starts) if self.unknown_starts else np.empty(0)
+        examples = [{"missing_below": v, "count": c} for v, (c, _) in
+                    zip(self._gap_next.tolist(), runs)][:EXAMPLES]
+        self.gap_examples = examples
+        return explained_gaps(runs, starts)
+
     def anomaly_points(self) -> dict[str, np.ndarray]:
         """(t_end, value) pairs per anomaly kind, sampled, for the counter figure."""
         return {"duplicate": self.dup_points.result(), "order": self.order_points.result(),
                 "unexpected": self.unexpected_points.result()}
+
+
+class EpochedCounter:
+    """The counter checks across resets of the store (a restart without persistence).
+
+    Records are routed to an epoch by when they started; each epoch has its own
+    before/after (the run's, or the counter read around the reset).
+    """
+
+    def __init__(self, before: int | None, after: int | None, resets: list[dict],
+                 counter_min, counter_max, clock_skew_ms: float = 10.0) -> None:
+        self.resets = sorted(resets, key=lambda r: r["t"])
+        self.bounds = [r["t"] for r in self.resets]
+        befores = [before] + [r.get("counter_after") for r in self.resets]
+        afters = [r.get("counter_before") for r in self.resets] + [after]
+        self.epochs = [CounterChecker(b, a, counter_min, counter_max, clock_skew_ms)
+                       for b, a in zip(befores, afters)]
+
+    def _split(self, df: pd.DataFrame):
+        if not self.bounds:
+            yield self.epochs[0], slice(0, len(df))
+            return
+        starts = df["t_start"].to_numpy()
+        cuts = [0, *np.searchsorted(starts, self.bounds, side="left").tolist(), len(df)]
+        for epoch, (a, b) in zip(self.epochs, zip(cuts, cuts[1:])):
+            if b > a:
+                yield epoch, slice(a, b)
+
+    def add(self, df: pd.DataFrame, ok, fail, unknown) -> None:
+        for epoch, sl in self._split(df):
+            epoch.add(df.iloc[sl], ok[sl], fail[sl], unknown[sl])
+
+    def prepare(self) -> None:
+        for epoch in self.epochs:
+            epoch.prepare()
+
+    def collect(self, df: pd.DataFrame, ok) -> None:
+        for epoch, sl in self._split(df):
+            epoch.collect(df.iloc[sl], ok[sl])
+
+    def result(self) -> dict:
+        parts = [e.result() for e in self.epochs]
+        if len(parts) == 1:
+            out = parts[0]
+            out["resets"] = []
+            return out
+        out = {"counter_before": parts[0]["counter_before"],
+               "counter_after": parts[-1]["counter_after"], "examples": {},
+               "not_checked": sorted({n for p in parts for n in p["not_checked"]})}
+        for key in ("ok", "fail", "unknown", "duplicates", "gaps", "unexplained_gaps",
+                    "order_violations", "user_violations"):
+            out[key] = sum(p[key] for p in parts)
+        for key in ("unexpected", "lost", "unexplained_increments", "final_below_returned"):
+            values = [p[key] for p in parts]
+            out[key] = None if any(v is None for v in values) else sum(values)
+        out["max_returned"] = parts[-1]["max_returned"]
+        for p in parts:
+            for kind, examples in p["examples"].items():
+                out["examples"].setdefault(kind, []).extend(examples)
+        out["resets"] = [{"t": r["t"], "counter_before": r.get("counter_before"),
+                          "counter_after": r.get("counter_after"), "fault": r.get("fault")}
+                         for r in self.resets]
+        out["epochs"] = [{k: p[k] for k in ("ok", "unknown", "counter_before", "counter_after",
+                                             "duplicates", "lost", "unexplained_gaps")}
+                         for p in parts]
+        return out
+
+    def anomaly_points(self) -> dict[str, np.ndarray]:
+        merged: dict[str, list] = {}
+        for epoch in self.epochs:
+            for kind, points in epoch.anomaly_points().items():
+                merged.setdefault(kind, []).append(points)
+        return {k: np.concatenate(v) if v else np.empty((0, 2)) for k, v in merged.items()}
+
+
+def store_resets(events: list[dict]) -> list[dict]:
+    """Restarts of the store that lost the counter (from the fault events)."""
+    out = []
+    applied: dict[int, float] = {}
+    for event in sorted(events or [], key=lambda e: e["t"]):
+        if event.get("kind") != "restart-redis":
+            continue
+        if event["event"] == "fault_applied":
+            applied[event.get("fault", -1)] = event["t"]
+        elif event["event"] == "fault_ended":
+            before, after = event.get("counter_before"), event.get("counter_after")
+            if before is not None and after is not None and after < before:
+                out.append({"t": applied.get(event.get("fault", -1), event["t"]),
+                            "counter_before": before, "counter_after": after,
+                            "fault": event.get("fault")})
+    return out
 
 
 def _s(value) -> str | None:

@@ -1,21 +1,24 @@
-"""Render an analysis: figures (matplotlib, PNG), one self-contained HTML page,
-and a short terminal summary. Everything here reads the analysis' data; no
-number is computed here that the summary does not already hold."""
+"""Render an analysis: figures (matplotlib, PNG), one self-contained HTML page (from a
+Jinja template), and a short terminal summary. Everything here reads the summary;
+the words come from ``view``."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from loadtest.analysis import view  # noqa: E402
 from loadtest.analysis.summary import Analysis  # noqa: E402
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _save(fig, path: Path) -> bytes:
@@ -27,13 +30,21 @@ def _save(fig, path: Path) -> bytes:
     return data
 
 
-def _stage_marks(ax, summary: dict, t0: float) -> None:
-    for stage in summary["stages"]:
-        ax.axvline(stage["t_start"] - t0, color="black", lw=0.8, ls="--")
-        ax.text(stage["t_start"] - t0, 1.0, f" ×{stage['level']}",
-                transform=ax.get_xaxis_transform(), va="bottom", fontsize=8)
+def _marks(ax, summary: dict, t0: float) -> None:
+    """Scale changes (dashed), transitions (orange) and faults (red) on a time axis."""
     for tr in summary["transitions"]:
+        ax.axvline(tr["t_start"] - t0, color="black", lw=0.8, ls="--")
+        ax.text(tr["t_start"] - t0, 1.0, f" →{tr['level']}", transform=ax.get_xaxis_transform(),
+                va="bottom", fontsize=7)
         ax.axvspan(tr["t_start"] - t0, tr["t_end"] - t0, color="orange", alpha=0.2, lw=0)
+    for fault in summary["faults"]:
+        if fault["applied"] is None:
+            continue
+        end = (fault["ended"] or fault["applied"]) + (fault.get("recovery_s") or 0)
+        ax.axvspan(fault["applied"] - t0, max(end, fault["applied"] + 0.3) - t0, color="red",
+                   alpha=0.15, lw=0)
+        ax.text(fault["applied"] - t0, 0.93, f" {fault['kind']}",
+                transform=ax.get_xaxis_transform(), fontsize=7, color="darkred")
 
 
 def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
@@ -41,19 +52,19 @@ def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
     s = analysis.summary
     t0 = s["timeline"]["t0"]
     made = {}
+    levels = [lv for lv in s["levels"] if lv["requests"]]
+    label = lambda lv: f"{lv['level']} repl." if lv["level"] else "observed"  # noqa: E731
 
-    stages = s["stages"]
-    fig, axes = plt.subplots(1, len(stages), figsize=(max(4, 3.2 * len(stages)), 3), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        names = list(stage["hostnames"])
-        ax.bar(names, [stage["hostnames"][n] for n in names],
-               color=["#d62728" if n in stage["uncovered"] else "#1f77b4" for n in names])
-        jain = stage["fairness"]["jain"]
-        ax.set_title(f"stage {stage['index']}: ×{stage['level']}"
-                     + (f"  Jain {jain:.3f}" if jain is not None else ""), fontsize=9)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    axes[0][0].set_ylabel("requests (steady window)")
-    made["distribution"] = _save(fig, out / "distribution.png")
+    if levels:
+        fig, axes = plt.subplots(1, len(levels), figsize=(max(4, 3.2 * len(levels)), 3),
+                                 squeeze=False)
+        for ax, lv in zip(axes[0], levels):
+            names = list(lv["per_replica"])
+            ax.bar(names, [lv["per_replica"][n]["requests"] for n in names], color="#1f77b4")
+            ax.set_title(label(lv), fontsize=9)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        axes[0][0].set_ylabel("requests (steady segments)")
+        made["distribution"] = _save(fig, out / "distribution.png")
 
     tl = s["timeline"]
     fig, ax = plt.subplots(figsize=(10, 3.5))
@@ -61,57 +72,84 @@ def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
     if tl["per_hostname"]:
         ax.stackplot(x, *tl["per_hostname"].values(), labels=list(tl["per_hostname"]), step="post")
     ax.plot(x, tl["errors"], color="red", lw=1, label="errors")
-    _stage_marks(ax, s, t0)
+    _marks(ax, s, t0)
     ax.set_xlabel("seconds since first request")
     ax.set_ylabel("requests/s")
     ax.legend(fontsize=7, ncol=6, loc="upper left")
     made["throughput"] = _save(fig, out / "throughput.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3))
-    keys = ["p50", "p90", "p95", "p99"]
-    width = 0.8 / len(keys)
-    for i, key in enumerate(keys):
-        ax.bar(np.arange(len(stages)) + i * width,
-               [st["latency_ms"][key] or 0 for st in stages], width, label=key)
-    ax.set_xticks(np.arange(len(stages)) + 0.4 - width / 2,
-                  [f"×{st['level']}" for st in stages])
-    ax.set_ylabel("latency, ms")
-    ax.legend(fontsize=8)
-    made["latency"] = _save(fig, out / "latency.png")
+    if levels:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        keys = ["p50", "p90", "p95", "p99"]
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
+            ax.bar(np.arange(len(levels)) + i * width,
+                   [lv["latency_ms"][key] or 0 for lv in levels], width, label=key)
+        ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, [label(lv) for lv in levels])
+        ax.set_ylabel("latency, ms")
+        ax.legend(fontsize=8)
+        made["latency"] = _save(fig, out / "latency.png")
+
+        fig, ax1 = plt.subplots(figsize=(6, 3))
+        ax1.bar([label(lv) for lv in levels], [lv["rps"] for lv in levels], color="#1f77b4")
+        ax1.set_ylabel("requests/s (steady)")
+        ax2 = ax1.twinx()
+        ax2.plot([label(lv) for lv in levels],
+                 [lv.get("scaling_efficiency") or np.nan for lv in levels],
+                 color="#ff7f0e", marker="o")
+        ax2.set_ylabel("scaling efficiency")
+        ax2.set_ylim(0, 1.2)
+        made["scaling"] = _save(fig, out / "scaling.png")
 
     made["counter"] = _counter_figure(analysis, out / "counter.png", t0)
-
-    fig, ax1 = plt.subplots(figsize=(6, 3))
-    labels = [f"×{st['level']}" for st in stages]
-    ax1.bar(labels, [st["rps"] for st in stages], color="#1f77b4")
-    ax1.set_ylabel("requests/s (steady)")
-    ax2 = ax1.twinx()
-    ax2.plot(labels, [st.get("scaling_efficiency") or np.nan for st in stages],
-             color="#ff7f0e", marker="o")
-    ax2.set_ylabel("scaling efficiency")
-    ax2.set_ylim(0, 1.2)
-    made["scaling"] = _save(fig, out / "scaling.png")
-
+    if s.get("autoscaling"):
+        made["autoscaling"] = _autoscaling_figure(s, out / "autoscaling.png")
     if "baseline" in s:
-        base = {b["level"]: b for b in s["baseline"]["stages"]}
-        levels = [st["level"] for st in stages if st["level"] in base]
-        if levels:
+        base = {b["level"]: b for b in s["baseline"]["levels"]}
+        both = [lv for lv in levels if lv["level"] in base]
+        if both:
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
-            idx = np.arange(len(levels))
-            this = {st["level"]: st for st in stages}
-            a1.bar(idx - 0.2, [base[lv]["rps"] for lv in levels], 0.4, label="baseline")
-            a1.bar(idx + 0.2, [this[lv]["rps"] for lv in levels], 0.4, label="this run")
+            idx = np.arange(len(both))
+            a1.bar(idx - 0.2, [base[lv["level"]]["rps"] for lv in both], 0.4, label="baseline")
+            a1.bar(idx + 0.2, [lv["rps"] for lv in both], 0.4, label="this run")
             a1.set_title("requests/s")
-            a2.bar(idx - 0.2, [base[lv]["latency_ms"]["p99"] or 0 for lv in levels], 0.4,
+            a2.bar(idx - 0.2, [base[lv["level"]]["latency_ms"]["p99"] or 0 for lv in both], 0.4,
                    label="baseline")
-            a2.bar(idx + 0.2, [this[lv]["latency_ms"]["p99"] or 0 for lv in levels], 0.4,
+            a2.bar(idx + 0.2, [lv["latency_ms"]["p99"] or 0 for lv in both], 0.4,
                    label="this run")
             a2.set_title("p99 latency, ms")
             for a in (a1, a2):
-                a.set_xticks(idx, [f"×{lv}" for lv in levels])
+                a.set_xticks(idx, [label(lv) for lv in both])
                 a.legend(fontsize=8)
             made["baseline"] = _save(fig, out / "baseline.png")
     return made
+
+
+def _autoscaling_figure(s: dict, path: Path) -> bytes:
+    a, tl = s["autoscaling"], s["timeline"]
+    x = np.arange(tl["seconds"])
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.step(x, a["series"]["replicas"], where="post", color="black", lw=2, label="replicas")
+    if a["series"]["needed"] is not None:
+        ax.step(x, a["series"]["needed"], where="post", color="green", lw=1, ls=":",
+                label="needed (offered / capacity)")
+    ax.set_ylabel("replicas")
+    ax.set_xlabel("seconds since first request")
+    ax2 = ax.twinx()
+    ax2.plot(x, a["series"]["offered"], color="#1f77b4", lw=1, label="offered load, req/s")
+    ax2.set_ylabel("req/s")
+    ax3 = ax.twinx()
+    ax3.spines["right"].set_position(("outward", 45))
+    p95 = [np.nan if p is None else p for p in tl["p95_ms"]]
+    ax3.plot(x, p95, color="#d62728", lw=0.8, alpha=0.7, label="p95, ms")
+    if a.get("slo_p95_ms"):
+        ax3.axhline(a["slo_p95_ms"], color="#d62728", ls="--", lw=0.8)
+    ax3.set_ylabel("p95, ms")
+    _marks(ax, s, tl["t0"])
+    lines = [h for axis in (ax, ax2, ax3) for h in axis.get_legend_handles_labels()[0]]
+    labels = [lb for axis in (ax, ax2, ax3) for lb in axis.get_legend_handles_labels()[1]]
+    ax.legend(lines, labels, fontsize=7, loc="upper left")
+    return _save(fig, path)
 
 
 def _counter_figure(analysis: Analysis, path: Path, t0: float) -> bytes:
@@ -130,222 +168,89 @@ def _counter_figure(analysis: Analysis, path: Path, t0: float) -> bytes:
             marker, color = markers.get(kind, ("o", "red"))
             ax.scatter(shown[:, 0] - t0, shown[:, 1], s=14, marker=marker, color=color,
                        alpha=0.7, label=f"{kind} ({total or len(points):,})", zorder=5)
-    _stage_marks(ax, analysis.summary, t0)
+    _marks(ax, analysis.summary, t0)
     ax.set_xlabel("seconds since first request")
     ax.set_ylabel("counter value seen")
     ax.legend(fontsize=7, ncol=6, loc="upper left", markerscale=2)
     return _save(fig, path)
 
 
-def findings(summary: dict) -> list[str]:
-    """The answers in plain words, for someone who has not read the rest."""
-    out = []
-    stages = [s for s in summary["stages"] if s["requests"]]
-    multi = [s for s in stages if len(s["hostnames"]) >= 2]
-    if multi:
-        worst = min(multi, key=lambda s: s["fairness"]["jain"] or 0)
-        uncovered = sorted({h for s in stages for h in s["uncovered"]})
-        if uncovered:
-            out.append(f"Some replicas that were up got no requests: {', '.join(uncovered)}.")
-        elif (worst["fairness"]["jain"] or 0) >= summary["thresholds"]["min_jain"]:
-            out.append("Requests were spread evenly over the replicas that were up at every "
-                       f"level (lowest Jain index {worst['fairness']['jain']:.3f}; 1 is even).")
-        else:
-            out.append(f"Requests were spread unevenly with {worst['level']} replicas (Jain "
-                       f"{worst['fairness']['jain']:.3f}; largest share "
-                       f"{max(worst['share'].values()):.0%}).")
-    c = summary["consistency"]
-    problems = [f"{c[k]:,} {label}" for k, label in (
-        ("duplicates", "duplicate values"), ("lost", "lost increments"),
-        ("order_violations", "real-time order violations"),
-        ("unexplained_gaps", "unexplained gaps"), ("unexpected", "values out of range"))
-        if c.get(k)]
-    if problems:
-        out.append("The shared counter was NOT consistent: " + ", ".join(problems) + ".")
-    elif c["ok"] and "reconciliation" in c["not_checked"]:
-        out.append(f"The counter looked consistent: {c['ok']:,} values came back with no "
-                   "duplicates and no order violations; lost increments were not checked "
-                   "(the counter could not be read before and after the run).")
-    elif c["ok"]:
-        out.append(f"The shared counter stayed consistent: {c['ok']:,} values came back with no "
-                   "duplicates, no lost increments and no order violations.")
-    if len(stages) >= 2:
-        per_level = ", ".join(f"×{s['level']}: {s['rps']:,.0f}" for s in stages)
-        line = f"Requests/s by number of replicas: {per_level}."
-        top = max(stages, key=lambda s: s["level"])
-        eff = top.get("scaling_efficiency")
-        if eff is not None and top["level"] > stages[0]["level"]:
-            line += (f" Scaling efficiency at ×{top['level']}: {eff:.2f} (1.0 would be linear; "
-                     "where load generator, balancer and replicas share a few cores, expect "
-                     "much less).")
-        out.append(line)
-    errors = sum(s["errors"] for s in stages)
-    trans_errors = sum(t["errors"] for t in summary["transitions"])
-    out.append(f"{errors:,} errors in the steady windows and {trans_errors:,} around scale "
-               "changes." if errors or trans_errors else
-               "No request failed, in the steady windows or around scale changes.")
-    return out
-
-
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
+        if value != value:
+            return "—"
         return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return html.escape(str(value))
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2%}"
+    env.filters["replicas"] = view.replicas_word
+    return env
 
 
 def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
     s = analysis.summary
-    img = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in images.items()}
-    ok = s["verdict"] == "pass"
-    failed = [c for c in s["checks"] if c["passed"] is False]
-    parts = [f"""<!doctype html><html><head><meta charset="utf-8">
-<title>scalecheck: {html.escape(str(s['run_id']))}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-.verdict {{ padding: 1em 1.5em; border-radius: 8px; font-size: 1.3em; color: white;
-           background: {'#2e7d32' if ok else '#c62828'}; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }}
-td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
-td:last-child, th:last-child {{ text-align: left; }}
-.fail {{ color: #c62828; font-weight: bold; }} .pass {{ color: #2e7d32; }}
-.na {{ color: #888; }} img {{ max-width: 100%; }} .note {{ color: #555; font-size: 0.9em; }}
-</style></head><body>
-<h1>scalecheck report — {html.escape(str(s['run_id']))}</h1>
-<div class="verdict">Verdict: <b>{s['verdict'].upper()}</b> — {len(s['checks']) - len(failed)}
-of {len(s['checks'])} checks pass{'' if ok else ': ' + ', '.join(c['name'] for c in failed)}</div>
-<p class="note">{s['requests']:,} requests over {len(s['stages'])} stage(s)
-(scale levels {', '.join('×' + str(st['level']) for st in s['stages'])});
-stack: {html.escape(str((s['run'].get('stack') or {}).get('backend', '?')))},
-run status: {html.escape(str(s['run'].get('status')))}.</p>
-<h2>In short</h2><ul>{''.join(f"<li>{html.escape(line)}</li>" for line in findings(s))}</ul>
-<h2>Checks</h2><table><tr><th>check</th><th>value</th><th>threshold</th><th>result</th>
-<th>meaning</th></tr>"""]
-    for c in s["checks"]:
-        cls = {"pass": "pass", "fail": "fail"}.get(c["status"], "na")
-        parts.append(f"<tr><td>{c['name']}</td><td>{_fmt(c['value'])}</td>"
-                     f"<td>{_fmt(c['threshold'])}</td><td class='{cls}'>{c['status']}</td>"
-                     f"<td style='text-align:left'>{html.escape(c['detail'])}</td></tr>")
-    parts.append("</table><h2>Stages (steady window: from ready to stage end)</h2>"
-                 "<p class='note'>scaling eff.: req/s against perfectly linear scaling from the "
-                 "first level. Jain: 1 = perfectly even spread over the replicas in service. "
-                 "Latencies in ms.</p>"
-                 "<table><tr><th>stage</th><th>replicas</th><th>requests</th><th>req/s</th>"
-                 "<th>scaling eff.</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th>"
-                 "<th>p99</th><th>max ms</th><th>Jain</th><th>CV</th><th>max/mean</th>"
-                 "<th>χ² p</th><th>uncovered</th></tr>")
-    for st in s["stages"]:
-        lat, fair = st["latency_ms"], st["fairness"]
-        parts.append(
-            f"<tr><td>{st['index']}</td><td>{st['level']}</td><td>{st['requests']:,}</td>"
-            f"<td>{_fmt(st['rps'])}</td><td>{_fmt(st.get('scaling_efficiency'))}</td>"
-            f"<td>{st['error_rate']:.2%}</td>"
-            + "".join(f"<td>{_fmt(lat[k])}</td>" for k in ("p50", "p90", "p95", "p99", "max"))
-            + "".join(f"<td>{_fmt(fair[k])}</td>" for k in ("jain", "cv", "max_mean", "chi2_p"))
-            + f"<td>{', '.join(st['uncovered']) or '—'}</td></tr>")
-    parts.append(f"</table><h3>Requests per replica</h3><img src='{img['distribution']}'>")
-    parts.append("<table><tr><th>stage</th><th>replica</th><th>requests</th><th>share</th>"
-                 "<th>in service, s</th></tr>")
-    for st in s["stages"]:
-        for name, count in st["hostnames"].items():
-            parts.append(f"<tr><td>{st['index']}</td><td>{html.escape(name)}</td>"
-                         f"<td>{count:,}</td><td>{st['share'][name]:.1%}</td>"
-                         f"<td>{st['in_service_s'][name]}</td></tr>")
-    parts.append("</table>")
-    parts.append("<h2>Throughput over time</h2><p class='note'>Dashed lines: scale changes; "
-                 "shaded: transitions (asked → ready + margin).</p>"
-                 f"<img src='{img['throughput']}'>")
-    if s["transitions"]:
-        parts.append("<h3>Around each scale change</h3><table><tr><th>stage</th><th>to</th>"
-                     "<th>ready after, s</th><th>requests</th><th>req/s</th><th>errors</th>"
-                     "<th>p99 ms</th><th>max ms</th></tr>")
-        for tr in s["transitions"]:
-            parts.append(f"<tr><td>{tr['stage']}</td><td>×{tr['level']}</td>"
-                         f"<td>{tr['ready_after_s']}</td><td>{tr['requests']:,}</td>"
-                         f"<td>{_fmt(tr['rps'])}</td><td>{tr['errors']}</td>"
-                         f"<td>{_fmt(tr['latency_ms']['p99'])}</td>"
-                         f"<td>{_fmt(tr['latency_ms']['max'])}</td></tr>")
-        parts.append("</table>")
-    changes = [(st["index"], kind, ch) for st in s["stages"]
-               for kind in ("added", "removed") for ch in st["changes"][kind]]
-    if changes:
-        parts.append("<h3>Replicas added and removed</h3><table><tr><th>stage</th><th>replica</th>"
-                     "<th>change</th><th>first request after, s</th><th>served after drain began"
-                     "</th><th>served after removal</th><th>errors around</th></tr>")
-        for index, kind, ch in changes:
-            parts.append(f"<tr><td>{index}</td><td>{html.escape(ch['hostname'])}</td>"
-                         f"<td>{kind}</td><td>{_fmt(ch.get('first_request_delay_s'))}</td>"
-                         f"<td>{ch.get('served_after_drain_began', '—')}</td>"
-                         f"<td>{ch.get('served_after_removal', '—')}</td>"
-                         f"<td>{ch.get('errors_around', '—')}</td></tr>")
-        parts.append("</table>")
-    parts.append(f"<h2>Latency per stage</h2><img src='{img['latency']}'>")
-    c = s["consistency"]
-    parts.append(
-        "<h2>Counter consistency</h2><p class='note'>ok: a value came back; fail: the request "
-        "surely never reached the app; unknown: it may or may not have incremented.</p><table>"
-        + "".join(f"<tr><td>{k}</td><td>{_fmt(c.get(k))}</td></tr>" for k in (
-            "ok", "fail", "unknown", "counter_before", "counter_after", "duplicates",
-            "unexpected", "gaps", "unexplained_gaps", "lost", "unexplained_increments",
-            "order_violations", "user_violations"))
-        + "</table>")
-    if c.get("not_checked"):
-        parts.append(f"<p class='note'>Not checked: {', '.join(c['not_checked'])} "
-                     "(the stack could not read the counter, or no value came back).</p>")
-    for kind, examples in c.get("examples", {}).items():
-        parts.append(f"<p><b>{kind}</b> (first {len(examples)}): "
-                     f"<code>{html.escape(str(examples)[:1500])}</code></p>")
-    parts.append(f"<img src='{img['counter']}'>")
-    parts.append(f"<h2>Scaling</h2><img src='{img['scaling']}'>")
-    if "baseline" in s:
-        base = s["baseline"]
-        parts.append(f"<h2>Against baseline {html.escape(str(base['run_id']))} "
-                     f"(its verdict: {html.escape(str(base.get('verdict')))})</h2>")
-        parts.append("<table><tr><th>replicas</th><th>req/s baseline</th><th>req/s this run</th>"
-                     "<th>p99 baseline</th><th>p99 this run</th><th>errors baseline</th>"
-                     "<th>errors this run</th><th>Jain baseline</th><th>Jain this run</th></tr>")
-        old = {b["level"]: b for b in base["stages"]}
-        for st in s["stages"]:
-            b = old.get(st["level"])
-            if b is None:
-                continue
-            parts.append(
-                f"<tr><td>×{st['level']}</td><td>{_fmt(b['rps'])}</td><td>{_fmt(st['rps'])}</td>"
-                f"<td>{_fmt(b['latency_ms']['p99'])}</td><td>{_fmt(st['latency_ms']['p99'])}</td>"
-                f"<td>{b['error_rate']:.2%}</td><td>{st['error_rate']:.2%}</td>"
-                f"<td>{_fmt(b['fairness']['jain'])}</td><td>{_fmt(st['fairness']['jain'])}</td>"
-                "</tr>")
-        parts.append("</table>")
-        if "baseline" in img:
-            parts.append(f"<img src='{img['baseline']}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    model = {
+        "s": s,
+        "banner": view.banner(s),
+        "findings": view.findings(s),
+        "img": {k: "data:image/png;base64," + base64.b64encode(v).decode()
+                for k, v in images.items()},
+        "backend": (s["run"].get("stack") or {}).get("backend", "?"),
+        "balancer": (s["run"].get("stack") or {}).get("balancer"),
+        "controlled": (s["run"].get("stack") or {}).get("controlled", True),
+        "changes": [(kind, ch) for kind in ("added", "removed", "died")
+                    for ch in s["changes"][kind]],
+        "consistency_rows": [(k, s["consistency"].get(k)) for k in (
+            "ok", "fail", "unknown", "counter_before", "counter_after", "max_returned",
+            "duplicates", "unexpected", "gaps", "unexplained_gaps", "lost",
+            "unexplained_increments", "final_below_returned", "order_violations",
+            "user_violations")],
+        "baseline_levels": {b["level"]: b for b in s["baseline"]["levels"]}
+        if "baseline" in s else {},
+    }
+    return _env().get_template("report.html.j2").render(**model)
 
 
 def terminal(summary: dict) -> str:
     lines = [f"run {summary['run_id']}: {summary['requests']:,} requests"]
-    lines.append(f"{'stage':>5} {'repl':>4} {'requests':>9} {'req/s':>8} {'eff':>5} "
-                 f"{'err%':>6} {'p50':>7} {'p99':>7} {'jain':>6}  replicas")
-    for st in summary["stages"]:
-        eff = st.get("scaling_efficiency")
-        jain = st["fairness"]["jain"]
+    lines.append(f"{'replicas':>8} {'segments':>8} {'requests':>9} {'req/s':>8} {'eff':>5} "
+                 f"{'err%':>6} {'unkn%':>6} {'p50':>7} {'p99':>7}  per replica")
+    for lv in summary["levels"]:
+        eff = lv.get("scaling_efficiency")
         lines.append(
-            f"{st['index']:>5} {st['level']:>4} {st['requests']:>9,} {st['rps']:>8.0f} "
-            f"{(f'{eff:.2f}' if eff else '—'):>5} {st['error_rate'] * 100:>6.2f} "
-            f"{_num(st['latency_ms']['p50']):>7} {_num(st['latency_ms']['p99']):>7} "
-            f"{(f'{jain:.3f}' if jain is not None else '—'):>6}  "
-            + " ".join(f"{h}:{n}" for h, n in st["hostnames"].items()))
+            f"{(lv['level'] or '?'):>8} {lv['segments']:>8} {lv['requests']:>9,} "
+            f"{lv['rps']:>8.0f} {(f'{eff:.2f}' if eff else '—'):>5} "
+            f"{lv['error_rate'] * 100:>6.2f} {lv['unknown_rate'] * 100:>6.2f} "
+            f"{_num(lv['latency_ms']['p50']):>7} {_num(lv['latency_ms']['p99']):>7}  "
+            + " ".join(f"{h}:{r['requests']}({_num(r['p99_ms'])}ms)"
+                       for h, r in lv["per_replica"].items()))
     c = summary["consistency"]
     lines.append(f"counter: ok {c['ok']:,}, fail {c['fail']:,}, unknown {c['unknown']:,}; "
                  f"duplicates {c['duplicates']}, lost {_num(c['lost'])}, "
                  f"order violations {c['order_violations']}")
-    lines.extend(f"- {line}" for line in findings(summary))
+    for fault in summary["faults"]:
+        lines.append(f"fault {fault['spec']}: errors {fault.get('errors', '—')}, unknown "
+                     f"{fault.get('unknown', '—')}, recovery {_num(fault.get('recovery_s'))} s")
+    lines.extend(f"- {line}" for line in view.findings(summary))
     for chk in summary["checks"]:
-        if chk["passed"] is not True:
+        if chk["status"] in ("fail", "not checked"):
+            why = f" — {chk['reason']}" if chk["reason"] else ""
             lines.append(f"  {chk['status'].upper():>11}  {chk['name']}: {_fmt(chk['value'])} "
-                         f"(threshold {_fmt(chk['threshold'])})")
+                         f"(threshold {_fmt(chk['threshold'])}){why}")
+    lines.append(view.banner(summary))
     lines.append(f"verdict: {summary['verdict'].upper()}")
     return "\n".join(lines)
 

@@ -3,7 +3,8 @@
 Memory must not grow with the run: the analysis never holds all records.
 Each window is a time range of ``t_start`` read with a filter, so Parquet's
 row-group statistics skip the parts outside it; windows are sized to hold
-about ``rows_per_window`` records.
+about ``rows_per_window`` records. Columns a part written by an older
+version lacks (``optional``) read as nulls.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from loadtest.records import SCHEMA
+
 
 class RecordSource:
-    def __init__(self, files: list[Path], rows_per_window: int = 1_000_000) -> None:
+    def __init__(self, files: list[Path], rows_per_window: int = 1_000_000,
+                 optional: tuple[str, ...] = ()) -> None:
         self.files = files
-        self.dataset = ds.dataset([str(f) for f in files], format="parquet")
+        # One schema for all parts: a part without an optional column reads it as null.
+        self.dataset = ds.dataset([str(f) for f in files], format="parquet", schema=SCHEMA)
         self.rows_per_window = rows_per_window
+        self.optional = optional
         self._stats: dict | None = None
 
     @property
@@ -78,4 +84,10 @@ class RecordSource:
             if table.num_rows == 0:
                 continue
             frame = table.to_pandas(strings_to_categorical=True, self_destruct=True)
+            for name in columns:
+                if name in self.optional and frame[name].dtype == object:
+                    frame[name] = pd.to_numeric(frame[name])
             yield frame.sort_values("t_start", kind="stable", ignore_index=True)
+
+
+__all__ = ["RecordSource"]

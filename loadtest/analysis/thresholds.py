@@ -16,21 +16,43 @@ else:  # pragma: no cover
 @dataclass(frozen=True)
 class Thresholds:
     max_error_rate: float = 0.01
-    """Highest error rate allowed in any stage's steady window."""
+    """Highest error rate of any steady segment (faults and scale changes are judged apart)."""
+    max_unknown_rate: float = 0.01
+    """Highest share of unknown outcomes (no counter value came back) of any steady segment."""
     min_jain: float = 0.90
-    """Lowest Jain fairness index allowed for any stage with 2+ replicas."""
+    """Lowest Jain fairness index of a segment with 2+ replicas, on what the policy balances."""
     max_cv: float | None = None
     """Highest coefficient of variation of per-replica rates (off by default)."""
     min_chi2_p: float | None = None
-    """Lowest chi-square p-value against an even split (off by default)."""
+    """Lowest chi-square p-value against the expected split (off by default)."""
     max_p99_ms: float | None = None
-    """Highest p99 latency in any stage's steady window, ms (off by default)."""
+    """Highest p99 latency of any steady segment, ms (off by default)."""
     min_scaling_efficiency: float | None = None
-    """Lowest scaling efficiency of any stage against the first (off by default)."""
+    """Lowest scaling efficiency of any replica count against the first (off by default)."""
     clock_skew_ms: float = 10.0
-    """Margin for real-time order between records of different workers."""
+    """Margin for real-time order between records of different processes."""
     transition_margin_s: float = 1.0
     """How long after 'ready' a scale change still counts as transition."""
+    min_segment_s: float = 1.0
+    """Segments shorter than this are reported but not judged (too short to mean much)."""
+    max_recovery_s: float | None = 30.0
+    """Faults: longest time to recover after a fault ends (never recovering fails)."""
+    max_fault_error_rate: float | None = None
+    """Faults: highest error rate from a fault's start until it settled (off by default)."""
+    fault_p95_margin: float = 1.5
+    """Faults: recovered once p95 is within this factor of its level before the fault."""
+    slo_p95_ms: float | None = None
+    """Autoscaling: the latency objective (default: --slo-p95-ms of the run, if any)."""
+    capacity_per_replica: float | None = None
+    """Autoscaling: req/s one replica can serve (default: the rps target, or measured)."""
+    max_time_to_scale_s: float | None = None
+    """Autoscaling: longest time from a rise of load to the replicas it needs (off)."""
+    max_slo_violation_s: float | None = None
+    """Autoscaling: most seconds with p95 above the SLO (off by default)."""
+    max_flaps: float | None = 0
+    """Autoscaling: most scale changes reversed within flap_window_s."""
+    flap_window_s: float = 30.0
+    """Autoscaling: a change undone within this many seconds is a flap."""
     max_rps_drop: float = 0.25
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50
@@ -72,8 +94,17 @@ def from_pyproject(path: Path) -> dict:
 def resolve(cli: dict, pyproject: Path | None = Path("pyproject.toml")) -> Thresholds:
     values = from_pyproject(pyproject) if pyproject else {}
     values.update({k: v for k, v in cli.items() if v is not None})
-    try:
-        return replace(Thresholds(), **{k: (None if v == "off" else float(v))
-                                        for k, v in values.items()})
-    except (TypeError, ValueError) as exc:
-        raise ThresholdError(f"bad threshold value: {exc}") from None
+    out = {}
+    for key, value in values.items():
+        if value == "off" or value is False:
+            out[key] = None
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ThresholdError(f"bad threshold value for {key}: {value!r} (a number, or "
+                                 "off)") from None
+        if number != number or number < 0:
+            raise ThresholdError(f"bad threshold value for {key}: {value!r} (0 or more)")
+        out[key] = number
+    return replace(Thresholds(), **out)

@@ -1,42 +1,69 @@
-"""Throughput, latency and errors: per stage, around each scale change, and over time.
+"""Throughput, latency and errors: per time window, per replica, and over time.
 
-Computed as the records stream by, in bounded memory. Latency percentiles are
-exact (numpy's linear interpolation between order statistics), found in two
-passes: a fine histogram locates the bin of each needed order statistic, then
-only the values of those bins are kept and sorted.
+Computed as the records stream by, in bounded memory, from ``Chunk``s (a
+window of records with the arrays every accumulator needs, computed once).
+Latency percentiles are exact (see ``latency``). In the open model the
+latency is also measured from each request's intended start, which counts
+the time an arrival waited for a free user (coordinated-omission free).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from loadtest.analysis.consistency import _matches
-from loadtest.analysis.windows import Window
-
-PERCENTILES = (50, 90, 95, 99)
-# Log-spaced latency bins from 1 µs to ~3 hours; values outside fall in the end bins.
-_EDGES = np.logspace(-3, 7, 4001)
+from loadtest.analysis.consistency import classify, matches
+from loadtest.analysis.latency import COARSE, Quantiles
+from loadtest.analysis.windows import Window, natural
+from loadtest.records import is_error
 
 
-def bin_index(latency: np.ndarray) -> np.ndarray:
-    return np.searchsorted(_EDGES, latency, side="right")
+@dataclass
+class Chunk:
+    """One window of records, sorted by t_start, with the arrays accumulators share."""
+
+    df: pd.DataFrame
+    t_start: np.ndarray
+    t_end: np.ndarray
+    latency: np.ndarray
+    status: np.ndarray
+    err: np.ndarray
+    ok: np.ndarray
+    fail: np.ndarray
+    unknown: np.ndarray
+    host_codes: np.ndarray      # -1: no hostname
+    host_names: list[str]
+    intended: np.ndarray        # NaN where the record has none
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> Chunk:
+        ok, fail, unknown = classify(df)
+        hosts = df["hostname"]
+        if not isinstance(hosts.dtype, pd.CategoricalDtype):
+            hosts = hosts.astype("category")
+        intended = df["t_intended"].to_numpy(dtype=float, na_value=np.nan) \
+            if "t_intended" in df else np.full(len(df), np.nan)
+        status = df["status"].to_numpy()
+        return cls(df, df["t_start"].to_numpy(), df["t_end"].to_numpy(),
+                   df["latency_ms"].to_numpy(), status, is_error(status), ok, fail, unknown,
+                   hosts.cat.codes.to_numpy().astype(np.int64),
+                   [str(c) for c in hosts.cat.categories], intended)
+
+    def span(self, start: float, end: float) -> tuple[int, int]:
+        """Rows whose t_start is in [start, end)."""
+        return (int(np.searchsorted(self.t_start, start, "left")),
+                int(np.searchsorted(self.t_start, end, "left")))
 
 
-def error_mask(df: pd.DataFrame) -> np.ndarray:
-    status = df["status"].to_numpy()
-    return (status == 0) | (status >= 400)
-
-
-def error_kinds(df: pd.DataFrame) -> Counter:
+def error_kinds(df: pd.DataFrame, mask: np.ndarray) -> Counter:
     """Errors by kind: http_<status>, timeout, connection."""
-    mask = error_mask(df)
     if not mask.any():
         return Counter()
     errs = df.loc[mask, ["status", "error"]]
-    timeout = _matches(errs["error"], r"(?i)timeout|timed out")
+    timeout = matches(errs["error"], r"(?i)timeout|timed out")
     status = errs["status"].to_numpy()
     kinds = np.where(status > 0, np.char.add("http_", status.astype(str)),
                      np.where(timeout, "timeout", "connection"))
@@ -44,120 +71,173 @@ def error_kinds(df: pd.DataFrame) -> Counter:
     return Counter({str(v): int(c) for v, c in zip(values, counts)})
 
 
-class WindowStats:
-    """Accumulates one time window (a stage's steady part, or a transition)."""
+class HostStats:
+    """One replica inside a window: requests, errors, busy time, p50/p99."""
 
-    def __init__(self, window: Window) -> None:
-        self.window = window
+    def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
+        self.busy_ms = 0.0
+        self.latency = Quantiles((50, 99))
+
+    def result(self) -> dict:
+        lat = self.latency.result()
+        return {"requests": self.requests, "errors": self.errors,
+                "busy_s": round(self.busy_ms / 1000, 4),
+                "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
+
+
+class Slice:
+    """Accumulates requests that started in one or more time windows: totals, latency,
+    errors, and each replica. (Several windows: e.g. every segment with 3 replicas.)"""
+
+    def __init__(self, window: Window | list[Window]) -> None:
+        self.windows = window if isinstance(window, list) else [window]
+        self.window = self.windows[0]
+        self.seconds = sum(w.seconds for w in self.windows)
+        self.requests = 0
+        self.errors = 0
+        self.unknown = 0
         self.kinds: Counter = Counter()
-        self.hist = np.zeros(len(_EDGES) + 1, dtype=np.int64)
-        self.max = -np.inf
-        self.sum = 0.0
-        self._wanted: dict[int, list[int]] = {}  # bin -> ranks (pass 2)
-        self._found: dict[int, list[np.ndarray]] = {}
+        self.latency = Quantiles()
+        self.from_intended = Quantiles()
+        self.hosts: dict[str, HostStats] = {}
 
-    def add(self, df: pd.DataFrame) -> None:
-        if len(df) == 0:
+    def add(self, chunk: Chunk) -> None:
+        for window in self.windows:
+            self._add(chunk, *chunk.span(window.start, window.end))
+
+    def _add(self, chunk: Chunk, lo: int, hi: int) -> None:
+        if hi <= lo:
             return
-        latency = df["latency_ms"].to_numpy()
-        self.requests += len(df)
-        mask = error_mask(df)
-        if mask.any():
-            self.errors += int(mask.sum())
-            self.kinds.update(error_kinds(df))
-        self.hist += np.bincount(bin_index(latency), minlength=len(self.hist))
-        self.max = max(self.max, float(latency.max()))
-        self.sum += float(latency.sum())
+        sl = slice(lo, hi)
+        latency = chunk.latency[sl]
+        err = chunk.err[sl]
+        self.requests += hi - lo
+        n_err = int(err.sum())
+        if n_err:
+            self.errors += n_err
+            self.kinds.update(error_kinds(chunk.df.iloc[sl], err))
+        self.unknown += int(chunk.unknown[sl].sum())
+        self.latency.add(latency)
+        intended = chunk.intended[sl]
+        has = ~np.isnan(intended)
+        if has.any():
+            self.from_intended.add((chunk.t_end[sl][has] - intended[has]) * 1000.0)
+        codes = chunk.host_codes[sl]
+        for code in np.unique(codes):
+            if code < 0:
+                continue
+            mine = codes == code
+            host = self.hosts.setdefault(chunk.host_names[code], HostStats())
+            host.requests += int(mine.sum())
+            host.errors += int(err[mine].sum())
+            host.busy_ms += float(latency[mine].sum())
+            host.latency.add(latency[mine])
 
-    # pass 2: the order statistics the percentiles need
     def plan(self) -> None:
-        self._cum = np.cumsum(self.hist)
-        for p in PERCENTILES:
-            pos = (self.requests - 1) * p / 100
-            for rank in {int(np.floor(pos)), int(np.ceil(pos))}:
-                b = int(np.searchsorted(self._cum, rank, side="right"))
-                self._wanted.setdefault(b, []).append(rank)
+        self.latency.plan()
+        self.from_intended.plan()
+        for host in self.hosts.values():
+            host.latency.plan()
 
-    def collect(self, latency: np.ndarray) -> None:
-        if not self._wanted or len(latency) == 0:
+    def collect(self, chunk: Chunk) -> None:
+        for window in self.windows:
+            self._collect(chunk, *chunk.span(window.start, window.end))
+
+    def _collect(self, chunk: Chunk, lo: int, hi: int) -> None:
+        if hi <= lo:
             return
-        bins = bin_index(latency)
-        for b in self._wanted:
-            hit = latency[bins == b]
-            if len(hit):
-                self._found.setdefault(b, []).append(hit)
-
-    def _order_stat(self, rank: int) -> float:
-        b = int(np.searchsorted(self._cum, rank, side="right"))
-        before = int(self._cum[b - 1]) if b > 0 else 0
-        values = np.sort(np.concatenate(self._found.get(b, [np.empty(0)])))
-        return float(values[rank - before])
+        sl = slice(lo, hi)
+        latency = chunk.latency[sl]
+        self.latency.collect(latency)
+        intended = chunk.intended[sl]
+        has = ~np.isnan(intended)
+        if has.any():
+            self.from_intended.collect((chunk.t_end[sl][has] - intended[has]) * 1000.0)
+        codes = chunk.host_codes[sl]
+        for code in np.unique(codes):
+            if code >= 0 and chunk.host_names[code] in self.hosts:
+                self.hosts[chunk.host_names[code]].latency.collect(latency[codes == code])
 
     def result(self) -> dict:
         n = self.requests
-        if n:
-            lat = {}
-            for p in PERCENTILES:
-                pos = (n - 1) * p / 100
-                lo, hi = int(np.floor(pos)), int(np.ceil(pos))
-                v_lo, v_hi = self._order_stat(lo), self._order_stat(hi)
-                lat[f"p{p}"] = v_lo + (v_hi - v_lo) * (pos - lo)
-            lat["max"] = self.max
-            lat["mean"] = self.sum / n
-        else:
-            lat = {f"p{p}": None for p in PERCENTILES} | {"max": None, "mean": None}
-        return {
+        out = {
             "requests": n,
-            "seconds": round(self.window.seconds, 3),
-            "rps": n / self.window.seconds,
+            "seconds": round(self.seconds, 3),
+            "rps": n / self.seconds,
             "error_rate": self.errors / n if n else 0.0,
             "errors": self.errors,
+            "unknown": self.unknown,
+            "unknown_rate": self.unknown / n if n else 0.0,
             "errors_by_kind": dict(self.kinds),
-            "latency_ms": lat,
+            "latency_ms": self.latency.result(),
+            "per_replica": {h: self.hosts[h].result() for h in sorted(self.hosts, key=natural)},
         }
+        if self.from_intended.n:
+            out["latency_from_intended_ms"] = self.from_intended.result()
+        return out
 
 
-def scaling_efficiency(stages: list[dict]) -> None:
+def scaling_efficiency(rows: list[dict]) -> None:
     """rps(level) / (level / first_level × rps(first)), in place; None without a base."""
-    base = next((s for s in stages if s["level"] and s["rps"]), None)
-    for stage in stages:
-        if base is None or not stage["level"]:
-            stage["scaling_efficiency"] = None
+    base = next((s for s in rows if s["level"] and s["rps"]), None)
+    for row in rows:
+        if base is None or not row["level"]:
+            row["scaling_efficiency"] = None
         else:
-            ideal = stage["level"] / base["level"] * base["rps"]
-            stage["scaling_efficiency"] = stage["rps"] / ideal if ideal else None
+            ideal = row["level"] / base["level"] * base["rps"]
+            row["scaling_efficiency"] = row["rps"] / ideal if ideal else None
 
 
 class Timeline:
-    """Completed requests per 1 s bucket: total, errors, and per hostname."""
+    """Per 1 s bucket (by completion time): requests, errors, unknown outcomes, requests
+    per hostname, a coarse latency histogram (for p95 over time), and arrivals that
+    were due (open model, by intended start)."""
 
     def __init__(self, t0: float, t_max: float) -> None:
         self.t0 = t0
         self.n = int(np.floor(t_max - t0)) + 1
         self.total = np.zeros(self.n, dtype=np.int64)
         self.errors = np.zeros(self.n, dtype=np.int64)
+        self.unknown = np.zeros(self.n, dtype=np.int64)
+        self.intended = np.zeros(self.n, dtype=np.int64)
+        self.hist = np.zeros((self.n, len(COARSE) + 1), dtype=np.int32)
         self.per_host: dict[str, np.ndarray] = {}
 
-    def add(self, df: pd.DataFrame) -> None:
-        bucket = np.clip(np.floor(df["t_end"].to_numpy() - self.t0).astype(np.int64), 0,
-                         self.n - 1)
+    def _bucket(self, t: np.ndarray) -> np.ndarray:
+        return np.clip(np.floor(t - self.t0).astype(np.int64), 0, self.n - 1)
+
+    def add(self, chunk: Chunk) -> None:
+        bucket = self._bucket(chunk.t_end)
         self.total += np.bincount(bucket, minlength=self.n)
-        self.errors += np.bincount(bucket[error_mask(df)], minlength=self.n)
-        hosts = df["hostname"]
-        codes = hosts.cat.codes.to_numpy().astype(np.int64)
-        for code, name in enumerate(hosts.cat.categories):
-            mine = bucket[codes == code]
+        self.errors += np.bincount(bucket[chunk.err], minlength=self.n)
+        self.unknown += np.bincount(bucket[chunk.unknown], minlength=self.n)
+        width = self.hist.shape[1]
+        flat = bucket * width + np.searchsorted(COARSE, chunk.latency, side="right")
+        self.hist += np.bincount(flat, minlength=self.n * width).reshape(self.n, width) \
+            .astype(np.int32)
+        has = ~np.isnan(chunk.intended)
+        if has.any():
+            self.intended += np.bincount(self._bucket(chunk.intended[has]), minlength=self.n)
+        for code, name in enumerate(chunk.host_names):
+            mine = bucket[chunk.host_codes == code]
             if len(mine):
-                row = self.per_host.setdefault(str(name), np.zeros(self.n, dtype=np.int64))
+                row = self.per_host.setdefault(name, np.zeros(self.n, dtype=np.int64))
                 row += np.bincount(mine, minlength=self.n)
 
-    def result(self, top: int = 12) -> dict:
-        from loadtest.analysis.distribution import _natural
+    def p95(self) -> list[float | None]:
+        from loadtest.analysis.latency import coarse_quantile
 
+        return [coarse_quantile(self.hist[i], 0.95) for i in range(self.n)]
+
+    def result(self, top: int = 12) -> dict:
         largest = sorted(self.per_host, key=lambda h: -int(self.per_host[h].sum()))[:top]
-        largest.sort(key=_natural)
-        return {"t0": self.t0, "seconds": self.n, "total": self.total.tolist(),
-                "errors": self.errors.tolist(),
-                "per_hostname": {h: self.per_host[h].tolist() for h in largest}}
+        largest.sort(key=natural)
+        out = {"t0": self.t0, "seconds": self.n, "total": self.total.tolist(),
+               "errors": self.errors.tolist(), "unknown": self.unknown.tolist(),
+               "p95_ms": self.p95(),
+               "per_hostname": {h: self.per_host[h].tolist() for h in largest}}
+        if self.intended.any():
+            out["intended"] = self.intended.tolist()
+        return out

@@ -1,100 +1,318 @@
-"""Named checks against thresholds; the verdict is ``pass`` only if every check passes.
+"""Named checks and the verdict, composed as Jepsen composes its checkers.
 
-A check that could not be made (no counter read on an external stack, no
-Locust total) says "not checked" instead of passing.
+Each check is a function of the analysis' results to a ``Check``: valid
+(True), invalid (False) or unknown (None: it applies, but could not be
+made), with the value, the threshold and its evidence. A check can also be
+*not applicable* (it does not concern this run: no counter by design, no
+faults scheduled, a check the user accepted with ``--allow-unchecked``).
+
+The verdict: ``fail`` if any check is invalid; else ``inconclusive`` if any
+applicable check could not be made; else ``pass``. An unknown never reads
+as valid.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 from loadtest.analysis.thresholds import Thresholds
 
-
-def _check(name: str, value, threshold, passed, why: str = "") -> dict:
-    status = "not checked" if passed is None else ("pass" if passed else "fail")
-    return {"name": name, "passed": passed, "status": status, "value": value,
-            "threshold": threshold, "detail": why}
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
 
 
-def _at_most(name, value, limit, why=""):
-    return _check(name, value, limit, None if value is None else value <= limit, why)
+@dataclass
+class Check:
+    name: str
+    passed: bool | None          # True valid, False invalid, None unknown
+    value: object = None
+    threshold: object = None
+    detail: str = ""             # what it means
+    evidence: dict = field(default_factory=dict)
+    applicable: bool = True
+    reason: str = ""             # why not checked / not applicable
+
+    @property
+    def status(self) -> str:
+        if not self.applicable:
+            return "not applicable"
+        return "not checked" if self.passed is None else ("pass" if self.passed else "fail")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["status"] = self.status
+        return out
 
 
-def checks(summary: dict, t: Thresholds, baseline: dict | None = None) -> list[dict]:
-    c = summary["consistency"]
-    totals = summary["totals"]
-    out = []
+def at_most(name, value, limit, detail="", reason="", **evidence) -> Check:
+    return Check(name, None if value is None else value <= limit, value, limit, detail,
+                 evidence, reason=reason if value is None else "")
+
+
+def at_least(name, value, limit, detail="", reason="", **evidence) -> Check:
+    return Check(name, None if value is None else value >= limit, value, limit, detail,
+                 evidence, reason=reason if value is None else "")
+
+
+def not_applicable(name: str, reason: str, detail: str = "") -> Check:
+    return Check(name, None, None, None, detail, applicable=False, reason=reason)
+
+
+def compose(checks: list[Check]) -> str:
+    if any(c.applicable and c.passed is False for c in checks):
+        return FAIL
+    if any(c.applicable and c.passed is None for c in checks):
+        return INCONCLUSIVE
+    return PASS
+
+
+def accept_unchecked(checks: list[Check], names: set[str]) -> list[str]:
+    """``--allow-unchecked``: these checks, if they could not be made, do not apply.
+    Returns the names that matched no check (to warn about typos)."""
+    known = {c.name for c in checks}
+    for check in checks:
+        if check.name in names and check.applicable and check.passed is None:
+            check.applicable = False
+            check.reason = (check.reason + "; " if check.reason else "") + \
+                "accepted as not applicable (--allow-unchecked)"
+    return sorted(names - known)
+
+
+# -- the checks ----------------------------------------------------------------------
+
+COUNTER = [
+    ("counter_duplicates", "duplicates", "a value handed out twice"),
+    ("counter_unexpected", "unexpected", "values outside (before, before+ok+unknown]"),
+    ("counter_gaps", "unexplained_gaps",
+     "missing values no unknown request could have produced in real time"),
+    ("counter_lost_increments", "lost", "after < before + ok"),
+    ("counter_unexplained_increments", "unexplained_increments",
+     "after > before + ok + unknown"),
+    ("counter_final_below_returned", "final_below_returned",
+     "the final counter is below a value already returned"),
+    ("counter_real_time_order", "order_violations", "a later request saw a lower value"),
+    ("counter_per_user_order", "user_violations", "one user's values did not increase"),
+]
+_NEEDS = {"duplicates": "duplicates", "unexpected": "unexpected", "unexplained_gaps": "gaps",
+          "lost": "reconciliation", "unexplained_increments": "reconciliation",
+          "final_below_returned": "final", "order_violations": "order",
+          "user_violations": "user_order"}
+
+
+def run_checks(run: dict, bad_parts: list[str]) -> list[Check]:
+    status = run.get("status")
+    missing = run.get("stages_missing") or []
+    ok = status == "completed" and not missing
+    why = f"the run's status is {status!r}" if status != "completed" else \
+        f"{len(missing)} planned stage(s) never ran"
+    out = [Check("run_completed", True if ok else None, status, "completed",
+                 "the run followed its plan to the end", {"stages_missing": missing},
+                 reason="" if ok else why + (f": {run.get('error')}" if run.get("error") else ""))]
+    if bad_parts:
+        out.append(Check("records_readable", None, len(bad_parts), 0,
+                         "every record file could be read", {"bad_parts": bad_parts[:20]},
+                         reason=f"{len(bad_parts)} record file(s) skipped (--skip-bad-parts)"))
+    return out
+
+
+def records_check(totals: dict) -> Check:
     locust = totals.get("locust")
-    out.append(_check("records_complete", totals.get("recorded"), locust,
-                      None if locust is None else totals.get("recorded") == locust,
-                      "every request Locust counted has a record"))
-    no_values = c["ok"] == 0
-    for name, key, why in [
-        ("counter_duplicates", "duplicates", "a value handed out twice"),
-        ("counter_unexpected", "unexpected", "values outside (before, before+ok+unknown]"),
-        ("counter_gaps", "unexplained_gaps", "missing values not explained by unknown requests"),
-        ("counter_lost_increments", "lost", "after < before + ok"),
-        ("counter_unexplained_increments", "unexplained_increments",
-         "after > before + ok + unknown"),
-        ("counter_real_time_order", "order_violations", "a later request saw a lower value"),
-        ("counter_per_user_order", "user_violations", "one user's values did not increase"),
-    ]:
-        value = None if (no_values and key not in ("lost", "unexplained_increments")) else c[key]
-        out.append(_at_most(name, value, 0, why))
-    stages = summary["stages"]
-    rates = [s["error_rate"] for s in stages if s["requests"]]
-    out.append(_at_most("error_rate", max(rates) if rates else None, t.max_error_rate,
-                        "worst stage, steady window"))
-    multi = [s for s in stages if len(s["hostnames"]) >= 2 and s["requests"]]
-    jains = [s["fairness"]["jain"] for s in multi if s["fairness"]["jain"] is not None]
-    out.append(_check("fairness_jain", min(jains) if jains else None, t.min_jain,
-                      None if not jains else min(jains) >= t.min_jain,
-                      "lowest over stages with 2+ replicas"))
-    uncovered = sum(len(s["uncovered"]) for s in stages)
-    out.append(_at_most("coverage_uncovered_replicas", uncovered, 0,
-                        "replicas in service that got no request"))
-    late = sum(r["served_after_removal"] for s in stages for r in s["changes"]["removed"])
-    out.append(_at_most("served_after_removal", late, 0,
-                        "requests routed to a replica after it was removed"))
+    recorded = totals.get("recorded")
+    if totals.get("bad_parts"):
+        return Check("records_complete", None, recorded, locust,
+                     "every request Locust counted has a record",
+                     reason="some record files were skipped")
+    return Check("records_complete", None if locust is None else recorded == locust, recorded,
+                 locust, "every request Locust counted has a record",
+                 reason="Locust's count is not known" + (f" ({totals['note']})"
+                                                         if totals.get("note") else "")
+                 if locust is None else "")
+
+
+#: Checks that need every record: with some records skipped they cannot be made.
+NEEDS_ALL_RECORDS = {"unexpected", "unexplained_gaps", "lost", "unexplained_increments"}
+
+
+def counter_checks(c: dict, counter_absent: bool, incomplete: bool = False) -> list[Check]:
+    out = []
+    for name, key, why in COUNTER:
+        if counter_absent:
+            out.append(not_applicable(name, "the app has no counter (--counter-field none)",
+                                      why))
+            continue
+        if incomplete and key in NEEDS_ALL_RECORDS:
+            out.append(Check(name, None, c.get(key), 0, why,
+                             reason="some record files were skipped: the history is "
+                                    "incomplete"))
+            continue
+        unchecked = _NEEDS[key] in c.get("not_checked", [])
+        if unchecked:
+            reason = ("no counter value came back" if c.get("ok", 0) == 0 else
+                      "the counter could not be read before and after the run"
+                      if _NEEDS[key] in ("reconciliation", "final", "unexpected") else "")
+            out.append(Check(name, None, None, 0, why, reason=reason))
+        else:
+            evidence = {}
+            if key == "duplicates" and c.get("examples", {}).get("duplicates"):
+                evidence["examples"] = c["examples"]["duplicates"][:5]
+            if key == "order_violations" and c.get("examples", {}).get("order"):
+                evidence["examples"] = c["examples"]["order"][:5]
+            out.append(at_most(name, c[key], 0, why, **evidence))
+    return out
+
+
+def judged(segments: list[dict], t: Thresholds) -> list[dict]:
+    """Segments long enough to judge, and not disturbed by a fault."""
+    return [s for s in segments if s["seconds"] >= t.min_segment_s and not s["faults"]
+            and s["requests"]]
+
+
+def load_checks(segments: list[dict], t: Thresholds) -> list[Check]:
+    steady = judged(segments, t)
+    out = []
+    worst = max(steady, key=lambda s: s["error_rate"], default=None)
+    out.append(at_most("error_rate", worst["error_rate"] if worst else None, t.max_error_rate,
+                       "worst steady segment (faults and scale changes judged apart)",
+                       reason="no steady segment to judge", segment=_where(worst)))
+    worst = max(steady, key=lambda s: s["unknown_rate"], default=None)
+    out.append(at_most("unknown_rate", worst["unknown_rate"] if worst else None,
+                       t.max_unknown_rate,
+                       "worst steady segment: requests with no counter value (unknown outcome)",
+                       reason="no steady segment to judge", segment=_where(worst)))
+    multi = [s for s in steady if s["level"] >= 2]
+    jains = [s for s in multi if s["fairness"]["jain"] is not None]
+    low = min(jains, key=lambda s: s["fairness"]["jain"], default=None)
+    if not multi:
+        out.append(not_applicable("fairness_jain", "no steady segment with 2+ replicas",
+                                  "spread over replicas, as the policy balances"))
+    else:
+        out.append(at_least("fairness_jain", low["fairness"]["jain"] if low else None,
+                            t.min_jain, f"lowest over segments with 2+ replicas, judged on "
+                            f"{multi[0]['judged_on']} ({multi[0]['policy']})",
+                            reason="no replica named itself", segment=_where(low)))
+    uncovered = sorted({h for s in steady for h in s["uncovered"]})
+    out.append(at_most("coverage_uncovered_replicas", len(uncovered) if steady else None, 0,
+                       "replicas in service that got no request", reason="nothing to judge",
+                       replicas=uncovered))
     if t.max_cv is not None:
         cvs = [s["fairness"]["cv"] for s in multi if s["fairness"]["cv"] is not None]
-        out.append(_at_most("fairness_cv", max(cvs) if cvs else None, t.max_cv))
+        out.append(at_most("fairness_cv", max(cvs) if cvs else None, t.max_cv))
     if t.min_chi2_p is not None:
         ps = [s["fairness"]["chi2_p"] for s in multi if s["fairness"]["chi2_p"] is not None]
-        out.append(_check("fairness_chi2_p", min(ps) if ps else None, t.min_chi2_p,
-                          None if not ps else min(ps) >= t.min_chi2_p))
+        out.append(at_least("fairness_chi2_p", min(ps) if ps else None, t.min_chi2_p))
     if t.max_p99_ms is not None:
-        p99s = [s["latency_ms"]["p99"] for s in stages if s["latency_ms"]["p99"] is not None]
-        out.append(_at_most("latency_p99_ms", max(p99s) if p99s else None, t.max_p99_ms))
-    if t.min_scaling_efficiency is not None:
-        effs = [s["scaling_efficiency"] for s in stages[1:] if s.get("scaling_efficiency")]
-        out.append(_check("scaling_efficiency", min(effs) if effs else None,
-                          t.min_scaling_efficiency,
-                          None if not effs else min(effs) >= t.min_scaling_efficiency))
-    if baseline is not None:
-        out.extend(regression_checks(summary, baseline, t))
+        p99s = [s["latency_ms"]["p99"] for s in steady if s["latency_ms"]["p99"] is not None]
+        out.append(at_most("latency_p99_ms", max(p99s) if p99s else None, t.max_p99_ms))
     return out
 
 
-def regression_checks(summary: dict, baseline: dict, t: Thresholds) -> list[dict]:
-    """Per scale level present in both runs: requests/s must not drop, p99 must not rise, much."""
-    base = {s["level"]: s for s in baseline["stages"]}
+def level_checks(levels: list[dict], t: Thresholds) -> list[Check]:
+    if t.min_scaling_efficiency is None:
+        return []
+    effs = [lv["scaling_efficiency"] for lv in levels[1:] if lv.get("scaling_efficiency")]
+    return [at_least("scaling_efficiency", min(effs) if effs else None,
+                     t.min_scaling_efficiency, "lowest against the first replica count")]
+
+
+def stack_checks(changes: dict, deaths: list[dict], controlled: bool,
+                 expect: int | None, answered: list[str]) -> list[Check]:
     out = []
-    for stage in summary["stages"]:
-        old = base.get(stage["level"])
-        if old is None or not old["rps"]:
+    if controlled:
+        late = sum(r["served_after_removal"] for r in changes["removed"])
+        out.append(at_most("served_after_removal", late, 0,
+                           "requests routed to a replica after it was removed"))
+        unplanned = [d for d in deaths if not d.get("planned")]
+        out.append(at_most("replicas_died", len(unplanned), 0,
+                           "replicas that stopped on their own (not by a scheduled fault)",
+                           replicas=[d["hostname"] for d in unplanned]))
+    elif expect:
+        out.append(Check("replicas_expected", len(answered) == expect, len(answered), expect,
+                         "replicas that answered, against --expect-replicas",
+                         {"answered": answered}))
+    else:
+        out.append(not_applicable("replicas_expected", "--stack external without "
+                                  "--expect-replicas: how many should answer is not known"))
+    return out
+
+
+def fault_checks(faults: list[dict], t: Thresholds) -> list[Check]:
+    if not faults:
+        return []
+    out = []
+    unapplied = [f for f in faults if f["applied"] is None]
+    out.append(Check("faults_applied", None if unapplied else True, len(faults) - len(unapplied),
+                     len(faults), "every scheduled fault was applied",
+                     {"not_applied": [f"{f['spec']}: {f['failed']}" for f in unapplied]},
+                     reason=f"{len(unapplied)} fault(s) could not be applied" if unapplied
+                     else ""))
+    applied = [f for f in faults if f["applied"] is not None]
+    if t.max_recovery_s is not None and applied:
+        never = [f for f in applied if f["recovery_s"] is None]
+        worst = max((f["recovery_s"] for f in applied if f["recovery_s"] is not None),
+                    default=None)
+        if never:
+            out.append(Check("fault_recovery_s", False, None, t.max_recovery_s,
+                             "time to recover after each fault",
+                             {"never_recovered": [f["spec"] for f in never]}))
+        else:
+            out.append(at_most("fault_recovery_s", worst, t.max_recovery_s,
+                               "longest time to recover after a fault"))
+    if t.max_fault_error_rate is not None and applied:
+        worst = max(applied, key=lambda f: f["error_rate"])
+        out.append(at_most("fault_error_rate", worst["error_rate"], t.max_fault_error_rate,
+                           "worst error rate while a fault was in effect and settling",
+                           fault=worst["spec"]))
+    return out
+
+
+def autoscaling_checks(a: dict | None, t: Thresholds) -> list[Check]:
+    if a is None:
+        return []
+    out = []
+    if t.max_time_to_scale_s is not None:
+        value = a["max_time_to_scale_s"]
+        reason = "some rise of load was never met" if a.get("rises_never_met") else \
+            "the capacity per replica is not known"
+        ok = None if value is None else value <= t.max_time_to_scale_s
+        out.append(Check("time_to_scale_s", ok, value, t.max_time_to_scale_s,
+                         "longest time from a rise of load to the replicas it needed",
+                         reason=reason if value is None else ""))
+        if a.get("rises_never_met"):
+            out[-1].passed = False
+    if t.max_slo_violation_s is not None:
+        out.append(at_most("slo_violation_s", a["slo_violation_s"], t.max_slo_violation_s,
+                           "seconds with p95 above the SLO",
+                           reason="no SLO given (--slo-p95-ms)"))
+    if t.max_flaps is not None:
+        out.append(at_most("autoscaler_flaps", a["flaps"], t.max_flaps,
+                           f"scale changes reversed within {t.flap_window_s:g} s",
+                           examples=a["flap_examples"][:5]))
+    return out
+
+
+def regression_checks(levels: list[dict], baseline: dict, t: Thresholds) -> list[Check]:
+    """Per replica count present in both runs: req/s must not drop, p99 must not rise, much."""
+    base = {lv["level"]: lv for lv in baseline.get("levels") or baseline.get("stages") or []}
+    out = []
+    for level in levels:
+        old = base.get(level["level"])
+        if old is None or not old.get("rps"):
             continue
-        drop = 1 - stage["rps"] / old["rps"]
-        out.append(_check(f"regression_rps_level_{stage['level']}", round(drop, 4),
-                          t.max_rps_drop, drop <= t.max_rps_drop,
-                          f"relative drop of requests/s ({old['rps']:.0f} -> {stage['rps']:.0f})"))
-        p_new, p_old = stage["latency_ms"]["p99"], old["latency_ms"]["p99"]
+        drop = 1 - level["rps"] / old["rps"]
+        out.append(at_most(f"regression_rps_level_{level['level']}", round(drop, 4),
+                           t.max_rps_drop,
+                           f"relative drop of requests/s ({old['rps']:.0f} -> "
+                           f"{level['rps']:.0f})"))
+        p_new, p_old = level["latency_ms"]["p99"], old["latency_ms"]["p99"]
         if p_new is not None and p_old:
             rise = p_new / p_old - 1
-            out.append(_check(f"regression_p99_level_{stage['level']}", round(rise, 4),
-                              t.max_p99_increase, rise <= t.max_p99_increase,
-                              f"relative rise of p99 ({p_old:.1f} -> {p_new:.1f} ms)"))
+            out.append(at_most(f"regression_p99_level_{level['level']}", round(rise, 4),
+                               t.max_p99_increase,
+                               f"relative rise of p99 ({p_old:.1f} -> {p_new:.1f} ms)"))
     return out
 
 
-def verdict(check_list: list[dict]) -> str:
-    return "pass" if all(c["passed"] is not False for c in check_list) else "fail"
+def _where(segment: dict | None) -> dict | None:
+    if segment is None:
+        return None
+    return {"segment": segment["index"], "stage": segment["stage"], "level": segment["level"]}

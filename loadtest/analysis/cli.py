@@ -1,0 +1,167 @@
+"""The command line over the analysis: ``python analyze.py`` and ``scalecheck analyze``.
+
+Exit codes: 0 pass, 1 fail, 3 inconclusive (a check that applies could not
+be made, or the run did not complete), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+USAGE_EXIT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
+
+
+DESCRIPTION = """Analyse a recorded run: distribution over replicas, throughput and latency
+per replica count and around each scale change and fault, counter consistency,
+autoscaling, and a verdict.
+
+Writes RUN_DIR/summary.json, RUN_DIR/report.html and RUN_DIR/figures/*.png.
+Exit code: 0 pass, 1 fail, 3 inconclusive, 2 bad input or usage."""
+
+
+def build_parser(prog: str = "python analyze.py") -> argparse.ArgumentParser:
+    from loadtest.analysis.thresholds import Thresholds
+
+    parser = _Parser(prog=prog, description=DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", nargs="?", default="reports/latest", type=Path,
+                        help="run directory (default: reports/latest)")
+    parser.add_argument("--baseline", type=Path, metavar="RUN_DIR",
+                        help="compare against this run (e.g. the run of main) and check for "
+                             "regressions")
+    parser.add_argument("--balance", default="roundrobin", metavar="POLICY",
+                        help="what the balancer should do: roundrobin (judged on requests), "
+                             "leastconn (judged on busy time) or weights:NAME=W,... "
+                             "(judged against those shares) (default: roundrobin)")
+    parser.add_argument("--allow-unchecked", default="", metavar="NAME,...",
+                        help="checks to accept as not applicable when they cannot be made "
+                             "(e.g. counter_lost_increments on an app whose counter cannot be "
+                             "read)")
+    parser.add_argument("--expect-replicas", type=int, default=None, metavar="N",
+                        help="--stack external: how many replicas should have answered")
+    parser.add_argument("--skip-bad-parts", action="store_true",
+                        help="analyse the readable record files and name the others; the "
+                             "verdict is then at best inconclusive")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write summary.json only: no figures, no HTML")
+    parser.add_argument("--config", type=Path, default=Path("pyproject.toml"),
+                        help="pyproject.toml with a [tool.scalecheck.thresholds] table "
+                             "(default: ./pyproject.toml)")
+    parser.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    group = parser.add_argument_group(
+        "thresholds", "defaults shown; 'off' disables a check")
+    for name in Thresholds.names():
+        default = getattr(Thresholds(), name)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                           metavar="X", help=f"{Thresholds.doc(name)} (default: "
+                                             f"{'off' if default is None else default})")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python analyze.py") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, prog)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # malformed input we did not foresee: one line, never a traceback
+        if os.environ.get("SCALECHECK_DEBUG"):
+            raise
+        print(f"{prog}: error: cannot analyse {args.run_dir}: {type(exc).__name__}: "
+              f"{str(exc)[:200]} (SCALECHECK_DEBUG=1 shows where)", file=sys.stderr)
+        return USAGE_EXIT
+
+
+def _run(args, prog: str) -> int:
+    from loadtest.analysis import report
+    from loadtest.analysis.distribution import BalanceError, parse_balance
+    from loadtest.analysis.load import AnalysisInputError, load_run
+    from loadtest.analysis.summary import Settings, analyse
+    from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
+    from loadtest.analysis.verdict import EXIT_CODES
+
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"  [{time.perf_counter() - started:5.1f}s] {message}", file=sys.stderr)
+
+    try:
+        thresholds = resolve({n: getattr(args, n) for n in Thresholds.names()}, args.config)
+        policy, weights = parse_balance(args.balance)
+        if args.expect_replicas is not None and args.expect_replicas < 1:
+            raise ThresholdError("--expect-replicas must be 1 or more")
+        settings = Settings(balance=policy, weights=weights,
+                            allow_unchecked={n.strip() for n in args.allow_unchecked.split(",")
+                                             if n.strip()},
+                            expect_replicas=args.expect_replicas)
+        baseline = _baseline_summary(args.baseline, thresholds) if args.baseline else None
+        progress(f"loading {args.run_dir}")
+        run = load_run(args.run_dir, skip_bad_parts=args.skip_bad_parts)
+    except (AnalysisInputError, ThresholdError, BalanceError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    for bad in run.bad_parts:
+        print(f"{prog}: skipped {bad}", file=sys.stderr)
+    analysis = analyse(run, thresholds, baseline, progress, settings)
+    summary = analysis.summary
+    for name in summary["settings"]["unknown_allow_unchecked"]:
+        print(f"{prog}: warning: --allow-unchecked {name}: no such check", file=sys.stderr)
+    out = run.path
+    try:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain))
+        if not args.no_report:
+            progress("figures and report")
+            images = report.figures(analysis, out / "figures")
+            (out / "report.html").write_text(report.render_html(analysis, images))
+    except OSError as exc:
+        print(f"{prog}: error: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return USAGE_EXIT
+    if args.quiet:
+        print(f"verdict: {summary['verdict'].upper()}")
+    else:
+        print(report.terminal(summary))
+        written = "summary.json" + ("" if args.no_report else ", report.html, figures/")
+        print(f"wrote {written} in {out} ({time.perf_counter() - started:.1f}s)")
+    return EXIT_CODES[summary["verdict"]]
+
+
+def _baseline_summary(path: Path, thresholds) -> dict:
+    """The baseline's summary.json, or analyse the baseline run if it has none."""
+    from loadtest.analysis.load import AnalysisInputError, load_run
+    from loadtest.analysis.summary import analyse
+
+    summary = path / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text())
+            if isinstance(data, dict) and (data.get("levels") or data.get("stages")):
+                return data
+        except ValueError:
+            pass
+    try:
+        return analyse(load_run(path), thresholds).summary
+    except AnalysisInputError as exc:
+        raise AnalysisInputError(f"baseline: {exc}") from None
+
+
+def _plain(value):
+    """JSON for numpy scalars."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, set):
+        return sorted(value)
+    return str(value)

@@ -1,0 +1,176 @@
+"""What the report and the terminal say, in plain words: a view of the summary.
+
+Everything here reads the summary (and its checks): the banner says what the
+verdict composed, the findings say what each check found. No threshold is
+compared again here.
+"""
+
+from __future__ import annotations
+
+COUNTER_LABELS = {
+    "counter_duplicates": "duplicate values",
+    "counter_unexpected": "values out of range",
+    "counter_gaps": "unexplained gaps",
+    "counter_lost_increments": "lost increments",
+    "counter_unexplained_increments": "unexplained increments",
+    "counter_final_below_returned": "values returned above the final counter",
+    "counter_real_time_order": "real-time order violations",
+    "counter_per_user_order": "per-user order violations",
+}
+
+
+def banner(summary: dict) -> str:
+    """``FAIL — 3 of 12 checks failed: a, b, c`` (and the like for the other verdicts)."""
+    checks = [c for c in summary["checks"] if c["status"] != "not applicable"]
+    failed = [c["name"] for c in checks if c["status"] == "fail"]
+    unchecked = [c["name"] for c in checks if c["status"] == "not checked"]
+    verdict = summary["verdict"].upper()
+    if failed:
+        text = f"{verdict} — {len(failed)} of {len(checks)} checks failed: {', '.join(failed)}"
+        if unchecked:
+            text += f"; {len(unchecked)} could not be made: {', '.join(unchecked)}"
+        return text
+    if unchecked:
+        return (f"{verdict} — {len(unchecked)} of {len(checks)} checks could not be made: "
+                f"{', '.join(unchecked)}")
+    return f"{verdict} — all {len(checks)} applicable checks passed"
+
+
+def replicas_word(n: int) -> str:
+    return f"{n} replica" + ("" if n == 1 else "s")
+
+
+def _check(summary: dict, name: str) -> dict | None:
+    return next((c for c in summary["checks"] if c["name"] == name), None)
+
+
+def findings(summary: dict) -> list[str]:
+    """The answers in plain words, for someone who has not read the rest."""
+    out = []
+    controlled = (summary["run"].get("stack") or {}).get("controlled", True)
+    status = summary["run"].get("status")
+    if status and status != "completed":
+        why = summary["run"].get("error")
+        out.append(f"The run did not complete (status: {status}"
+                   + (f"; {why}" if why else "") + "): what it recorded is analysed, and the "
+                   "verdict cannot be a pass.")
+    for missing in summary["run"].get("stages_missing") or []:
+        out.append(f"Planned stage {missing['index']} ({replicas_word(missing['level'] or 0)}) "
+                   f"{missing['why']}.")
+    for warning in summary["run"].get("warnings") or []:
+        out.append(f"While it ran: {warning.get('text')}.")
+
+    jain = _check(summary, "fairness_jain")
+    cover = _check(summary, "coverage_uncovered_replicas")
+    if cover and cover["status"] == "fail":
+        out.append("Some replicas that were up got no requests: "
+                   f"{', '.join(cover['evidence'].get('replicas', []))}.")
+    if jain and jain["status"] == "pass":
+        out.append(f"Requests were spread evenly over the replicas in service at every replica "
+                   f"count ({jain['detail']}; lowest Jain index {jain['value']:.3f}, 1 is even).")
+    elif jain and jain["status"] == "fail":
+        where = jain["evidence"].get("segment") or {}
+        out.append(f"Requests were spread unevenly with {replicas_word(where.get('level', 0))} "
+                   f"(Jain {jain['value']:.3f} in segment {where.get('segment')}; "
+                   f"{jain['detail']}).")
+
+    counter = [c for c in summary["checks"] if c["name"].startswith("counter_")]
+    c = summary["consistency"]
+    bad = [ch for ch in counter if ch["status"] == "fail"]
+    unchecked = [ch for ch in counter if ch["status"] == "not checked"]
+    if counter and all(ch["status"] == "not applicable" for ch in counter):
+        out.append("The app has no counter (--counter-field none): consistency is not "
+                   "applicable.")
+    elif bad:
+        out.append("The shared counter was NOT consistent: " + ", ".join(
+            f"{ch['value']:,} {COUNTER_LABELS.get(ch['name'], ch['name'])}" for ch in bad) + ".")
+    elif c.get("ok") and not unchecked:
+        out.append(f"The shared counter stayed consistent: {c['ok']:,} values came back with "
+                   "no duplicates, no lost or unexplained increments and no order violations"
+                   + (f"; {c['unknown']:,} requests had an unknown outcome, all accounted for"
+                      if c.get("unknown") else "") + ".")
+    if unchecked:
+        reasons = sorted({ch["reason"] for ch in unchecked if ch["reason"]})
+        out.append(f"Not checked: {', '.join(ch['name'] for ch in unchecked)}"
+                   + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
+    for reset in c.get("resets") or []:
+        out.append(f"Redis lost the counter in a restart without persistence (from "
+                   f"{reset['counter_before']} back to {reset['counter_after']}); the history "
+                   "was checked on each side of the reset.")
+
+    levels = [lv for lv in summary["levels"] if lv["requests"]]
+    if controlled and levels:
+        per = ", ".join(f"{replicas_word(lv['level'])}: {lv['rps']:,.0f}" for lv in levels)
+        line = f"Requests/s by number of replicas: {per}."
+        top = max(levels, key=lambda lv: lv["level"])
+        eff = top.get("scaling_efficiency")
+        if eff is not None and top["level"] > levels[0]["level"]:
+            line += (f" Scaling efficiency with {replicas_word(top['level'])}: {eff:.2f} (1.0 "
+                     "would be linear; where load generator, balancer and replicas share a few "
+                     "cores, expect much less).")
+        out.append(line)
+    elif levels:
+        answered = len({h for lv in levels for h in lv["per_replica"]})
+        out.append(f"Requests/s: {levels[0]['rps']:,.0f}, answered by "
+                   f"{replicas_word(answered)} (the harness does not control this stack).")
+    expected = _check(summary, "replicas_expected")
+    if expected and expected["status"] == "fail":
+        out.append(f"{replicas_word(expected['value'])} answered, but "
+                   f"{expected['threshold']} were expected.")
+    died = _check(summary, "replicas_died")
+    if died and died["status"] == "fail":
+        out.append(f"Replicas stopped on their own: {', '.join(died['evidence']['replicas'])} "
+                   "(their time in service ends there).")
+
+    steady_errors = sum(s["errors"] for s in summary["segments"] if not s["faults"])
+    trans_errors = sum(t["errors"] for t in summary["transitions"])
+    fault_errors = sum(f.get("errors", 0) for f in summary["faults"])
+    if steady_errors or trans_errors or fault_errors:
+        out.append(f"{steady_errors:,} errors in steady segments, {trans_errors:,} around scale "
+                   f"changes" + (f", {fault_errors:,} while faults were in effect"
+                                 if summary["faults"] else "") + ".")
+    else:
+        out.append("No request failed, in steady segments or around scale changes"
+                   + (" or faults." if summary["faults"] else "."))
+    for fault in summary["faults"]:
+        out.append(fault_sentence(fault))
+    a = summary.get("autoscaling")
+    if a:
+        out.append(autoscaling_sentence(a))
+    return out
+
+
+def fault_sentence(f: dict) -> str:
+    name = f["spec"] or f["kind"]
+    if f["applied"] is None:
+        return f"Fault {name}: not applied ({f.get('note')})."
+    on = f" on {f['details']['hostname']}" if f["details"].get("hostname") else ""
+    text = (f"Fault {name}{on}: {f['errors']:,} errors and {f['unknown']:,} unknown outcomes "
+            f"of {f['requests']:,} requests; ")
+    text += (f"recovered {f['recovery_s']:.1f} s after it ended" if f["recovery_s"] is not None
+             else "did not recover before the run ended")
+    if "replaced_after_s" in f:
+        text += ("; replaced after " + f"{f['replaced_after_s']:.1f} s"
+                 if f["replaced_after_s"] is not None else "; not replaced")
+    if f.get("note"):
+        text += f". {f['note']}"
+    return text + "."
+
+
+def autoscaling_sentence(a: dict) -> str:
+    text = (f"The autoscaler ({a['policy']} on {a['metric']}, target {a['target']:g} per "
+            f"replica) decided {a['decisions']} times and changed the replica count "
+            f"{a['scale_changes']} times, using {a['replica_seconds']:,} replica-seconds")
+    if a.get("rises"):
+        slowest = a["max_time_to_scale_s"]
+        text += (f"; the slowest rise of load was met in {slowest:.1f} s" if slowest is not None
+                 else "; a rise of load was never met")
+    if a.get("under_provisioned_replica_s") is not None:
+        text += (f"; under-provisioned {a['under_provisioned_replica_s']:,} and "
+                 f"over-provisioned {a['over_provisioned_replica_s']:,} replica-seconds "
+                 f"(capacity {a['capacity_per_replica']:.0f} req/s per replica: "
+                 f"{a['capacity_source']})")
+    if a.get("slo_violation_s") is not None:
+        text += f"; {a['slo_violation_s']} s with p95 above {a['slo_p95_ms']:g} ms"
+    text += f"; {a['flaps']} flap(s)."
+    return text
