@@ -17,7 +17,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtest" / "hello.py"
-STACK_PROGRAMS = ("haproxy", "redis-server")
+STACK_PROGRAMS = ("haproxy", "redis-server", "traefik")
 
 
 def free_port() -> int:
@@ -26,12 +26,25 @@ def free_port() -> int:
     return _free()
 
 
+def _pid_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def stack_processes() -> set[int]:
-    """PIDs of everything a stack may start (to prove none is left behind)."""
+    """PIDs of everything a stack may start (to prove none is left behind).
+
+    Processes in containers (another PID namespace) are Docker's business, not
+    ours: a Redis or a replica in a container looks the same from here."""
     found = set()
+    ours = _pid_namespace("self")
     for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if _pid_namespace(proc.info["pid"]) != ours:
                 continue
             cmd = " ".join(proc.info["cmdline"] or [])
             if proc.info["name"] in STACK_PROGRAMS or "app.serve" in cmd:

@@ -67,10 +67,21 @@ def test_without_counter_reads_checks_say_not_checked(tmp_path):
     meta = json.loads((run / "run.json").read_text())
     meta["counter"] = {"before": None, "after": None}
     (run / "run.json").write_text(json.dumps(meta))
-    assert analyze(run, "--no-report").returncode == 0
+    # Checks that apply but could not be made: never a pass (exit 3, inconclusive).
+    proc = analyze(run, "--no-report")
+    assert proc.returncode == 3, proc.stdout
+    assert "INCONCLUSIVE — 4 of" in proc.stdout
     checks = {c["name"]: c for c in json.loads((run / "summary.json").read_text())["checks"]}
-    for name in ("counter_unexpected", "counter_lost_increments"):
+    for name in ("counter_unexpected", "counter_lost_increments",
+                 "counter_unexplained_increments", "counter_final_below_returned"):
         assert checks[name]["status"] == "not checked" and checks[name]["passed"] is None
+    # Accepted as not applicable, by name: then the rest decides.
+    accepted = ",".join(["counter_unexpected", "counter_lost_increments",
+                         "counter_unexplained_increments", "counter_final_below_returned"])
+    proc = analyze(run, "--no-report", "--allow-unchecked", accepted)
+    assert proc.returncode == 0, proc.stdout
+    checks = {c["name"]: c for c in json.loads((run / "summary.json").read_text())["checks"]}
+    assert checks["counter_lost_increments"]["status"] == "not applicable"
 
 
 def _bad_dirs(tmp_path: Path) -> dict[str, tuple[Path, str]]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from tests.conftest import ROOT, free_port
 
 
@@ -21,11 +23,14 @@ def page(port: int) -> str:
         return resp.read().decode()
 
 
-def test_workshop_by_hand(tmp_path, no_leftovers):
-    port = free_port()
+@pytest.mark.parametrize("balancer", ["traefik", "haproxy"])
+def test_workshop_by_hand(tmp_path, balancer, no_leftovers):
+    port, api = free_port(), free_port()
     try:
-        up = stack(tmp_path, "up", "-d", "--scale", "2", "--port", port)
+        up = stack(tmp_path, "up", "-d", "--scale", "2", "--port", port, "--balancer", balancer,
+                   "--api-port", api)
         assert up.returncode == 0, up.stderr
+        assert f"behind {balancer}" in up.stdout and f"127.0.0.1:{api}" in up.stdout
         assert "Hello world!" in page(port)
         seen = {re.search(r"hello-\d+", page(port)).group() for _ in range(4)}
         assert len(seen) == 2  # the hostname changes from one reload to the next
@@ -37,8 +42,8 @@ def test_workshop_by_hand(tmp_path, no_leftovers):
         assert ps.stdout.count(" UP ") == 3
         down_to_one = stack(tmp_path, "scale", 1)
         assert "removed hello-2, hello-3" in down_to_one.stdout
-        logs = stack(tmp_path, "logs", "haproxy")
-        assert "haproxy |" in logs.stdout
+        logs = stack(tmp_path, "logs", balancer)
+        assert f"{balancer} |" in logs.stdout
     finally:
         down = stack(tmp_path, "down")
     assert down.returncode == 0 and "stack down" in down.stdout

@@ -28,8 +28,10 @@ def hostnames_seen(url: str, requests: int) -> set[str]:
     return {get_json(url)["hostname"] for _ in range(requests)}
 
 
-def test_scale_up_down_routes_exactly_n_replicas(no_leftovers, tmp_path):
-    stack = LocalStack(port=free_port(), workdir=tmp_path)
+@pytest.mark.parametrize("balancer", ["traefik", "haproxy"])
+def test_scale_up_down_routes_exactly_n_replicas(no_leftovers, tmp_path, balancer):
+    stack = LocalStack(port=free_port(), workdir=tmp_path, balancer=balancer,
+                       api_port=free_port())
     try:
         first = stack.up(2)
         assert first.ready >= first.asked
@@ -49,8 +51,10 @@ def test_scale_up_down_routes_exactly_n_replicas(no_leftovers, tmp_path):
         assert kinds.count("scale_ready") == 4 and "replica_removed" in kinds
     finally:
         stack.down()
-    assert (tmp_path / "logs" / "haproxy.log").exists()
+    assert (tmp_path / "logs" / f"{balancer}.log").exists()
     assert (tmp_path / "logs" / "hello-1.log").exists()
+    assert [e["by"] for e in stack.events if e["event"] == "scale_asked"] == \
+        ["up", "plan", "plan", "plan"]
 
 
 def test_busy_port_is_named(no_leftovers):

@@ -1,0 +1,240 @@
+"""The autoscaler policies against cases computed by hand from Kubernetes' and Knative's
+documentation and source (see the module docstrings): pure functions, no stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.autoscale.hpa import (
+    HpaKnobs,
+    HpaState,
+    Observation,
+    Policy,
+    hpa_step,
+    replica_calculator,
+)
+from loadtest.autoscale.kpa import KpaKnobs, KpaState, kpa_record, kpa_step, window_average
+
+
+def samples(n: int, value: float) -> dict[str, float]:
+    return {f"hello-{i + 1}": value for i in range(n)}
+
+
+# -- the replica calculator ---------------------------------------------------------
+
+@pytest.mark.parametrize("average,expected", [
+    (109, 10),   # ratio 1.09: inside the tolerance band
+    (110, 10),   # 1.1: the band's edge is inside (inclusive)
+    (111, 12),   # 1.11: ceil(11.1)
+])
+def test_tolerance_band_is_inclusive(average, expected):
+    obs = Observation(now=0, current=10, samples=samples(10, average))
+    assert replica_calculator(obs, HpaKnobs(target=100))[0] == expected
+
+
+def test_docs_example_ceil_of_ratio_times_replicas():
+    # The docs: 50 replicas at 90 against a target of 75 -> ceil(1.2 * 50) = 60.
+    obs = Observation(now=0, current=50, samples=samples(50, 90))
+    proposal, average, ratio, within, _ = replica_calculator(obs, HpaKnobs(target=75,
+                                                                         max_replicas=100))
+    assert (proposal, average, within) == (60, 90, False) and ratio == pytest.approx(1.2)
+
+
+def test_per_direction_tolerance():
+    knobs = HpaKnobs(target=100, tolerance_up=0.05, max_replicas=50)
+    assert replica_calculator(Observation(0, 20, samples(20, 106)), knobs)[0] == 22
+    assert replica_calculator(Observation(0, 20, samples(20, 94)), knobs)[0] == 20
+
+
+def test_base_is_the_replicas_with_a_sample():
+    # 10 asked, 8 reporting 50 against 100, 2 pending: a scale-down ignores the pending.
+    obs = Observation(now=0, current=10, samples=samples(8, 50), pending=2)
+    assert replica_calculator(obs, HpaKnobs(target=100))[0] == 4
+
+
+def test_missing_replicas_count_as_target_on_scale_down():
+    # 3 of 4 report 20 against 50; the missing one counts as 50: (60+50)/4 = 27.5 -> ceil(2.2)
+    obs = Observation(now=0, current=4, samples=samples(3, 20), missing=1)
+    assert replica_calculator(obs, HpaKnobs(target=50))[0] == 3
+
+
+def test_missing_replica_that_flips_the_direction_means_no_change():
+    # 3 report 120 against 100; the missing one as 0: 90 -> ratio 0.9, the direction flips.
+    obs = Observation(now=0, current=4, samples=samples(3, 120), missing=1)
+    assert replica_calculator(obs, HpaKnobs(target=100))[0] == 4
+
+
+# -- stabilisation and policies -----------------------------------------------------------
+
+def test_default_scale_up_policy_max_of_4_pods_or_100_percent_per_15s():
+    # From 3 replicas wanting 40 (load 40x the target): 7 (3+4 > 3*2), 14, 28, then max 50 -> 40.
+    # (Values in the metric's milli-units, as the controller has them: a target of 100 keeps
+    # 4000 / 28 exact enough that ceil() sees 40, not 40.01.)
+    knobs = HpaKnobs(target=100, max_replicas=50)
+    state = HpaState()
+    cur, out = 3, []
+    for t in (0, 15, 30, 45):
+        state, d = hpa_step(state, Observation(t, cur, samples(cur, 4000 / cur)), knobs)
+        out.append(d.final)
+        cur = d.final
+    assert out == [7, 14, 28, 40]
+
+
+def test_sub_period_sync_keeps_the_budget_spent():
+    knobs = HpaKnobs(target=1, max_replicas=50)
+    state = HpaState(started=True, up_events=((0.0, 4),))
+    state, d = hpa_step(state, Observation(10, 7, samples(7, 40 / 7)), knobs)
+    assert d.final == 7  # period start 7-4 = 3 -> 3+4 = 7
+
+
+def test_scale_down_waits_for_the_stabilisation_window():
+    knobs = HpaKnobs(target=1, max_replicas=50)
+    recs = ((15.0, 10), (75.0, 8), (135.0, 6), (195.0, 5), (255.0, 5))
+    state = HpaState(recommendations=recs, started=True)
+    state, d = hpa_step(state, Observation(300, 10, samples(10, 0.4)), knobs)
+    assert (d.raw, d.stabilized, d.final) == (4, 10, 10)
+    state, d = hpa_step(state, Observation(330, 10, samples(10, 0.4)), knobs)
+    assert (d.stabilized, d.final) == (8, 8)  # (15, 10) left the window (t > now - 300)
+
+
+def test_a_fresh_hpa_holds_the_current_count_for_a_window():
+    knobs = HpaKnobs(target=1, max_replicas=50)
+    state = HpaState()
+    finals = []
+    for t in range(0, 301, 15):
+        state, d = hpa_step(state, Observation(t, 10, samples(10, 0.2)), knobs)
+        finals.append(d.final)
+    assert finals[:-1] == [10] * 20 and finals[-1] == 2
+
+
+def test_scale_up_stabilisation_window_takes_the_lowest():
+    knobs = HpaKnobs(target=1, max_replicas=50, scale_up_window=60)
+    state = HpaState(recommendations=((255.0, 4), (270.0, 9), (285.0, 12)), started=True)
+    _, d = hpa_step(state, Observation(300, 4, samples(4, 15 / 4)), knobs)
+    assert (d.raw, d.stabilized, d.final) == (15, 4, 4)
+
+
+def test_docs_policy_4_pods_or_10_percent_per_minute():
+    knobs = HpaKnobs(target=1, max_replicas=100, scale_down_window=0,
+                     down_policies=(Policy("Pods", 4, 60), Policy("Percent", 10, 60)))
+    state = HpaState(started=True, recommendations=((-1.0, 80),))
+    state, d = hpa_step(state, Observation(0, 80, samples(80, 10 / 80)), knobs)
+    assert d.final == 72
+    for t in (15, 30, 45):
+        state, d = hpa_step(state, Observation(t, 72, samples(72, 10 / 72)), knobs)
+        assert d.final == 72  # the 8 removed at t=0 still count against the minute
+    state, d = hpa_step(state, Observation(60, 72, samples(72, 10 / 72)), knobs)
+    assert d.final == 64
+
+
+def test_select_policy_min_and_disabled():
+    down = (Policy("Percent", 10, 60), Policy("Pods", 5, 60))
+    knobs = HpaKnobs(target=1, max_replicas=100, scale_down_window=0, down_policies=down,
+                     select_down="Min")
+    _, d = hpa_step(HpaState(started=True), Observation(0, 80, samples(80, 10 / 80)), knobs)
+    assert d.final == 75
+    knobs = HpaKnobs(target=1, max_replicas=100, scale_down_window=0, select_down="Disabled")
+    _, d = hpa_step(HpaState(started=True), Observation(0, 10, samples(10, 0.3)), knobs)
+    assert d.final == 10
+
+
+def test_min_and_max_replicas_bind():
+    _, d = hpa_step(HpaState(started=True), Observation(0, 40, samples(40, 2.5)),
+                    HpaKnobs(target=1, max_replicas=50))
+    assert d.final == 50
+    state = HpaState(started=True, recommendations=((0.0, 3),))
+    _, d = hpa_step(state, Observation(400, 3, samples(3, 0.0)),
+                    HpaKnobs(target=1, max_replicas=50))
+    assert d.final == 1
+
+
+def test_legacy_path_without_behavior():
+    # 20 replicas' worth of load (target 120, 2400 in all: exact at every count used here)
+    legacy = HpaKnobs(target=120, max_replicas=50, legacy=True)
+    behaved = HpaKnobs(target=120, max_replicas=50)
+    for knobs, expected in ((legacy, [4, 8, 16, 20]), (behaved, [6, 12, 20])):
+        state, cur, out = HpaState(), 2, []
+        for t in range(0, 61, 15):
+            state, d = hpa_step(state, Observation(t, cur, samples(cur, 2400 / cur)), knobs)
+            if d.final != cur:
+                out.append(d.final)
+            cur = d.final
+        assert out == expected
+
+
+def test_decision_keeps_every_intermediate_value():
+    _, d = hpa_step(HpaState(), Observation(0, 2, samples(2, 300)), HpaKnobs(target=100))
+    assert (d.average, d.raw, d.within_tolerance, d.stabilized, d.after_policies, d.final) == \
+        (300, 6, False, 6, 6, 6)
+    assert d.metric_per_replica == {"hello-1": 300, "hello-2": 300}
+
+
+# -- KPA -------------------------------------------------------------------------------
+
+def test_kpa_window_average():
+    writes = tuple([(i, 10.0) for i in range(10)] + [(15, 10.0)])
+    assert window_average(writes[:10], 9, 60) == 10
+    assert window_average(writes[:10], 14, 60) == 10   # a trailing gap shrinks the divisor
+    assert window_average(writes, 15, 60) == 6.875     # gaps between writes count as 0
+    assert window_average(writes, 15, 6) == 10         # after a whole window of silence
+
+
+def kpa(state, now, ready, stable, panic, knobs):
+    """Feed values so the stable window averages ``stable`` and the panic window ``panic``."""
+    state = KpaState(panic_time=state.panic_time, max_panic_pods=state.max_panic_pods,
+                     started=state.started)
+    second = int(now)
+    writes = [(s, stable) for s in range(second - 59, second - 5)]
+    writes += [(s, panic) for s in range(second - 5, second + 1)]
+    # keep the stable average exact: compensate the panic seconds inside the stable window
+    total = stable * 60 - panic * 6
+    writes = [(s, total / 54) for s, _ in writes[:54]] + writes[54:]
+    state = KpaState(writes=tuple(writes), panic_time=state.panic_time,
+                     max_panic_pods=state.max_panic_pods, started=state.started)
+    return kpa_step(state, now, ready, knobs)
+
+
+def test_kpa_stable_mode_and_rps_target():
+    knobs = KpaKnobs(target=70)
+    _, d = kpa(KpaState(started=True), 100, 5, 350, 350, knobs)
+    assert (d.final, d.panicking) == (5, False)
+    _, d = kpa(KpaState(started=True), 100, 5, 1000, 1000, KpaKnobs(target=140))
+    assert d.final == 8
+
+
+def test_kpa_scale_down_rate_halves_at_most():
+    knobs = KpaKnobs(target=70)
+    finals = []
+    for ready in (10, 5, 2, 1):
+        _, d = kpa(KpaState(started=True), 100, ready, 70, 70, knobs)
+        finals.append(d.final)
+    assert finals == [5, 2, 1, 1]
+
+
+def test_kpa_panic_enters_holds_and_ends_after_a_stable_window():
+    knobs = KpaKnobs(target=70)
+    state, d = kpa(KpaState(started=True), 1000, 2, 150, 420, knobs)
+    assert (d.final, d.panicking) == (6, True)
+    state, d = kpa(state, 1030, 6, 100, 70, knobs)
+    assert (d.final, d.panicking) == (6, True)   # no scale-down in panic
+    state, d = kpa(state, 1060, 6, 100, 70, knobs)
+    assert d.final == 6                            # exactly a window later: still panicking
+    state, d = kpa(state, 1062, 6, 100, 70, knobs)
+    assert (d.final, d.panicking) == (3, False)
+
+
+def test_kpa_starts_in_panic_with_more_than_one_pod():
+    knobs = KpaKnobs(target=70)
+    state, d = kpa(KpaState(), 0, 5, 70, 70, knobs)
+    assert d.final == 5 and d.panicking
+    state, d = kpa(state, 62, 5, 70, 70, knobs)
+    assert d.final == 2 and not d.panicking
+
+
+def test_kpa_record_keeps_one_value_per_second_in_the_window():
+    knobs = KpaKnobs(target=70)
+    state = KpaState()
+    for second in range(100):
+        state = kpa_record(state, second, 1.0, knobs)
+    state = kpa_record(state, 99, 5.0, knobs)
+    assert len(state.writes) == 60 and state.writes[-1] == (99, 5.0)

@@ -1,0 +1,266 @@
+"""The verdict's truth, on synthetic histories and hand-made records: no false alarm, no
+blind pass. Each test injects exactly one situation and asserts the verdict it deserves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from loadtest.analysis.consistency import CounterChecker, classify, explained_gaps
+from loadtest.analysis.load import load_run
+from loadtest.analysis.summary import Settings, analyse
+from loadtest.analysis.thresholds import Thresholds
+from loadtest.analysis.verdict import Check, accept_unchecked, compose
+from loadtest.records import SCHEMA, Record
+from loadtest.synth import SynthSpec, generate, write
+from tests.conftest import ROOT
+
+
+def synth(tmp_path, requests=20_000, levels=(1, 2, 4), seed=3, **mutate):
+    meta, cols = generate(SynthSpec(requests, list(levels), seed=seed))
+    for key, value in mutate.items():
+        meta[key] = value
+    return write(tmp_path / "run", meta, cols, chunk=7_000)
+
+
+def checks_of(summary) -> dict:
+    return {c["name"]: c for c in summary["checks"]}
+
+
+# -- composing, as Jepsen does ----------------------------------------------------------
+
+def test_an_unknown_never_reads_as_valid():
+    assert compose([Check("a", True), Check("b", True)]) == "pass"
+    assert compose([Check("a", True), Check("b", None)]) == "inconclusive"
+    assert compose([Check("a", False), Check("b", None)]) == "fail"
+    accepted = [Check("a", True), Check("b", None)]
+    assert accept_unchecked(accepted, {"b", "nope"}) == ["nope"]
+    assert compose(accepted) == "pass" and accepted[1].status == "not applicable"
+    # accepting a check that *was* made changes nothing
+    made = [Check("a", False)]
+    accept_unchecked(made, {"a"})
+    assert compose(made) == "fail"
+
+
+# -- the run itself ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["interrupted", "failed", "running"])
+def test_a_run_that_did_not_complete_is_inconclusive(tmp_path, status):
+    s = analyse(load_run(synth(tmp_path, status=status)), Thresholds()).summary
+    assert s["verdict"] == "inconclusive"
+    assert checks_of(s)["run_completed"]["status"] == "not checked"
+
+
+def test_a_stage_that_never_ran_is_inconclusive(tmp_path):
+    meta, cols = generate(SynthSpec(20_000, [1, 2], seed=4))
+    meta["plan"]["stages"].append({"index": 2, "level": 4})
+    out = write(tmp_path / "run", meta, cols)
+    s = analyse(load_run(out), Thresholds()).summary
+    assert s["verdict"] == "inconclusive"
+    assert s["run"]["stages_missing"] == [{"index": 2, "level": 4, "why": "never started"}]
+
+
+# -- gaps, in real time ----------------------------------------------------------------
+
+def test_explained_gaps_respect_real_time():
+    # two missing values, the second request ending at 10.0; an unknown that started
+    # later (11.0) cannot have produced them; one that started at 9.0 can explain one.
+    assert explained_gaps([(2, 10.0)], np.array([11.0])) == 0
+    assert explained_gaps([(2, 10.0)], np.array([9.0, 11.0])) == 1
+    # nested eligibility: the early deadline takes the early unknown first
+    assert explained_gaps([(1, 5.0), (1, 20.0)], np.array([4.0, 19.0])) == 2
+    assert explained_gaps([(1, 5.0), (1, 20.0)], np.array([19.0, 19.5])) == 1
+
+
+def _records(rows: list[dict]) -> pd.DataFrame:
+    base = {f: None for f in Record._fields}
+    base.update(status=200, stage=0, scale_level=1, user=1, worker="w", method="GET", name="/",
+                bytes=10, latency_ms=1.0, hostname="hello-1")
+    frame = pd.DataFrame([{**base, **r} for r in rows])
+    return frame.sort_values("t_start", ignore_index=True)
+
+
+def _check(df: pd.DataFrame, before: int, after: int) -> dict:
+    ok, fail, unknown = classify(df)
+    checker = CounterChecker(before, after, df["counter"].min(), df["counter"].max(), 0.0)
+    checker.add(df, ok, fail, unknown)
+    checker.prepare()
+    checker.collect(df, ok)
+    return checker.result()
+
+
+def test_a_late_unknown_does_not_explain_an_earlier_gap():
+    rows = [
+        {"t_start": 1.0, "t_end": 1.1, "counter": 1, "user": 1},
+        {"t_start": 2.0, "t_end": 2.1, "counter": 3, "user": 2},   # 2 is missing
+        {"t_start": 5.0, "t_end": 5.6, "counter": None, "status": 0, "user": 3,
+         "hostname": None, "error": "ReadTimeout: timed out", "counter_error": "no response"},
+    ]
+    c = _check(_records(rows), before=0, after=4)
+    assert (c["gaps"], c["unexplained_gaps"]) == (1, 1)
+    rows[2]["t_start"] = 1.5  # now it could have taken value 2 before value 3 was returned
+    c = _check(_records(rows), before=0, after=4)
+    assert (c["gaps"], c["unexplained_gaps"]) == (1, 0)
+
+
+def test_final_counter_below_a_value_returned_fails():
+    rows = [{"t_start": float(i), "t_end": i + 0.1, "counter": i + 1, "user": 1}
+            for i in range(5)]
+    c = _check(_records(rows), before=0, after=3)
+    assert c["final_below_returned"] == 2 and c["max_returned"] == 5
+
+
+def test_an_app_error_without_a_value_is_an_unknown_outcome():
+    rows = [{"t_start": 1.0, "t_end": 1.1, "counter": None, "user": 1,
+             "counter_error": "TimeoutError: Timeout reading from socket"},
+            {"t_start": 2.0, "t_end": 2.1, "counter": None, "status": 0, "hostname": None,
+             "error": "ConnectionRefusedError: [Errno 111] Connection refused", "user": 2}]
+    ok, fail, unknown = classify(_records(rows))
+    assert list(unknown) == [True, False] and list(fail) == [False, True]
+
+
+# -- unknown outcomes count against a threshold of their own -------------------------------
+
+def test_unknown_rate_threshold(tmp_path):
+    meta, cols = generate(SynthSpec(20_000, [2], seed=5))
+    rng = np.random.default_rng(1)
+    hit = rng.choice(len(cols["counter"]), 400, replace=False)  # 2 %: above the default 1 %
+    cols["counter"][hit] = None
+    cols["counter_error"][hit] = "TimeoutError: Timeout reading from socket"
+    meta["counter"]["after"] = meta["counter"]["after"]  # those INCRs happened
+    out = write(tmp_path / "run", meta, cols)
+    s = analyse(load_run(out), Thresholds()).summary
+    checks = checks_of(s)
+    assert checks["unknown_rate"]["status"] == "fail"
+    assert checks["error_rate"]["status"] == "pass"   # a 200 without a value is not an error
+    assert checks["counter_gaps"]["status"] == "pass"  # each unknown may have taken its value
+    relaxed = analyse(load_run(out), Thresholds(max_unknown_rate=0.05)).summary
+    assert checks_of(relaxed)["unknown_rate"]["status"] == "pass"
+
+
+# -- fairness that fits the policy -------------------------------------------------------------
+
+def _slow_replica_history(tmp_path, policy_counts: str):
+    """2 replicas, hello-2 twice as slow; a leastconn balancer gives it about half the
+    requests (equal busy time), round robin the same number (unequal busy time)."""
+    meta, cols = generate(SynthSpec(20_000, [2], seed=6))
+    slow = cols["hostname"] == "hello-2"
+    if policy_counts == "leastconn":
+        # a third of hello-2's requests go to hello-1 instead: 2:1 in counts, 1:1 in busy time
+        idx = np.flatnonzero(slow)[::3]
+        cols["hostname"][idx] = "hello-1"
+        slow = cols["hostname"] == "hello-2"
+    cols["latency_ms"] = np.where(slow, cols["latency_ms"] * 2, cols["latency_ms"])
+    cols["latency_ms"] = np.where(~slow, cols["latency_ms"] * 1.0, cols["latency_ms"])
+    return write(tmp_path / policy_counts, meta, cols)
+
+
+def test_leastconn_is_judged_on_busy_time_not_on_counts(tmp_path):
+    lc = _slow_replica_history(tmp_path, "leastconn")
+    by_count = analyse(load_run(lc), Thresholds()).summary
+    assert checks_of(by_count)["fairness_jain"]["status"] == "fail"
+    by_busy = analyse(load_run(lc), Thresholds(), settings=Settings(balance="leastconn")).summary
+    seg = by_busy["segments"][0]
+    assert seg["judged_on"] == "busy time"
+    busy = [r["busy_s"] for r in seg["per_replica"].values()]
+    assert max(busy) / min(busy) < 1.2
+    assert checks_of(by_busy)["fairness_jain"]["status"] == "pass"
+
+
+def test_weights_are_judged_against_their_shares(tmp_path):
+    meta, cols = generate(SynthSpec(20_000, [2], seed=7))
+    # 3:1 split
+    idx = np.flatnonzero(cols["hostname"] == "hello-2")[::2]
+    cols["hostname"][idx] = "hello-1"
+    out = write(tmp_path / "w", meta, cols)
+    even = analyse(load_run(out), Thresholds()).summary
+    assert checks_of(even)["fairness_jain"]["status"] == "fail"
+    weighted = analyse(load_run(out), Thresholds(), settings=Settings(
+        balance="weights", weights={"hello-1": 3, "hello-2": 1})).summary
+    assert checks_of(weighted)["fairness_jain"]["status"] == "pass"
+    assert set(weighted["segments"][0]["per_replica"]["hello-1"]) >= {
+        "requests", "errors", "busy_s", "p50_ms", "p99_ms"}
+
+
+# -- external stacks ---------------------------------------------------------------------------
+
+def test_external_stack_expected_replicas(tmp_path):
+    meta, cols = generate(SynthSpec(20_000, [1], seed=8))
+    meta["stack"] = {"backend": "external", "controlled": False, "expect_replicas": 3}
+    meta["stack_events"] = []
+    meta["stages"] = [{**meta["stages"][0], "level": 0}]
+    meta["counter"] = {"before": None, "after": None}
+    out = write(tmp_path / "ext", meta, cols)
+    s = analyse(load_run(out), Thresholds(), settings=Settings(allow_unchecked={
+        "counter_unexpected", "counter_lost_increments", "counter_unexplained_increments",
+        "counter_final_below_returned"})).summary
+    checks = checks_of(s)
+    assert checks["replicas_expected"]["status"] == "fail"
+    assert checks["replicas_expected"]["value"] == 1
+    assert s["verdict"] == "fail"
+    proc = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(out), "--no-report"],
+                          capture_output=True, text=True, timeout=120)
+    assert "×0" not in proc.stdout and "0 replicas" not in proc.stdout
+    assert "FAIL — 1 of" in proc.stdout and "checks failed: replicas_expected" in proc.stdout
+
+
+# -- malformed input: one line, exit 2; or --skip-bad-parts, at best inconclusive ---------
+
+def _analyze(*args):
+    return subprocess.run([sys.executable, str(ROOT / "analyze.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_wrong_column_types_in_a_part(tmp_path):
+    run = synth(tmp_path, requests=20_000)  # three parts: one goes bad
+    part = sorted((run / "requests").glob("*.parquet"))[0]
+    table = pq.read_table(part)
+    bad = table.set_column(table.schema.get_field_index("status"), "status",
+                           pa.array(["200"] * table.num_rows))
+    pq.write_table(bad, part)
+    proc = _analyze(run, "--no-report")
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("  [")]
+    assert proc.returncode == 2 and len(lines) == 1
+    assert part.name in lines[0] and "status" in lines[0] and "Traceback" not in proc.stderr
+    proc = _analyze(run, "--no-report", "--skip-bad-parts")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"skipped {part.name}" in proc.stderr
+    checks = checks_of(json.loads((run / "summary.json").read_text()))
+    assert checks["records_readable"]["status"] == "not checked"
+
+
+@pytest.mark.parametrize("mutation,message", [
+    ({"stages": [{"index": 0, "level": "two", "t_start": 1.0}]}, "stages[0].level"),
+    ({"counter": {"before": "12", "after": 30}}, "counter.before"),
+    ({"stack_events": [{"event": "scale_asked"}]}, "stack_events[0]"),
+    ({"totals": {"recorded": "many"}}, "totals.recorded"),
+    ({"stages": {"0": {}}}, "stages is not a list"),
+])
+def test_wrong_types_in_run_json(tmp_path, mutation, message):
+    run = synth(tmp_path, requests=6000)
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(mutation)
+    (run / "run.json").write_text(json.dumps(meta))
+    proc = _analyze(run, "--no-report")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_part_without_the_newer_column_still_reads(tmp_path):
+    """Records written before t_intended existed: read as nulls."""
+    run = synth(tmp_path, requests=6000)
+    for part in (run / "requests").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.drop(["t_intended"]), part)
+    assert _analyze(run, "--no-report").returncode == 0
+
+
+def test_schema_and_record_agree():
+    assert list(Record._fields) == SCHEMA.names
