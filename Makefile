@@ -6,7 +6,7 @@ LEVELS ?= 1,2,4
 STAGE_TIME ?= 20s
 USERS ?= 10
 
-.PHONY: setup system-deps demo test bench lint clean docker-images
+.PHONY: setup system-deps demo demo-autoscale demo-faults test bench lint clean docker-images
 
 setup: system-deps $(VENV)/.installed
 
@@ -24,7 +24,31 @@ demo: setup
 		--scale-levels $(LEVELS) --stage-time $(STAGE_TIME) --only-summary
 	$(PY) analyze.py reports/latest; status=$$?; \
 		echo "Run and report: reports/latest/ (open reports/latest/report.html)"; \
-		[ $$status -le 1 ]
+		[ $$status -ne 2 ]  # a verdict (pass, fail, inconclusive) was reached
+
+# Autoscaling, about 3 minutes: open-model load rising to 400 req/s and back, an HPA
+# (rps target 100 per replica, 3 s sync period, 20 s scale-down window) following it.
+demo-autoscale: setup
+	$(VENV)/bin/locust -f loadtest/hello.py --headless --only-summary \
+		--load-model open --load-profile 0s:40,20s:400,70s:400,90s:40,150s:40 \
+		--autoscale hpa --autoscale-metric rps --autoscale-target 100 \
+		--min-replicas 1 --max-replicas 4 --autoscale-period 3s --scale-down-window 20s \
+		--slo-p95-ms 100
+	$(PY) analyze.py reports/latest; status=$$?; \
+		echo "Run and report: reports/latest/ (open reports/latest/report.html)"; \
+		[ $$status -ne 2 ]  # a verdict (pass, fail, inconclusive) was reached
+
+# Faults, about 2 minutes: one of each kind on 3 replicas, dead replicas replaced.
+demo-faults: setup
+	$(VENV)/bin/locust -f loadtest/hello.py --headless -u $(USERS) -r $(USERS) --only-summary \
+		--scale-levels 3,2 --stage-time 60s --replace-dead \
+		--fault 10s:kill-replica --fault 22s:pause-replica:3s --fault 34s:pause-redis:3s \
+		--fault 46s:latency:redis:50ms:5s --fault 58s:reset:redis:2s \
+		--fault 70s:restart-redis:persist --fault 82s:restart-balancer \
+		--fault 96s:restart-redis
+	$(PY) analyze.py reports/latest; status=$$?; \
+		echo "Run and report: reports/latest/ (open reports/latest/report.html)"; \
+		[ $$status -ne 2 ]  # a verdict (pass, fail, inconclusive) was reached
 
 test: setup
 	@SCALECHECK_WITH_DOCKER=1 sh scripts/system-deps.sh

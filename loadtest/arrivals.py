@@ -15,6 +15,7 @@ them to users in one Locust process, at that process's share of the rate.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -24,39 +25,54 @@ from gevent.queue import Channel, Full
 from loadtest.plan import LoadProfile
 
 log = logging.getLogger("scalecheck")
-MAX_STEP = 0.01  # the rate is re-read at least every 10 ms along a ramp
 
 
 class ArrivalSchedule:
     """Arrival times (seconds from the start) for ``share`` of the profile's rate.
 
-    The first arrival is at 0; then one each time the integral of the rate
-    reaches the next whole number.
+    Arrival k (k = 0, 1, ...) is due when the integral of the rate reaches k: the
+    profile is piecewise linear, so each time is solved exactly (no drift however long
+    the run), and a ramp's arrivals speed up smoothly.
     """
 
     def __init__(self, profile: LoadProfile, share: float = 1.0) -> None:
         self.profile = profile
         self.share = share
-        self.t = 0.0
-        self.acc = 1.0  # "one arrival owed" at t = 0
+        self.k = 0          # the next arrival's number
+        self.seg = 0        # the profile segment we are in
+        self.seg_start_n = 0.0  # arrivals due before this segment's start
+
+    def _segment(self, i: int) -> tuple[float, float, float, float]:
+        """(t0, v0, t1, v1) of segment i; past the last point the rate stays flat."""
+        pts = self.profile.points
+        if i < len(pts) - 1:
+            (t0, v0), (t1, v1) = pts[i], pts[i + 1]
+            return t0, v0 * self.share, t1, v1 * self.share
+        t0, v0 = pts[-1]
+        return t0, v0 * self.share, math.inf, v0 * self.share
 
     def until(self, end: float) -> list[float]:
         out = []
-        while self.t < end:
-            rate = self.share * self.profile.value_at(self.t)
-            step_end = min(end, self.t + MAX_STEP)
-            if rate <= 0:
-                self.t = step_end
-                continue
-            gap = max(0.0, (1.0 - self.acc) / rate)
-            if self.t + gap <= step_end:
-                self.t += gap
-                self.acc = 0.0
-                out.append(self.t)
+        while True:
+            t0, v0, t1, v1 = self._segment(self.seg)
+            need = self.k - self.seg_start_n  # arrivals into this segment
+            span = t1 - t0
+            slope = 0.0 if span in (0, math.inf) else (v1 - v0) / span
+            if abs(slope) < 1e-12:
+                dt = need / v0 if v0 > 0 else math.inf
             else:
-                self.acc += rate * (step_end - self.t)
-                self.t = step_end
-        return out
+                disc = v0 * v0 + 2 * slope * need
+                dt = (-v0 + math.sqrt(disc)) / slope if disc >= 0 else math.inf
+            at = t0 + dt
+            if at <= t1 and at < end:
+                out.append(at)
+                self.k += 1
+                continue
+            if at <= t1 or t1 >= end:
+                return out  # the next one is due at or after ``end``: later
+            # move to the next segment: what this one delivers in all
+            self.seg_start_n += v0 * span + slope * span * span / 2
+            self.seg += 1
 
 
 class ArrivalDispatcher:

@@ -134,5 +134,5 @@ class FaultInjector:
         except StackError as exc:
             log.error("scalecheck: undoing fault %d: %s", index, exc)
 
-    def _event(self, kind: str, index: int, **details) -> None:
-        self.events.append({"t": time.time(), "event": kind, "fault": index, **details})
+    def _event(self, name: str, index: int, **details) -> None:
+        self.events.append({"t": time.time(), "event": name, "fault": index, **details})

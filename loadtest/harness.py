@@ -277,15 +277,22 @@ class ControllerRole:
         else:
             log.info("scalecheck: recording against %s, which it does not control",
                      self.stack.url)
-        job = gevent.spawn(self.stack.up, self.plan.first_level)
+        def up() -> StackError | None:
+            try:
+                self.stack.up(self.plan.first_level)
+                return None
+            except StackError as exc:  # returned, not raised: one line for the user
+                return exc
+
+        job = gevent.spawn(up)
         while not job.ready() and not self._signalled:
             job.join(timeout=0.05)
         error = None
         if self._signalled and not job.ready():
             job.kill(block=True)
-        elif not job.successful() and isinstance(job.exception, StackError):
-            error = job.exception
-        elif not job.successful():
+        elif job.successful():
+            error = job.value
+        else:
             raise job.exception
         if self._signalled or error is not None:
             self.stack.down()
@@ -299,6 +306,7 @@ class ControllerRole:
             self.record.data.update(status=status, error=message, ended=time.time())
             self.record.set_events(self.stack.events)
             self.record.save()
+            self.record.release_reserve()
             self._torn_down = self._concluded = True
             fail(message, code)
         self._release_signals()
@@ -463,6 +471,7 @@ class ControllerRole:
             log.error("scalecheck: saving the stack's logs: %s", exc)
         self.record.set_events(self.stack.events)
         self.record.save()
+        self.record.release_reserve()
         self.reports.close()
         totals = self.record.data["totals"]
         error = self.record.data.get("error")

@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import psutil
-from locust.util.timespan import parse_timespan
 
 from loadtest.collector import FieldSpec
+from loadtest.plan import seconds as plan_seconds
 from loadtest.stack import BACKENDS, REGISTRY, backend_class
 
 #: Resident memory of one replica (gunicorn, gthread, 4 threads), measured on the
@@ -179,23 +179,14 @@ def parse_duration(text, option: str = "--stage-time", allow_zero: bool = False)
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        value = str(text).strip()
         try:
-            seconds = float(value) if _is_number(value) else float(parse_timespan(value))
+            seconds = plan_seconds(text)
         except (ValueError, TypeError):
             raise UsageError(
                 f"{option}: {text!r} is not a duration (expected e.g. 30s, 2m, 1m30s)") from None
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise UsageError(f"{option}: {text!r} must be longer than zero")
     return seconds
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def check_writable(run_dir: str, reports: Path = Path("reports")) -> None:

@@ -82,7 +82,7 @@ def parse_profile(text: str, model: str, peak: float) -> LoadProfile:
             raise PlanError(f"--load-profile: {part!r} is not TIME:VALUE (e.g. 30s:100), "
                             f"nor a preset ({', '.join(PRESETS)})")
         try:
-            t = float(parse_timespan(when)) if not _number(when) else float(when)
+            t = seconds(when)
             v = float(value)
         except (ValueError, TypeError):
             raise PlanError(f"--load-profile: {part!r} is not TIME:VALUE (e.g. 30s:100)") \
@@ -103,6 +103,18 @@ def parse_profile(text: str, model: str, peak: float) -> LoadProfile:
 
 def _number(text: str) -> bool:
     return re.fullmatch(r"\d+(\.\d+)?", text.strip()) is not None
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds: 30, 2.5s, 500ms, 1m30s, 2h (ValueError otherwise)."""
+    text = str(text).strip()
+    if _number(text):
+        return float(text)
+    if text.endswith("ms") and _number(text[:-2]):
+        return float(text[:-2]) / 1000
+    if text.endswith("s") and _number(text[:-1]):
+        return float(text[:-1])
+    return float(parse_timespan(text))
 
 
 # -- replicas over time ------------------------------------------------------------
@@ -197,19 +209,14 @@ def parse_fault(text: str) -> FaultSpec:
 
 
 def _duration(text: str, option: str, allow_zero: bool = False) -> float:
-    text = text.strip()
     try:
-        if text.endswith("ms") and _number(text[:-2]):
-            seconds = float(text[:-2]) / 1000
-        elif _number(text):
-            seconds = float(text)
-        else:
-            seconds = float(parse_timespan(text))
+        value = seconds(text)
     except (ValueError, TypeError):
-        raise PlanError(f"{option}: {text!r} is not a duration (e.g. 30s, 500ms)") from None
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise PlanError(f"{option}: {text!r} must be longer than zero")
-    return seconds
+        raise PlanError(f"{option}: {text.strip()!r} is not a duration (e.g. 30s, 500ms)") \
+            from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise PlanError(f"{option}: {text.strip()!r} must be longer than zero")
+    return value
 
 
 # -- the plan ------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 RUN_JSON = "run.json"
+RESERVE = ".scalecheck-reserve"
+RESERVE_BYTES = 512 * 1024  # room kept for run.json's last word on a disk that fills up
 log = logging.getLogger("scalecheck")
 
 #: How a run ended. ``completed``: the plan ran to its end. ``interrupted``:
@@ -84,6 +86,20 @@ class RunRecord:
             **fields,
         }
         self._save_failed = False
+        self._reserve()
+
+    def _reserve(self) -> None:
+        """Hold some disk space, given back when run.json cannot be written otherwise:
+        a full disk (records and logs fill it) must not leave the record unfinished."""
+        try:
+            with open(self.run_dir / RESERVE, "wb") as fh:
+                fh.truncate(0)
+                fh.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            pass
+
+    def release_reserve(self) -> None:
+        (self.run_dir / RESERVE).unlink(missing_ok=True)
 
     # -- the run's life ---------------------------------------------------------------
 
@@ -165,20 +181,27 @@ class RunRecord:
     # -- disk --------------------------------------------------------------------------
 
     def save(self) -> bool:
-        """Write run.json atomically; on a full disk say so once and keep going."""
+        """Write run.json atomically; on a full disk use the reserve, else say so once."""
         path = self.run_dir / RUN_JSON
         tmp = path.with_suffix(".json.tmp")
-        try:
-            tmp.write_text(json.dumps(self.data, indent=2, default=str))
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if not self._save_failed:
-                log.error("scalecheck: cannot write %s: %s", path, exc.strerror or exc)
-            self._save_failed = True
-            return False
-        self._save_failed = False
-        return True
+        text = json.dumps(self.data, indent=2, default=str)
+        for attempt in range(2):
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, path)
+                self._save_failed = False
+                return True
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                if attempt == 0 and (self.run_dir / RESERVE).exists():
+                    log.error("scalecheck: the disk is full (%s); using the space kept for "
+                              "run.json", exc.strerror or exc)
+                    self.release_reserve()
+                    continue
+                if not self._save_failed:
+                    log.error("scalecheck: cannot write %s: %s", path, exc.strerror or exc)
+                self._save_failed = True
+        return False
 
 
 def load_run(run_dir: Path) -> dict:

@@ -255,6 +255,7 @@ def write(out: Path, meta: dict, cols: dict[str, np.ndarray], chunk: int = 1_000
         arrays = [pa.array(cols[f.name][rows], type=f.type, from_pandas=True) for f in SCHEMA]
         writer.write(pa.Table.from_arrays(arrays, schema=SCHEMA))
     record.save()
+    record.release_reserve()
     return out
 
 

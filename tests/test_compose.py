@@ -170,11 +170,41 @@ def test_compose_stack_end_to_end(engine, tmp_path, balancer):
     assert df.counter.notna().all() and df.counter.is_unique
     assert run["counter"]["after"] - run["counter"]["before"] == len(df)
     routed = [e["seconds"] for e in run["stack_events"] if e["event"] == "scale_ready"]
-    assert len(routed) == 3 and all(0 < s < 90 for s in routed)
+    assert len(routed) == 4 and all(0 < s < 90 for s in routed)  # up, then 3 stages
     assert (run_dir / "logs" / "compose.log").exists()
     verdict = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
                              capture_output=True, text=True, timeout=120)
     assert verdict.returncode == 0, verdict.stdout
+    assert leftovers(run["stack"]["project"]) == []
+
+
+def test_faults_on_compose(engine, tmp_path):
+    """kill and pause through the Docker SDK, with the harness: recorded, noticed through
+    Docker's events, recovered from; the dead container replaced (--replace-dead)."""
+    run_dir = tmp_path / "faults"
+    proc = run_locust(["--headless", "-u", "4", "-r", "4", "--stack", "compose",
+                       "--scale-levels", "2", "--stage-time", "30s", "--replace-dead",
+                       "--fault", "5s:kill-replica", "--fault", "15s:pause-replica:3s",
+                       "--run-dir", str(run_dir), "--stack-port", str(free_port()),
+                       "--api-port", str(free_port()), "--only-summary"],
+                      env=OFFLINE_IMAGES, timeout=400)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    events = [e["event"] for e in run["stack_events"]]
+    assert events.count("fault_applied") == 2 and events.count("fault_ended") == 2
+    died = [e for e in run["stack_events"] if e["event"] == "replica_died"]
+    assert len(died) == 1 and died[0]["hostname"] == run["stack_events"][
+        events.index("fault_applied")]["hostname"]
+    assert "replace-dead" in [e.get("by") for e in run["stack_events"]]
+    verdict = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
+                             capture_output=True, text=True, timeout=120)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    kill, pause = summary["faults"]
+    assert kill["replaced_after_s"] is not None
+    assert kill["recovered"] and pause["recovered"], (kill, pause)
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["counter_duplicates"]["status"] == "pass"
+    assert checks["faults_applied"]["status"] == "pass", verdict.stdout
     assert leftovers(run["stack"]["project"]) == []
 
 

@@ -238,6 +238,28 @@ def test_balancer_killed_mid_run_fails_the_run_in_one_line(tmp_path, no_leftover
     assert verdict.returncode in (1, 3) and checks["run_completed"]["status"] == "not checked"
 
 
+def test_a_full_disk_still_leaves_a_finished_run_json(tmp_path, no_leftovers):
+    """Records and logs fill a small disk; run.json still gets its last word (space for it
+    is kept from the start), and the lost records show as a failed check, not a pass."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        run_dir = disk / "run"
+        proc = run_locust(locust_args(run_dir, "2", "10s"), timeout=120)
+        run = json.loads((run_dir / "run.json").read_text())
+        analysed = analyze(run_dir)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert "No space left" in proc.stderr or "disk is full" in proc.stderr  # it did fill up
+    assert run["status"] == "completed" and run["ended"] is not None, run
+    assert run["totals"]["locust"] and run["totals"]["recorded"] is not None
+    assert analysed.returncode in (1, 2, 3), analysed.stdout  # never a pass
+
+
 def _child_named(pid: int, name: str, timeout: float = 10) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

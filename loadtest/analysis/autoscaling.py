@@ -81,7 +81,7 @@ def measured_capacity(per_host_rps: np.ndarray, p95: list, slo_ms: float | None)
 
 
 def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
-                        capacity: float | None, flap_window_s: float) -> dict | None:
+                        capacity: float | None, flap_window_s: float | None) -> dict | None:
     events = meta.get("stack_events") or []
     decisions = [e for e in events if e.get("event") == ev.AUTOSCALE_DECISION]
     plan = (meta.get("plan") or {}).get("autoscale")
@@ -112,6 +112,10 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
         rises = _rises(needed, replicas, t0, events)
     asked = [(e["t"], int(e["level"])) for e in events
              if e.get("event") == ev.SCALE_ASKED and e.get("by") in ("autoscaler", "up")]
+    if flap_window_s is None:  # two decisions in a row that undo each other
+        period = 2.0 if (plan or {}).get("policy") == "kpa" else float((plan or {}).get(
+            "period") or 15.0)
+        flap_window_s = 2 * period
     flapped = flaps(asked, flap_window_s)
     over_slo = [i for i, p in enumerate(p95) if slo_ms and p is not None and p > slo_ms]
     detect = [r["detect_s"] for r in rises if r["detect_s"] is not None]
@@ -137,6 +141,7 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
         "slo_violation_s": len(over_slo) if slo_ms else None,
         "slo_violation_requests": int(sum(total[i] for i in over_slo)) if slo_ms else None,
         "flaps": len(flapped),
+        "flap_window_s": flap_window_s,
         "flap_examples": flapped[:10],
         "series": {"replicas": replicas.tolist(), "offered": offered.tolist(),
                    "needed": needed.tolist() if needed is not None else None},

@@ -426,7 +426,9 @@ def store_resets(events: list[dict]) -> list[dict]:
         elif event["event"] == "fault_ended":
             before, after = event.get("counter_before"), event.get("counter_after")
             if before is not None and after is not None and after < before:
-                out.append({"t": applied.get(event.get("fault", -1), event["t"]),
+                # the split: when writes were paused before the restart (else its start)
+                out.append({"t": event.get("paused_at") or applied.get(event.get("fault", -1),
+                                                                        event["t"]),
                             "counter_before": before, "counter_after": after,
                             "fault": event.get("fault")})
     return out

@@ -76,7 +76,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
 
     stages_meta = stage_windows(meta, t_min, t_max)
     intervals = service_intervals(events)
-    segs = segments(meta, stages_meta, t_min, t_max, t.transition_margin_s)
+    segs = segments(meta, stages_meta, t_min, t_max, t.transition_margin_s, t.fault_settle_s)
     trans = [tr for tr in transitions(events, t.transition_margin_s) if tr["t_start"] < t_max]
     faults = fault_windows(events)
     resets = store_resets(events)
@@ -91,7 +91,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
     applied = [f for f in faults if f["applied"] is not None]
     for i, fault in enumerate(applied):
         nxt = applied[i + 1]["applied"] if i + 1 < len(applied) else None
-        window = fault_slice_window(fault, nxt, t_max, settle_s=t.max_recovery_s or 30.0)
+        window = fault_slice_window(fault, nxt, t_max, settle_s=t.fault_settle_s)
         if window is not None:
             fault_slices[fault["index"]] = Slice(window)
     by_level: dict[int, list[Window]] = defaultdict(list)
@@ -186,6 +186,16 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
     run_info["stages_missing"] = _stages_missing(meta, stages_meta)
     fault_results = analyse_faults(faults, {i: s.result() for i, s in fault_slices.items()},
                                    timeline_out, events, resets, anomalies, t.fault_p95_margin)
+    for fault in fault_results:  # a slow recovery disturbs segments past the settle time
+        if fault["applied"] is None:
+            continue
+        end = (fault["ended"] or fault["applied"]) + max(
+            t.fault_settle_s, fault["recovery_s"] if fault["recovery_s"] is not None
+            else t_max - fault["applied"])
+        for seg in segments_out:
+            if seg["t_start"] < end and seg["t_end"] > fault["applied"] \
+                    and fault["index"] not in seg["faults"]:
+                seg["faults"].append(fault["index"])
     slo = t.slo_p95_ms if t.slo_p95_ms is not None else (options.get("slo_p95_ms") or None)
     autoscaling = analyse_autoscaling(meta, timeline_out, slo, t.capacity_per_replica,
                                       t.flap_window_s)

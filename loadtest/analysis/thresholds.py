@@ -39,6 +39,8 @@ class Thresholds:
     """Faults: longest time to recover after a fault ends (never recovering fails)."""
     max_fault_error_rate: float | None = None
     """Faults: highest error rate from a fault's start until it settled (off by default)."""
+    fault_settle_s: float = 5.0
+    """Faults: how long after a fault ends its effects are judged with it, not as steady."""
     fault_p95_margin: float = 1.5
     """Faults: recovered once p95 is within this factor of its level before the fault."""
     slo_p95_ms: float | None = None
@@ -51,8 +53,9 @@ class Thresholds:
     """Autoscaling: most seconds with p95 above the SLO (off by default)."""
     max_flaps: float | None = 0
     """Autoscaling: most scale changes reversed within flap_window_s."""
-    flap_window_s: float = 30.0
-    """Autoscaling: a change undone within this many seconds is a flap."""
+    flap_window_s: float | None = None
+    """Autoscaling: a change undone within this many seconds is a flap (default: two of
+    the autoscaler's periods)."""
     max_rps_drop: float = 0.25
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50

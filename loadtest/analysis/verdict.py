@@ -285,7 +285,7 @@ def autoscaling_checks(a: dict | None, t: Thresholds) -> list[Check]:
                            reason="no SLO given (--slo-p95-ms)"))
     if t.max_flaps is not None:
         out.append(at_most("autoscaler_flaps", a["flaps"], t.max_flaps,
-                           f"scale changes reversed within {t.flap_window_s:g} s",
+                           f"scale changes reversed within {a['flap_window_s']:g} s",
                            examples=a["flap_examples"][:5]))
     return out
 

@@ -165,13 +165,19 @@ def fault_windows(events: list[dict]) -> list[dict]:
 
 
 def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
-             margin: float) -> list[Segment]:
-    """Stretches of constant replica set with no scale change under way."""
+             margin: float, fault_settle: float = 5.0) -> list[Segment]:
+    """Stretches of constant replica set with no scale change under way. A fault's
+    stretch (from applied to ``fault_settle`` after its end) is a segment of its own,
+    marked with the fault, so steady segments stay steady."""
     events = meta.get("stack_events") or []
     intervals = service_intervals(events)
     trans = transitions(events, margin)
     faults = fault_windows(events)
+    spans = [(f["index"], f["applied"], (f["ended"] or f["applied"]) + fault_settle)
+             for f in faults if f["applied"] is not None]
     cuts = {t_min, t_max}
+    for _index, a, b in spans:
+        cuts.update(t for t in (a, b) if t_min < t < t_max)
     for iv in intervals.values():
         for t in (iv["added"], out_of_service(iv)):
             if t is not None and t_min < t < t_max:
@@ -197,8 +203,7 @@ def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
         else:
             hosts = []  # an uncontrolled stack: the replicas are whoever answered
         stage = next((s for s in stages if s["t_start"] <= mid < s["t_end"]), stages[-1])
-        active = [f["index"] for f in faults if f["applied"] is not None
-                  and f["applied"] <= mid < (f["ended"] or f["applied"])]
+        active = [index for index, a, b in spans if a <= mid < b]
         if out and out[-1].hostnames == hosts and out[-1].stage == stage["index"] \
                 and out[-1].end == a and out[-1].faults == active:
             out[-1].end = b  # same replicas, same stage: one segment

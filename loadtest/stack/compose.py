@@ -352,6 +352,11 @@ class ComposeStack(Stack):
 
     def restart_store(self, persist: bool) -> dict:
         redis = self._one("redis")
+        # Writes paused first: the counter read now is the old instance's last value.
+        code, out = redis.exec_run(["redis-cli", "CLIENT", "PAUSE", "10000", "WRITE"])
+        if code != 0:
+            raise StackError(f"cannot pause Redis before its restart: {out[:120]!r}")
+        paused_at = time.time()
         before = self.read_counter()
         if persist:
             code, out = redis.exec_run(["redis-cli", "SAVE"])
@@ -369,8 +374,9 @@ class ComposeStack(Stack):
             time.sleep(0.2)
         else:
             raise StackError("Redis did not come back after its restart")
-        return {"counter_before": before, "counter_after": self.read_counter(),
-                "persist": persist}
+        return {"paused_at": paused_at, "counter_before": before,
+                "counter_after": before if persist else 0,
+                "counter_read_after": self.read_counter(), "persist": persist}
 
     def restart_balancer(self) -> None:
         self._restarting_balancer = True

@@ -323,18 +323,28 @@ class LocalStack(Stack):
             _signal_group(self._redis, signal.SIGCONT)
 
     def restart_store(self, persist: bool) -> dict:
-        """Stop Redis (saving first if ``persist``) and start it again on the same port."""
+        """Stop Redis (saving first if ``persist``) and start it again on the same port.
+
+        Writes are paused first (CLIENT PAUSE WRITE), so the counter read before the
+        restart is the last value the old instance will ever give: the analysis splits
+        the history there when the restart loses the counter.
+        """
         if self._redis is None or self._redis_port is None:
             raise StackError("Redis is not running")
-        before = self.read_counter()
         self._store_stopping = True
         try:
             client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=5,
                                  retry=None)
+            paused_at, before = time.time(), None
             try:
+                client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+                paused_at = time.time()
+                before = int(client.get(self.counter_key) or 0)
                 client.shutdown(save=persist, nosave=not persist)
-            except redis.RedisError:
+            except redis.ConnectionError:
                 pass  # SHUTDOWN closes the connection as it goes
+            except redis.RedisError as exc:
+                raise StackError(f"cannot restart Redis: {exc}") from None
             try:
                 self._redis.wait(10)
             except subprocess.TimeoutExpired:
@@ -345,8 +355,11 @@ class LocalStack(Stack):
             wait_until(lambda: _redis_ping(self._redis_port), 10, what="Redis to restart")
         finally:
             self._store_stopping = False
-        return {"counter_before": before, "counter_after": self.read_counter(),
-                "persist": persist}
+        # A fresh instance starts from the saved value, or from nothing: read now, clients
+        # may already have counted on the new instance.
+        return {"paused_at": paused_at, "counter_before": before,
+                "counter_after": before if persist else 0,
+                "counter_read_after": self.read_counter(), "persist": persist}
 
     def restart_balancer(self) -> None:
         self._lb.restart()
