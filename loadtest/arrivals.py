@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 import gevent
-from gevent.queue import Channel, Full
+from gevent.queue import Channel, Empty, Full
 
 from loadtest.plan import LoadProfile
 
@@ -97,10 +97,16 @@ class ArrivalDispatcher:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
+        while self.channel.getters:  # release the users waiting for an arrival
+            self.channel.put(None)
 
-    def next(self) -> float:
-        """Block until the next arrival is due; return its intended start (epoch seconds)."""
-        return self.channel.get()
+    def next(self, timeout: float = 0.5) -> float | None:
+        """Block until the next arrival is due and return its intended start (epoch
+        seconds); None if none came within ``timeout`` (so a stopping user can stop)."""
+        try:
+            return self.channel.get(timeout=timeout)
+        except Empty:
+            return None
 
     def _run(self) -> None:
         while True:

@@ -387,6 +387,8 @@ class ControllerRole:
                             ("stack_port", self.harness.options.stack_port),
                             ("run_dir", str(self.record.run_dir))):
             setattr(parsed, name, value)
+        if self.harness.options.users is None and getattr(parsed, "num_users", None) == 1:
+            parsed.num_users = None  # Locust's headless default, not the user's choice
         try:
             fresh = harness_options.validate(parsed, check_dir=False)
             plan = build_plan(fresh)
@@ -544,6 +546,19 @@ class MasterRole(ControllerRole):
     def _writer_prefix(self) -> str:
         return "master"
 
+    def test_start(self) -> None:
+        self._workers = set(self.runner.clients.keys())
+        super().test_start()
+
+    def _settle(self) -> None:
+        """After the workers' last records are in, tell each to quit. Locust's master
+        forgets a worker once it reports it stopped (until it says it is ready again,
+        stop_timeout later), and would quit without telling it: the worker would then
+        wait 60 s for a heartbeat before it exits."""
+        super()._settle()
+        for client_id in sorted(getattr(self, "_workers", set()) |
+                                set(self.collector.received_from)):
+            self.runner.send_message("quit", None, client_id=client_id)
     def _register_messages(self) -> None:
         self.runner.register_message(MSG_RECORDS, self.collector.on_records_message)
 

@@ -50,4 +50,6 @@ class HelloUser(FastHttpUser):
             self.client.get("/", headers=HEADERS, name="/")
         else:  # open model: take the next arrival at its time
             intended = arrivals.next()
-            self.client.get("/", headers=HEADERS, name="/", context={"intended": intended})
+            if intended is not None:  # None: nothing came; the user may be stopping
+                self.client.get("/", headers=HEADERS, name="/",
+                                context={"intended": intended})
