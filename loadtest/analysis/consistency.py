@@ -4,7 +4,8 @@ Every request is classified as Jepsen does an operation:
 
 - ok: a counter value came back;
 - fail: it surely never reached the app (connection refused, or the balancer's
-  own "no server available" answer, which carries no replica name);
+  own answer without a replica name: 503 "no server available", 404 "no route",
+  which a restarting Traefik gives before it has loaded its routes);
 - unknown: anything else without a value (timeouts, resets, 502/504, a Redis
   error inside the app): it may or may not have incremented.
 
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 EXAMPLES = 20
-NO_SERVER_STATUSES = (503,)
+NO_SERVER_STATUSES = (404, 503)
 COUNTER_CHECKS = ("duplicates", "unexpected", "gaps", "reconciliation", "final", "order",
                   "user_order")
 

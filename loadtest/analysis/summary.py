@@ -168,8 +168,12 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
                                    "unknown_rate", "latency_ms", "per_replica")},
             **({"latency_from_intended_ms": result["latency_from_intended_ms"]}
                if "latency_from_intended_ms" in result else {})})
-    scaling_efficiency(levels)
-    scaling_efficiency(stages)
+    if _constant_load(meta):
+        scaling_efficiency(levels)
+        scaling_efficiency(stages)
+    else:  # with the load changing over time, req/s per replica count says nothing of scaling
+        for row in (*levels, *stages):
+            row["scaling_efficiency"] = None
     trans_out = [{"index": i, "t_start": tr["t_start"], "t_ready": tr["t_ready"],
                   "t_end": min(tr["t_end"], t_max), "level": tr.get("level"),
                   "previous": tr.get("previous"), "by": tr.get("by"),
@@ -254,6 +258,16 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
                                           or baseline.get("stages") or []]}
     points = pd.concat(plot_parts, ignore_index=True) if plot_parts else pd.DataFrame()
     return Analysis(summary, points, anomalies)
+
+
+def _constant_load(meta: dict) -> bool:
+    """The same closed-model load throughout (what scaling efficiency compares under)."""
+    plan = meta.get("plan") or {}
+    load = plan.get("load") or {}
+    if plan.get("autoscale") or load.get("model", "closed") != "closed":
+        return False
+    values = {v for _, v in load.get("points") or []}
+    return len(values) <= 1
 
 
 def _stages_missing(meta: dict, stages: list[dict]) -> list[dict]:
