@@ -120,10 +120,7 @@ class Slice:
             self.kinds.update(error_kinds(chunk.df.iloc[sl], err))
         self.unknown += int(chunk.unknown[sl].sum())
         self.latency.add(latency)
-        intended = chunk.intended[sl]
-        has = ~np.isnan(intended)
-        if has.any():
-            self.from_intended.add((chunk.t_end[sl][has] - intended[has]) * 1000.0)
+        self.from_intended.add(_from_intended(chunk, sl))
         codes = chunk.host_codes[sl]
         for code in np.unique(codes):
             if code < 0:
@@ -151,10 +148,7 @@ class Slice:
         sl = slice(lo, hi)
         latency = chunk.latency[sl]
         self.latency.collect(latency)
-        intended = chunk.intended[sl]
-        has = ~np.isnan(intended)
-        if has.any():
-            self.from_intended.collect((chunk.t_end[sl][has] - intended[has]) * 1000.0)
+        self.from_intended.collect(_from_intended(chunk, sl))
         codes = chunk.host_codes[sl]
         for code in np.unique(codes):
             if code >= 0 and chunk.host_names[code] in self.hosts:
@@ -177,6 +171,13 @@ class Slice:
         if self.from_intended.n:
             out["latency_from_intended_ms"] = self.from_intended.result()
         return out
+
+
+def _from_intended(chunk: Chunk, sl: slice) -> np.ndarray:
+    """Latency (ms) from each open-model request's intended start; empty otherwise."""
+    intended = chunk.intended[sl]
+    has = ~np.isnan(intended)
+    return (chunk.t_end[sl][has] - intended[has]) * 1000.0
 
 
 def scaling_efficiency(rows: list[dict]) -> None:

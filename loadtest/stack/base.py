@@ -271,6 +271,15 @@ class Stack(ABC):
                              "with --stack-port") from None
         self._port_claim = claim
 
+    def _claim_ports(self, port: int, api_port: int | None) -> None:
+        """Check the balancer's ports (one line naming a busy one) and claim its port."""
+        if self._port_claim is not None:
+            return
+        check_port_free(port)
+        if api_port:
+            check_port_free(api_port, hint="--api-port")
+        self._claim_port(port)
+
     def _release_port(self) -> None:
         if self._port_claim is not None:
             self._port_claim.close()

@@ -38,7 +38,6 @@ from loadtest.stack.base import (
     StackError,
     StackSettings,
     api_port_or_free,
-    check_port_free,
 )
 from loadtest.stack.processes import REPO_ROOT
 
@@ -179,11 +178,7 @@ class ComposeStack(Stack):
             raise StackError(f"compose file not found: {self.file}")
         self._compose = self._compose or compose_command()
         self._client = self._client or docker_client()
-        if self._port_claim is None:
-            check_port_free(self.port)
-            if self._api_port:
-                check_port_free(self._api_port, hint="--api-port")
-            self._claim_port(self.port)
+        self._claim_ports(self.port, self._api_port)
 
     def up(self, replicas: int):
         self.preflight()

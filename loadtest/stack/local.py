@@ -39,7 +39,6 @@ from loadtest.stack.base import (
     StackError,
     StackSettings,
     api_port_or_free,
-    check_port_free,
     free_port,
     require_binary,
     wait_until,
@@ -134,11 +133,7 @@ class LocalStack(Stack):
             from loadtest.stack.traefik import traefik_binary
 
             traefik_binary()
-        if self._port_claim is None:
-            check_port_free(self.port)
-            if self._api_port:
-                check_port_free(self._api_port, hint="--api-port")
-            self._claim_port(self.port)
+        self._claim_ports(self.port, self._api_port)
 
     # -- required verbs --------------------------------------------------------
 
