@@ -95,19 +95,21 @@ def bench_analysis(large: bool) -> None:
 # -- the collector's cost ----------------------------------------------------------------
 
 def _locust_rps(locustfile: str, url: str, users: int, extra: list[str]) -> tuple[float, float]:
-    """(requests/s, CPU microseconds of the Locust process per request)."""
+    """(requests/s, CPU microseconds of the Locust process per request, between test start
+    and stop: start-up and shutdown excluded, see benchmarks/cpu_probe.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "stats")
-        proc = subprocess.Popen([LOCUST, "-f", locustfile, "--headless", "-u", str(users), "-r",
-                                 str(users), "-H", url, "--csv", prefix, "--only-summary",
-                                 "--loglevel", "WARNING", *extra],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, _, usage = os.wait4(proc.pid, 0)
+        probe = os.path.join(tmp, "cpu.json")
+        subprocess.run([LOCUST, "-f", f"{locustfile},benchmarks/cpu_probe.py", "--headless",
+                        "-u", str(users), "-r", str(users), "-H", url, "--csv", prefix,
+                        "--only-summary", "--loglevel", "WARNING", *extra],
+                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={**os.environ, "SCALECHECK_CPU_PROBE": probe}, timeout=300)
         with open(prefix + "_stats.csv") as fh:
             row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
-        requests = max(int(row["Request Count"]), 1)
-        cpu_us = (usage.ru_utime + usage.ru_stime) * 1e6 / requests
-        return float(row["Requests/s"]), cpu_us
+        with open(probe) as fh:
+            cpu = json.load(fh)
+        return float(row["Requests/s"]), cpu["cpu_s"] * 1e6 / max(cpu["requests"], 1)
 
 
 class _Stack:

@@ -97,6 +97,12 @@ class ArrivalDispatcher:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
+            # Arrivals already due that the dispatcher could not hand out (it fell behind,
+            # the generator being at its limit) were offered and never sent: dropped.
+            now = time.time()
+            for at in self.schedule.until(now - self.t0):
+                self.dropped += 1
+                self.on_dropped(self.t0 + at)
         while self.channel.getters:  # release the users waiting for an arrival
             self.channel.put(None)
 

@@ -277,7 +277,7 @@ class Collector:
                 log.error("scalecheck: flush failed (%s); records kept for the next try", exc)
 
     def flush(self) -> int:
-        if not self._rows and not (self.writer is None and self.dropped):
+        if not self._rows and not self.dropped:
             return 0
         rows, self._rows = self._rows, []
         dropped, self.dropped = self.dropped, {}

@@ -100,9 +100,10 @@ class Conductor:
         if not self.stack.controlled:
             self.record.stage_ready(self.stage_record, self.stage_record["t_start"],
                                     self.stage_record["t_start"])
-        elif self.plan.autoscale is None:
+        elif self.plan.autoscale is None and not (stage.index == 0 and
+                                                   stage.level == self.level):
             self.rescale(stage.level, by="plan", stage_record=self.stage_record)
-        else:  # the autoscaler owns the count; the stage is ready as it is
+        else:  # the autoscaler owns the count, or the stack came up at this level
             now = time.time()
             self.record.stage_ready(self.stage_record, now, now)
 

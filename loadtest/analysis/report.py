@@ -43,8 +43,9 @@ def _marks(ax, summary: dict, t0: float) -> None:
         end = (fault["ended"] or fault["applied"]) + (fault.get("recovery_s") or 0)
         ax.axvspan(fault["applied"] - t0, max(end, fault["applied"] + 0.3) - t0, color="red",
                    alpha=0.15, lw=0)
-        ax.text(fault["applied"] - t0, 0.93, f" {fault['kind']}",
-                transform=ax.get_xaxis_transform(), fontsize=7, color="darkred")
+        ax.text(fault["applied"] - t0, 0.97, f"{fault['kind']} ",
+                transform=ax.get_xaxis_transform(), fontsize=7, color="darkred",
+                rotation=90, va="top", ha="right")
 
 
 def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
@@ -75,7 +76,7 @@ def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
     _marks(ax, s, t0)
     ax.set_xlabel("seconds since first request")
     ax.set_ylabel("requests/s")
-    ax.legend(fontsize=7, ncol=6, loc="upper left")
+    ax.legend(fontsize=7, ncol=8, loc="lower left", bbox_to_anchor=(0, 1.06), frameon=False)
     made["throughput"] = _save(fig, out / "throughput.png")
 
     if levels:
