@@ -163,3 +163,20 @@ def test_thresholds_from_pyproject_and_command_line(tmp_path):
 def test_help_lists_thresholds(flag):
     out = analyze(flag).stdout
     assert "--max-error-rate" in out and "--min-jain" in out and "--baseline" in out
+
+
+def test_the_scalecheck_command(tmp_path):
+    """The console entry point: the same analysis, the harness's options listed."""
+    run = synth_run(tmp_path / "cli")
+    scalecheck = [sys.executable, "-m", "loadtest.cli"]
+    proc = subprocess.run([*scalecheck, "analyze", str(run), "--no-report", "--quiet"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "verdict: PASS", proc.stderr
+    options = subprocess.run([*scalecheck, "options"], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)
+    assert options.returncode == 0
+    for option in ("--scale-levels", "--balancer", "--autoscale", "--fault", "--load-profile"):
+        assert option in options.stdout
+    bad = subprocess.run([*scalecheck, "frobnicate"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
