@@ -55,6 +55,7 @@ from loadtest.stack.base import (
 from loadtest.stack.compose import (
     COMPOSE_DIR,
     _get_json,
+    _has_image,
     _int,
     docker_client,
     image_env,
@@ -631,8 +632,16 @@ class SwarmStack(Stack):
 
     def restart_store(self, persist: bool) -> dict:
         """Swarm restarts a task by replacing it: a new container, on the same volume
-        (``/data``), where a SAVE made before survives and nothing else does."""
+        (``/data``), where a SAVE made before survives and nothing else does.
+
+        Writes are paused first (CLIENT PAUSE WRITE, until the old task is gone), so the
+        counter read before the restart is the last value the old instance gives: the
+        analysis splits the history there when the restart loses the counter."""
         redis = self._store_container()
+        code, out = redis.exec_run(["redis-cli", "CLIENT", "PAUSE", "10000", "WRITE"])
+        if code != 0:
+            raise StackError(f"cannot pause Redis before its restart: {out[:120]!r}")
+        paused_at = time.time()
         before = self.read_counter()
         if persist:
             code, out = redis.exec_run(["redis-cli", "SAVE"])
@@ -656,8 +665,9 @@ class SwarmStack(Stack):
                 raise StackError("Redis did not come back after its restart")
         finally:
             window[1] = time.time()
-        return {"counter_before": before, "counter_after": self.read_counter(),
-                "persist": persist}
+        return {"paused_at": paused_at, "counter_before": before,
+                "counter_after": before if persist else 0,
+                "counter_read_after": self.read_counter(), "persist": persist}
 
     def restart_balancer(self) -> None:
         window = [time.time(), None]
@@ -979,16 +989,6 @@ class SwarmStack(Stack):
 def _wanted(task: dict) -> bool:
     """Swarm wants this task to run (``ready``: it waits for the restart delay)."""
     return task.get("DesiredState", "") not in TERMINAL
-
-
-def _has_image(client, name: str) -> bool:
-    import docker
-
-    try:
-        client.images.get(name)
-        return True
-    except docker.errors.DockerException:
-        return False
 
 
 def _address(task: dict, network: str) -> str:
