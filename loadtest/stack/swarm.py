@@ -842,14 +842,13 @@ class SwarmStack(Stack):
             volume.remove(force=True)
 
     def _remove_network(self, name: str, owned: bool = True) -> None:
-        """Remove a network by name, retrying while endpoints linger (bounded)."""
+        """Remove a network by name, retrying while endpoints linger, and wait until the
+        engine no longer lists it: a swarm network removed on the manager stays listed a
+        moment (bounded)."""
         import docker
 
         deadline = time.monotonic() + 30
-        while True:
-            ids = self._network_ids(name)
-            if not ids:
-                return
+        while ids := self._network_ids(name):
             try:
                 for net_id in ids:
                     network = self._client.networks.get(net_id)
@@ -857,13 +856,14 @@ class SwarmStack(Stack):
                             self.stack_name:
                         return  # not ours after all: leave it alone
                     network.remove()
-                return
             except docker.errors.NotFound:
-                return
+                pass  # gone meanwhile; the listing will say so
             except docker.errors.APIError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.25)
+            if time.monotonic() > deadline:
+                raise StackError(f"network {name} still listed after 30 s")
+            time.sleep(0.25)
 
     def _leave_swarm(self) -> None:
         self._client.swarm.leave(force=True)
