@@ -23,6 +23,7 @@ from loadtest.stack.base import (
 REGISTRY: dict[str, str] = {
     "local": "loadtest.stack.local:LocalStack",
     "compose": "loadtest.stack.compose:ComposeStack",
+    "swarm": "loadtest.stack.swarm:SwarmStack",
     "external": "loadtest.stack.external:ExternalStack",
 }
 BACKENDS = tuple(REGISTRY)
