@@ -49,7 +49,6 @@ from loadtest.stack.base import (
     StackError,
     StackSettings,
     api_port_or_free,
-    check_port_free,
     port_is_free,
 )
 from loadtest.stack.compose import (
@@ -197,11 +196,7 @@ class SwarmStack(Stack):
         if state == "inactive" and not port_is_free(SWARM_PORT):
             raise StackError(f"port {SWARM_PORT} on 127.0.0.1 is busy; a single-node swarm "
                              "needs it for its manager")
-        if self._port_claim is None:
-            check_port_free(self.port)
-            if self._api_port:
-                check_port_free(self._api_port, hint="--api-port")
-            self._claim_port(self.port)
+        self._claim_ports(self.port, self._api_port)
 
     def up(self, replicas: int) -> ScaleResult:
         self.preflight()
