@@ -15,6 +15,9 @@ if [ "${SCALECHECK_WITH_DOCKER:-}" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt
     command -v dockerd >/dev/null 2>&1 || optional="$optional docker.io"
     command -v docker-compose >/dev/null 2>&1 || optional="$optional docker-compose"
     command -v debootstrap >/dev/null 2>&1 || optional="$optional debootstrap"
+    # the two-node Swarm test: a second engine in a network namespace of its own
+    command -v ip >/dev/null 2>&1 || optional="$optional iproute2"
+    command -v nsenter >/dev/null 2>&1 || optional="$optional util-linux"
 fi
 if [ -n "$optional" ]; then
     echo "scalecheck: installing Debian packages for the Docker tests:$optional"
