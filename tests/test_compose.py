@@ -170,7 +170,7 @@ def test_compose_stack_end_to_end(engine, tmp_path, balancer):
     assert df.counter.notna().all() and df.counter.is_unique
     assert run["counter"]["after"] - run["counter"]["before"] == len(df)
     routed = [e["seconds"] for e in run["stack_events"] if e["event"] == "scale_ready"]
-    assert len(routed) == 4 and all(0 < s < 90 for s in routed)  # up, then 3 stages
+    assert len(routed) == 3 and all(0 < s < 90 for s in routed)  # up at 1, then 3 and 2
     assert (run_dir / "logs" / "compose.log").exists()
     verdict = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
                              capture_output=True, text=True, timeout=120)
