@@ -180,18 +180,20 @@ def test_compose_stack_end_to_end(engine, tmp_path, balancer):
 
 def test_faults_on_compose(engine, tmp_path):
     """kill and pause through the Docker SDK, with the harness: recorded, noticed through
-    Docker's events, recovered from; the dead container replaced (--replace-dead)."""
+    Docker's events, recovered from; the dead container replaced (--replace-dead); a Redis
+    restart without persistence named as a counter reset, the history checked on each side."""
     run_dir = tmp_path / "faults"
     proc = run_locust(["--headless", "-u", "4", "-r", "4", "--stack", "compose",
-                       "--scale-levels", "2", "--stage-time", "30s", "--replace-dead",
+                       "--scale-levels", "2", "--stage-time", "36s", "--replace-dead",
                        "--fault", "5s:kill-replica", "--fault", "15s:pause-replica:3s",
+                       "--fault", "24s:restart-redis",
                        "--run-dir", str(run_dir), "--stack-port", str(free_port()),
                        "--api-port", str(free_port()), "--only-summary"],
                       env=OFFLINE_IMAGES, timeout=400)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     run = json.loads((run_dir / "run.json").read_text())
     events = [e["event"] for e in run["stack_events"]]
-    assert events.count("fault_applied") == 2 and events.count("fault_ended") == 2
+    assert events.count("fault_applied") == 3 and events.count("fault_ended") == 3
     died = [e for e in run["stack_events"] if e["event"] == "replica_died"]
     assert len(died) == 1 and died[0]["hostname"] == run["stack_events"][
         events.index("fault_applied")]["hostname"]
@@ -199,9 +201,13 @@ def test_faults_on_compose(engine, tmp_path):
     verdict = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
                              capture_output=True, text=True, timeout=120)
     summary = json.loads((run_dir / "summary.json").read_text())
-    kill, pause = summary["faults"]
+    kill, pause, restart = summary["faults"]
     assert kill["replaced_after_s"] is not None
     assert kill["recovered"] and pause["recovered"], (kill, pause)
+    assert restart["counter_reset"] is True, restart
+    resets = summary["consistency"]["resets"]
+    assert len(resets) == 1 and resets[0]["counter_after"] == 0
+    assert summary["consistency"]["unexplained_increments"] == 0
     checks = {c["name"]: c for c in summary["checks"]}
     assert checks["counter_duplicates"]["status"] == "pass"
     assert checks["faults_applied"]["status"] == "pass", verdict.stdout

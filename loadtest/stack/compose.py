@@ -347,19 +347,7 @@ class ComposeStack(Stack):
 
     def restart_store(self, persist: bool) -> dict:
         redis = self._one("redis")
-        # Writes paused first: the counter read now is the old instance's last value.
-        code, out = redis.exec_run(["redis-cli", "CLIENT", "PAUSE", "10000", "WRITE"])
-        if code != 0:
-            raise StackError(f"cannot pause Redis before its restart: {out[:120]!r}")
-        paused_at = time.time()
-        before = self.read_counter()
-        if persist:
-            code, out = redis.exec_run(["redis-cli", "SAVE"])
-            if code != 0:
-                raise StackError(f"Redis would not save before its restart: {out[:120]!r}")
-        else:
-            redis.exec_run(["sh", "-c", "rm -f \"$(redis-cli CONFIG GET dir | tail -n1)"
-                                        "/dump.rdb\""])
+        paused_at, before = freeze_store_for_restart(redis, persist, self.read_counter)
         redis.restart(timeout=10)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -369,9 +357,7 @@ class ComposeStack(Stack):
             time.sleep(0.2)
         else:
             raise StackError("Redis did not come back after its restart")
-        return {"paused_at": paused_at, "counter_before": before,
-                "counter_after": before if persist else 0,
-                "counter_read_after": self.read_counter(), "persist": persist}
+        return store_restart_result(paused_at, before, persist, self.read_counter())
 
     def restart_balancer(self) -> None:
         self._restarting_balancer = True
@@ -384,11 +370,8 @@ class ComposeStack(Stack):
     def replica_cpu_seconds(self) -> dict[str, float]:
         out = {}
         for c in self._containers():
-            try:
-                stats = c.stats(stream=False, one_shot=True)
-                out[self._hostname(c)] = stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
-            except Exception:  # noqa: BLE001, S112 - a container that just went: no sample
-                continue
+            if (seconds := container_cpu_seconds(c)) is not None:
+                out[self._hostname(c)] = seconds
         return out
 
     # -- balancer ------------------------------------------------------------------
@@ -542,3 +525,41 @@ def _get_json(url: str, accept: str | None = "application/json"):
 
 
 __all__ = ["ComposeStack", "compose_command", "docker_client"]
+
+
+def freeze_store_for_restart(redis, persist: bool, read_counter) -> tuple[float, int | None]:
+    """Pause Redis's writes, read the counter, then save it or delete its dump file.
+
+    Writes are paused first, so the value read is the old instance's last one: the
+    analysis splits the counter's history there when the restart loses it.
+    Returns (when writes were paused, the counter then)."""
+    code, out = redis.exec_run(["redis-cli", "CLIENT", "PAUSE", "10000", "WRITE"])
+    if code != 0:
+        raise StackError(f"cannot pause Redis before its restart: {out[:120]!r}")
+    paused_at = time.time()
+    before = read_counter()
+    if persist:
+        code, out = redis.exec_run(["redis-cli", "SAVE"])
+        if code != 0:
+            raise StackError(f"Redis would not save before its restart: {out[:120]!r}")
+    else:
+        redis.exec_run(["sh", "-c", "rm -f \"$(redis-cli CONFIG GET dir | tail -n1)"
+                                    "/dump.rdb\""])
+    return paused_at, before
+
+
+def store_restart_result(paused_at: float, before: int | None, persist: bool,
+                         read_after: int | None) -> dict:
+    """The restart-redis fault's figures, the same for every container backend."""
+    return {"paused_at": paused_at, "counter_before": before,
+            "counter_after": before if persist else 0,
+            "counter_read_after": read_after, "persist": persist}
+
+
+def container_cpu_seconds(container) -> float | None:
+    """CPU seconds a container used so far, or None if it just went."""
+    try:
+        stats = container.stats(stream=False, one_shot=True)
+        return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+    except Exception:  # noqa: BLE001 - a container that just went: no sample
+        return None

@@ -56,8 +56,11 @@ from loadtest.stack.compose import (
     _get_json,
     _has_image,
     _int,
+    container_cpu_seconds,
     docker_client,
+    freeze_store_for_restart,
     image_env,
+    store_restart_result,
 )
 
 log = logging.getLogger("scalecheck")
@@ -633,18 +636,7 @@ class SwarmStack(Stack):
         counter read before the restart is the last value the old instance gives: the
         analysis splits the history there when the restart loses the counter."""
         redis = self._store_container()
-        code, out = redis.exec_run(["redis-cli", "CLIENT", "PAUSE", "10000", "WRITE"])
-        if code != 0:
-            raise StackError(f"cannot pause Redis before its restart: {out[:120]!r}")
-        paused_at = time.time()
-        before = self.read_counter()
-        if persist:
-            code, out = redis.exec_run(["redis-cli", "SAVE"])
-            if code != 0:
-                raise StackError(f"Redis would not save before its restart: {out[:120]!r}")
-        else:
-            redis.exec_run(["sh", "-c", "rm -f \"$(redis-cli CONFIG GET dir | tail -n1)"
-                                        "/dump.rdb\""])
+        paused_at, before = freeze_store_for_restart(redis, persist, self.read_counter)
         window = [time.time(), None]
         self._quiet["store"].append(window)
         try:
@@ -660,9 +652,7 @@ class SwarmStack(Stack):
                 raise StackError("Redis did not come back after its restart")
         finally:
             window[1] = time.time()
-        return {"paused_at": paused_at, "counter_before": before,
-                "counter_after": before if persist else 0,
-                "counter_read_after": self.read_counter(), "persist": persist}
+        return store_restart_result(paused_at, before, persist, self.read_counter())
 
     def restart_balancer(self) -> None:
         window = [time.time(), None]
@@ -680,11 +670,11 @@ class SwarmStack(Stack):
             if task is None or task.node != self._node_id or not task.container:
                 continue
             try:
-                stats = self._client.containers.get(task.container).stats(stream=False,
-                                                                           one_shot=True)
-                out[task.hostname] = stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+                container = self._client.containers.get(task.container)
             except Exception:  # noqa: BLE001, S112 - a task that just went: no sample
                 continue
+            if (seconds := container_cpu_seconds(container)) is not None:
+                out[task.hostname] = seconds
         return out
 
     # -- the balancer ----------------------------------------------------------------
