@@ -307,6 +307,10 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
     panic = float(getattr(parsed, "kpa_panic_threshold", 2.0))
     if panic <= 1:
         raise UsageError("--kpa-panic-threshold must be more than 1 (e.g. 2.0 for 200%)")
+    stable_window = parse_duration(getattr(parsed, "kpa_stable_window", "60s"),
+                                   "--kpa-stable-window")
+    if not 6 <= stable_window <= 3600:
+        raise UsageError("--kpa-stable-window must be between 6s and 1h (Knative's bounds)")
     slo = float(getattr(parsed, "slo_p95_ms", 0.0) or 0.0)
     if slo < 0:
         raise UsageError("--slo-p95-ms must be 0 (off) or more")
@@ -329,8 +333,7 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
         scale_down_window=parse_duration(getattr(parsed, "scale_down_window", "300s"),
                                          "--scale-down-window", allow_zero=True),
         hpa_tolerance=tolerance,
-        kpa_stable_window=parse_duration(getattr(parsed, "kpa_stable_window", "60s"),
-                                         "--kpa-stable-window"),
+        kpa_stable_window=stable_window,
         kpa_panic_threshold=panic, slo_p95_ms=slo, faults=faults, host=host, users=users,
         spawn_rate=spawn_rate, backend_options=backend_options,
     )

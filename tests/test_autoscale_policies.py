@@ -238,3 +238,22 @@ def test_kpa_record_keeps_one_value_per_second_in_the_window():
         state = kpa_record(state, second, 1.0, knobs)
     state = kpa_record(state, 99, 5.0, knobs)
     assert len(state.writes) == 60 and state.writes[-1] == (99, 5.0)
+
+
+def test_kpa_empty_panic_window_reads_as_zero_not_as_no_data():
+    """Knative reports 'no data' only when the stable window is empty; an empty panic
+    window averages 0. With a short stable window and data a second or two behind, the
+    decider must still decide, on the data's own clock."""
+    knobs = KpaKnobs(target=100, stable_window=12)  # panic window: 1 s
+    state = KpaState(started=True)
+    for second in range(100, 110):
+        state = kpa_record(state, second, 300.0, knobs)
+    # Read at 111.5, the last record is 2 s old: the panic window holds nothing.
+    _, d = kpa_step(state, 111.5, 1, knobs)
+    assert d.panic_average == 0.0 and d.final == 3 and not d.panicking
+    # Read as of the last recorded second: the panic window sees the load and panics.
+    _, d = kpa_step(state, 111.5, 1, knobs, data_now=109)
+    assert d.panic_average == 300.0 and d.final == 3 and d.panicking
+    # Nothing in the stable window: no decision.
+    _, d = kpa_step(state, 130, 1, knobs)
+    assert d.final is None and "no data" in d.reasons[0]

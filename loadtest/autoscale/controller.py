@@ -89,7 +89,8 @@ class Autoscaler:
 
     def _decide_kpa(self, now: float, current: int) -> int | None:
         ready = len(self.stack.replica_since())
-        self.state, decision = kpa_step(self.state, now, ready, self.knobs)
+        data_now = None if self._last_second is None else float(self._last_second)
+        self.state, decision = kpa_step(self.state, now, ready, self.knobs, data_now)
         source = ("records (requests/s, all replicas)" if self.settings.metric == "rps"
                   else "records (requests in flight, all replicas, by Little's law)")
         self._event(decision, source, current=current)

@@ -90,17 +90,23 @@ def window_average(writes: tuple[tuple[int, float], ...], now: float,
     return round(total / count, 6)
 
 
-def kpa_step(state: KpaState, now: float, ready: int,
-             knobs: KpaKnobs) -> tuple[KpaState, KpaDecision]:
+def kpa_step(state: KpaState, now: float, ready: int, knobs: KpaKnobs,
+             data_now: float | None = None) -> tuple[KpaState, KpaDecision]:
+    """One tick of the decider at ``now``. ``data_now`` is the time the freshest recorded
+    second stands for (Knative's scraper writes at the tick's own time; records reach us a
+    second or two late, so the windows are read as of the last complete second)."""
     decision = KpaDecision(now, ready)
+    data_now = now if data_now is None else data_now
     if not state.started:
         # A fresh autoscaler holds what is ready; with more than one pod, it starts in panic.
         state = replace(state, started=True, max_panic_pods=ready,
                         panic_time=now if ready > 1 else None)
-    stable = window_average(state.writes, now, knobs.stable_window)
-    panic = window_average(state.writes, now, knobs.panic_window)
+    stable = window_average(state.writes, data_now, knobs.stable_window)
+    panic = window_average(state.writes, data_now, knobs.panic_window)
+    if stable is not None and panic is None:
+        panic = 0.0  # Knative: no data only when the stable window is empty; else 0
     decision.stable_average, decision.panic_average = stable, panic
-    if stable is None or panic is None:
+    if stable is None:
         decision.final = None
         decision.reasons.append("no data in the window: no change")
         return state, decision
