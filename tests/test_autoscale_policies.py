@@ -3,6 +3,7 @@ documentation and source (see the module docstrings): pure functions, no stack."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from loadtest.autoscale.hpa import (
@@ -257,3 +258,74 @@ def test_kpa_empty_panic_window_reads_as_zero_not_as_no_data():
     # Nothing in the stable window: no decision.
     _, d = kpa_step(state, 130, 1, knobs)
     assert d.final is None and "no data" in d.reasons[0]
+
+
+# -- judging the autoscaler (analysis side) ------------------------------------------------
+
+def _autoscaled_run(offered, replica_changes, plan=None):
+    """A per-second timeline with this offered load, and replicas added at these times."""
+    from loadtest.analysis.autoscaling import analyse_autoscaling
+    n = len(offered)
+    events, live = [], 0
+    for t, level in replica_changes:
+        if level > live:
+            events.append({"t": t - 1, "event": "scale_asked", "level": level,
+                           "by": "autoscaler" if t else "up"})
+            events += [{"t": t, "event": "replica_added", "hostname": f"h{i}"}
+                       for i in range(live, level)]
+            events.append({"t": t, "event": "scale_ready", "level": level})
+        live = level
+    meta = {"stack_events": events, "plan": {"autoscale": plan or {
+        "policy": "hpa", "metric": "rps", "target": 100.0, "min_replicas": 1,
+        "max_replicas": 10, "period": 3.0, "tolerance": 0.1}}}
+    timeline = {"t0": 0.0, "seconds": n, "total": list(offered), "intended": list(offered),
+                "p95_ms": [5.0] * n}
+    return lambda slo_ms=None: analyse_autoscaling(meta, timeline, slo_ms, None, None)
+
+
+def test_time_to_scale_runs_until_the_need_is_met_not_the_first_step():
+    offered = [100] * 60 + [900] * 100
+    a = _autoscaled_run(offered, [(0, 1), (80, 5), (110, 9)])()
+    (rise,) = a["rises"]
+    assert rise["needed"] == 9 and rise["ready_s"] == 50.0
+    assert a["max_time_to_scale_s"] == 50.0
+
+
+def test_noise_within_the_tolerance_is_not_a_rise():
+    rng = np.random.default_rng(1)
+    offered = 100 + rng.uniform(-3, 3, 120)
+    a = _autoscaled_run(offered, [(0, 1)])()
+    assert a["rises"] == [] and a["max_time_to_scale_s"] == 0.0
+
+
+def test_a_rise_shorter_than_one_period_is_not_judged():
+    offered = [100] * 30 + [300] * 2 + [100] * 30
+    assert _autoscaled_run(offered, [(0, 1)])()["rises"] == []
+    offered = [100] * 30 + [300] * 10 + [100] * 30
+    assert len(_autoscaled_run(offered, [(0, 1)])()["rises"]) == 1
+
+
+def test_time_to_scale_unknown_without_a_capacity():
+    from loadtest.analysis.thresholds import Thresholds
+    from loadtest.analysis.verdict import autoscaling_checks
+    offered = [100] * 30 + [400] * 30
+    cpu = {"policy": "hpa", "metric": "cpu", "target": 60.0, "min_replicas": 1,
+           "max_replicas": 4, "period": 3.0, "tolerance": 0.1}
+    # p95 is never within a 1 ms SLO: no capacity can be measured, so no rise is known
+    a = _autoscaled_run(offered, [(0, 1)], plan=cpu)(slo_ms=1.0)
+    assert a["capacity_per_replica"] is None and a["max_time_to_scale_s"] is None
+    (check,) = [c for c in autoscaling_checks(a, Thresholds(max_time_to_scale_s=30))
+                if c.name == "time_to_scale_s"]
+    assert check.passed is None and "capacity" in check.reason
+
+
+def test_a_rise_unmet_at_the_end_fails_only_once_it_outlasted_the_limit():
+    from loadtest.analysis.thresholds import Thresholds
+    from loadtest.analysis.verdict import autoscaling_checks
+
+    def check(offered):
+        a = _autoscaled_run(offered, [(0, 1)])()
+        return next(c for c in autoscaling_checks(a, Thresholds(max_time_to_scale_s=30))
+                    if c.name == "time_to_scale_s")
+    assert check([100] * 60 + [400] * 10).passed is None
+    assert check([100] * 60 + [400] * 40).passed is False

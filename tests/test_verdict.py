@@ -264,3 +264,105 @@ def test_a_part_without_the_newer_column_still_reads(tmp_path):
 
 def test_schema_and_record_agree():
     assert list(Record._fields) == SCHEMA.names
+
+
+# -- blind spots found by a second reading ------------------------------------------------
+
+def test_a_lost_record_file_is_not_a_pass(tmp_path):
+    run = synth(tmp_path, options={"scale_levels": [1, 2, 4], "counter_field": "none"})
+    parts = sorted((run / "requests").glob("*.parquet"))
+    assert len(parts) >= 2
+    parts[-1].unlink()
+    s = analyse(load_run(run), Thresholds()).summary
+    check = checks_of(s)["records_complete"]
+    assert check["status"] == "not checked" and "missing" in check["reason"]
+    assert s["verdict"] == "inconclusive"
+
+
+def test_a_stray_replica_answering_fails(tmp_path):
+    run = synth(tmp_path)
+    df = pd.read_parquet(run / "requests")
+    df.loc[df.index % 3 == 0, "hostname"] = "stray-9"
+    for part in (run / "requests").glob("*.parquet"):
+        part.unlink()
+    pq.write_table(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False),
+                   run / "requests" / "part-0.parquet")
+    s = analyse(load_run(run), Thresholds()).summary
+    check = checks_of(s)["unexpected_replicas"]
+    assert check["status"] == "fail" and check["evidence"]["replicas"] == ["stray-9"]
+
+
+def test_a_planned_level_never_judged_is_inconclusive(tmp_path):
+    clean = analyse(load_run(synth(tmp_path / "a", levels=(1, 2))), Thresholds()).summary
+    assert checks_of(clean)["levels_judged"]["status"] == "pass"
+    s = analyse(load_run(synth(tmp_path / "b", levels=(1, 2))),
+                Thresholds(min_segment_s=1e6)).summary
+    check = checks_of(s)["levels_judged"]
+    assert check["status"] == "not checked" and check["evidence"]["unjudged"] == [1, 2]
+    assert s["verdict"] == "inconclusive"
+
+
+def test_no_hostname_anywhere_is_not_checked_not_unfair(tmp_path):
+    run = synth(tmp_path, levels=(2,))
+    df = pd.read_parquet(run / "requests")
+    df["hostname"] = None
+    for part in (run / "requests").glob("*.parquet"):
+        part.unlink()
+    pq.write_table(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False),
+                   run / "requests" / "part-0.parquet")
+    checks = checks_of(analyse(load_run(run), Thresholds()).summary)
+    assert checks["fairness_jain"]["status"] == "not checked"
+    assert checks["coverage_uncovered_replicas"]["status"] == "not checked"
+
+
+def test_a_baseline_with_no_level_in_common_compares_nothing(tmp_path):
+    base = analyse(load_run(synth(tmp_path / "a", levels=(1, 2))), Thresholds()).summary
+    s = analyse(load_run(synth(tmp_path / "b", levels=(3, 4))), Thresholds(),
+                baseline=base).summary
+    assert checks_of(s)["regression"]["status"] == "not checked"
+    assert s["verdict"] == "inconclusive"
+
+
+def _fault_check(observed_after_s, recovery_s=None):
+    from loadtest.analysis.verdict import fault_checks
+    fault = {"spec": "5s:pause-redis:2s", "applied": 5.0, "recovery_s": recovery_s,
+             "error_rate": 0.5, "observed_after_s": observed_after_s}
+    return {c.name: c for c in fault_checks([fault], Thresholds())}["fault_recovery_s"]
+
+
+def test_a_fault_at_the_very_end_is_not_a_failed_recovery():
+    assert _fault_check(0.3).status == "not checked"
+    assert _fault_check(120.0).status == "fail"
+    assert _fault_check(120.0, recovery_s=2.0).status == "pass"
+
+
+def test_requests_in_flight_when_a_fault_struck_are_the_fault_s(tmp_path):
+    """Requests that started just before a fault and failed because of it are counted
+    with the fault, not against the steady stretch before it."""
+    run = synth(tmp_path, levels=(2,))
+    meta = json.loads((run / "run.json").read_text())
+    df = pd.read_parquet(run / "requests")
+    t_fault = float(df.t_start.quantile(0.5))
+    hit = (df.t_start > t_fault - 0.8) & (df.t_start < t_fault)
+    assert hit.sum() > 0.02 * (df.t_start < t_fault).sum()  # over max_error_rate
+    df.loc[hit, ["status", "counter"]] = [0, None]
+    df.loc[hit, "error"] = "timed out"
+    df.loc[hit, "counter_error"] = "no response"
+    df.loc[hit, "t_end"] = t_fault + 0.5
+    meta["stack_events"] += [
+        {"t": t_fault - 0.01, "event": "fault_asked", "fault": 0, "kind": "pause-redis",
+         "spec": "9s:pause-redis:0.5s"},
+        {"t": t_fault, "event": "fault_applied", "fault": 0, "kind": "pause-redis"},
+        {"t": t_fault + 0.5, "event": "fault_ended", "fault": 0, "kind": "pause-redis"}]
+    meta["stack_events"].sort(key=lambda e: e["t"])
+    meta["plan"]["faults"] = ["9s:pause-redis:0.5s"]
+    (run / "run.json").write_text(json.dumps(meta))
+    for part in (run / "requests").glob("*.parquet"):
+        part.unlink()
+    pq.write_table(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False),
+                   run / "requests" / "part-0.parquet")
+    s = analyse(load_run(run), Thresholds(max_recovery_s=None)).summary
+    checks = checks_of(s)
+    assert checks["error_rate"]["status"] == "pass", checks["error_rate"]
+    assert checks["unknown_rate"]["status"] == "pass"
+    assert s["faults"][0]["errors"] == int(hit.sum())

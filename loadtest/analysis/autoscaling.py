@@ -105,16 +105,22 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
     needed = None
     under = over = None
     rises = []
+    period = 2.0 if (plan or {}).get("policy") == "kpa" else float((plan or {}).get(
+        "period") or 15.0)
     if capacity:
         needed = np.clip(np.ceil(offered / capacity), lo, hi).astype(np.int64)
         under = int(np.maximum(needed - replicas, 0).sum())
         over = int(np.maximum(replicas - needed, 0).sum())
-        rises = _rises(needed, replicas, t0, events)
+        # A rise the autoscaler is judged on: beyond its own tolerance, and lasting at
+        # least one of its periods (a shorter one no autoscaler could have seen).
+        tolerance = float((plan or {}).get("tolerance") or 0.0) \
+            if (plan or {}).get("policy") == "hpa" else 0.0
+        beyond = np.clip(np.ceil(offered / (capacity * (1 + tolerance))), lo,
+                         hi).astype(np.int64)
+        rises = _rises(beyond, replicas, t0, events, min_s=period)
     asked = [(e["t"], int(e["level"])) for e in events
              if e.get("event") == ev.SCALE_ASKED and e.get("by") in ("autoscaler", "up")]
     if flap_window_s is None:  # two decisions in a row that undo each other
-        period = 2.0 if (plan or {}).get("policy") == "kpa" else float((plan or {}).get(
-            "period") or 15.0)
         flap_window_s = 2 * period
     flapped = flaps(asked, flap_window_s)
     over_slo = [i for i, p in enumerate(p95) if slo_ms and p is not None and p > slo_ms]
@@ -135,8 +141,12 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
         "over_provisioned_replica_s": over,
         "rises": rises,
         "max_time_to_detect_s": max(detect) if detect else None,
-        "max_time_to_scale_s": (max(ready) if ready else None) if rises else 0.0,
+        # None when it cannot be told: capacity unknown, or a rise still open at the end
+        "max_time_to_scale_s": None if not capacity else
+        (max(ready) if ready else None) if rises else 0.0,
         "rises_never_met": sum(1 for r in rises if r["ready_s"] is None),
+        "longest_open_rise_s": max((r["lasted_s"] for r in rises if r["ready_s"] is None),
+                                   default=None),
         "slo_p95_ms": slo_ms,
         "slo_violation_s": len(over_slo) if slo_ms else None,
         "slo_violation_requests": int(sum(total[i] for i in over_slo)) if slo_ms else None,
@@ -149,33 +159,32 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
     }
 
 
-def _rises(needed: np.ndarray, replicas: np.ndarray, t0: float, events: list[dict]) -> list:
-    """Each time the replicas needed rose above those in service: how soon it was met."""
+def _rises(needed: np.ndarray, replicas: np.ndarray, t0: float, events: list[dict],
+           min_s: float = 1.0) -> list:
+    """Each time the replicas needed rose above those in service for ``min_s`` seconds
+    or more: when the autoscaler asked for more, and how long until the replicas in
+    service covered the need again (``ready_s``; None if the run ended first)."""
     out = []
     short = needed > replicas
     asks = sorted((e["t"], int(e["level"])) for e in events
                   if e.get("event") == ev.SCALE_ASKED and e.get("by") == "autoscaler")
-    readies = sorted((e["t"], int(e["level"])) for e in events
-                     if e.get("event") == ev.SCALE_READY)
     i = 0
     while i < len(short):
-        if short[i] and (i == 0 or not short[i - 1]):
+        if not (short[i] and (i == 0 or not short[i - 1])):
+            i += 1
+            continue
+        j = i
+        while j < len(short) and short[j]:
+            j += 1
+        if j - i >= min_s:
             start = t0 + i
             have = int(replicas[i])
             ask = next(((t, lv) for t, lv in asks if t >= start - 1 and lv > have), None)
-            ready = None
-            if ask is not None:
-                ready = next((t for t, lv in readies if t >= ask[0] and lv >= ask[1]), None)
-            j = i
-            while j < len(short) and short[j]:
-                j += 1
             out.append({"t": start, "needed": int(needed[i:j].max()), "had": have,
                         "lasted_s": j - i,
                         "detect_s": None if ask is None else round(max(0.0, ask[0] - start), 3),
-                        "ready_s": None if ready is None else round(max(0.0, ready - start), 3)})
-            i = j
-        else:
-            i += 1
+                        "ready_s": None if j == len(short) else float(j - i)})
+        i = j
     return out
 
 

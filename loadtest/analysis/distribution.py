@@ -63,8 +63,8 @@ def fairness(observed: np.ndarray, seconds: np.ndarray,
     weight = expected_share if expected_share is not None else np.ones(len(observed))
     rates = observed / np.maximum(seconds, 1e-9) / np.maximum(weight, 1e-12)
     mean = rates.mean()
-    if mean == 0:
-        return {"jain": 0.0, "cv": None, "max_mean": None, "chi2_p": 0.0}
+    if mean == 0:  # no request named a replica: nothing to judge, not an unfair split
+        return {"jain": None, "cv": None, "max_mean": None, "chi2_p": None}
     jain = float(rates.sum() ** 2 / (len(rates) * (rates ** 2).sum()))
     cv = float(rates.std() / mean)
     max_mean = float(rates.max() / mean)

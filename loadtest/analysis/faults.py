@@ -30,14 +30,16 @@ HOLD_S = 3
 
 
 def fault_slice_window(fault: dict, next_applied: float | None, t_max: float,
-                       settle_s: float) -> Window | None:
+                       settle_s: float, lead_s: float = 0.0) -> Window | None:
+    """From ``lead_s`` before the fault (requests then still in flight were struck by it)
+    to ``settle_s`` after its end, or the next fault."""
     if fault["applied"] is None:
         return None
     end = (fault["ended"] or fault["applied"]) + settle_s
     if next_applied is not None:
-        end = min(end, next_applied)
-    return Window(f"fault {fault['index']}", fault["applied"], max(fault["applied"] + 1e-3,
-                                                                   min(end, t_max)))
+        end = min(end, next_applied - lead_s)
+    start = fault["applied"] - lead_s
+    return Window(f"fault {fault['index']}", start, max(start + 1e-3, min(end, t_max)))
 
 
 def recovery(timeline: dict, since: float, base_err: float, base_p95: float | None,
@@ -109,6 +111,10 @@ def analyse_faults(faults: list[dict], slices: dict[int, dict], timeline: dict,
             "p99_ms": (caused.get("latency_ms") or {}).get("p99"),
             "recovery_s": rec,
             "recovered": rec is not None,
+            # how long the run went on after the fault ended: too short to see a recovery
+            # is not the same as no recovery
+            "observed_after_s": round(max(0.0, timeline["t0"] + len(timeline["total"]) - end),
+                                      3),
         })
         hostname = fault["details"].get("hostname")
         if fault["kind"] == "kill-replica" and hostname:

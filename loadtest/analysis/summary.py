@@ -76,7 +76,8 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
 
     stages_meta = stage_windows(meta, t_min, t_max)
     intervals = service_intervals(events)
-    segs = segments(meta, stages_meta, t_min, t_max, t.transition_margin_s, t.fault_settle_s)
+    segs = segments(meta, stages_meta, t_min, t_max, t.transition_margin_s, t.fault_settle_s,
+                    t.fault_lead_s)
     trans = [tr for tr in transitions(events, t.transition_margin_s) if tr["t_start"] < t_max]
     faults = fault_windows(events)
     resets = store_resets(events)
@@ -91,7 +92,8 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
     applied = [f for f in faults if f["applied"] is not None]
     for i, fault in enumerate(applied):
         nxt = applied[i + 1]["applied"] if i + 1 < len(applied) else None
-        window = fault_slice_window(fault, nxt, t_max, settle_s=t.fault_settle_s)
+        window = fault_slice_window(fault, nxt, t_max, settle_s=t.fault_settle_s,
+                                    lead_s=t.fault_lead_s)
         if window is not None:
             fault_slices[fault["index"]] = Slice(window)
     by_level: dict[int, list[Window]] = defaultdict(list)
@@ -197,7 +199,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
             t.fault_settle_s, fault["recovery_s"] if fault["recovery_s"] is not None
             else t_max - fault["applied"])
         for seg in segments_out:
-            if seg["t_start"] < end and seg["t_end"] > fault["applied"] \
+            if seg["t_start"] < end and seg["t_end"] > fault["applied"] - t.fault_lead_s \
                     and fault["index"] not in seg["faults"]:
                 seg["faults"].append(fault["index"])
     slo = t.slo_p95_ms if t.slo_p95_ms is not None else (options.get("slo_p95_ms") or None)
@@ -219,10 +221,15 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
     answered = sorted({h for s in segments_out for h in s["per_replica"]}, key=natural)
     expect = settings.expect_replicas or stack.get("expect_replicas")
 
+    planned = [int(s["level"]) for s in (meta.get("plan") or {}).get("stages") or []
+               if isinstance(s, dict) and s.get("level")] \
+        if controlled and not (meta.get("plan") or {}).get("autoscale") else None
     checks = [*v.run_checks(run_info, run.bad_parts), v.records_check(totals),
-              *v.counter_checks(consistency, counter_absent, incomplete=bool(run.bad_parts)),
-              *v.load_checks(segments_out, t), *v.level_checks(levels, t),
-              *v.stack_checks(changes, deaths, controlled, expect, answered),
+              *v.counter_checks(consistency, counter_absent,
+                                incomplete=v.records_incomplete(totals)),
+              *v.load_checks(segments_out, t, planned), *v.level_checks(levels, t),
+              *v.stack_checks(changes, deaths, controlled, expect, answered,
+                              v.judged(segments_out, t), set(intervals)),
               *v.fault_checks(fault_results, t), *v.autoscaling_checks(autoscaling, t)]
     if baseline is not None:
         checks.extend(v.regression_checks(levels, baseline, t))

@@ -41,6 +41,9 @@ class Thresholds:
     """Faults: highest error rate from a fault's start until it settled (off by default)."""
     fault_settle_s: float = 5.0
     """Faults: how long after a fault ends its effects are judged with it, not as steady."""
+    fault_lead_s: float = 1.0
+    """Faults: requests that started this long before a fault are judged with it (they
+    were still in flight when it struck), not with the steady stretch before."""
     fault_p95_margin: float = 1.5
     """Faults: recovered once p95 is within this factor of its level before the fault."""
     slo_p95_ms: float | None = None

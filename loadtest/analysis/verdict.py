@@ -13,8 +13,10 @@ as valid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
+from loadtest.analysis.faults import HOLD_S
 from loadtest.analysis.thresholds import Thresholds
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -116,17 +118,33 @@ def run_checks(run: dict, bad_parts: list[str]) -> list[Check]:
 
 
 def records_check(totals: dict) -> Check:
+    """Locust's count, the collector's and the rows this analysis read must all agree: a
+    record file lost from the run directory is as blinding as one never written."""
     locust = totals.get("locust")
     recorded = totals.get("recorded")
+    analysed = totals.get("analysed", recorded)
+    detail = "every request Locust counted has a record, and every record was read"
+    evidence = {"locust": locust, "recorded": recorded, "analysed": analysed}
     if totals.get("bad_parts"):
-        return Check("records_complete", None, recorded, locust,
-                     "every request Locust counted has a record",
+        return Check("records_complete", None, analysed, locust, detail, evidence,
                      reason="some record files were skipped")
-    return Check("records_complete", None if locust is None else recorded == locust, recorded,
-                 locust, "every request Locust counted has a record",
+    if locust is not None and recorded != locust:
+        return Check("records_complete", False, recorded, locust, detail, evidence)
+    if analysed != recorded:
+        return Check("records_complete", None, analysed, recorded, detail, evidence,
+                     reason=f"run.json says {recorded} requests were recorded but the run "
+                            f"directory holds {analysed}: record files are missing")
+    return Check("records_complete", None if locust is None else True, recorded, locust,
+                 detail, evidence,
                  reason="Locust's count is not known" + (f" ({totals['note']})"
                                                          if totals.get("note") else "")
                  if locust is None else "")
+
+
+def records_incomplete(totals: dict) -> bool:
+    """Some records are not in this analysis: the counter's history has holes."""
+    return bool(totals.get("bad_parts")) or \
+        totals.get("analysed", totals.get("recorded")) != totals.get("recorded")
 
 
 #: Checks that need every record: with some records skipped they cannot be made.
@@ -167,9 +185,23 @@ def judged(segments: list[dict], t: Thresholds) -> list[dict]:
             and s["requests"]]
 
 
-def load_checks(segments: list[dict], t: Thresholds) -> list[Check]:
+def load_checks(segments: list[dict], t: Thresholds,
+                planned_levels: list[int] | None = None) -> list[Check]:
+    """Errors, unknown outcomes, spread and coverage over the steady segments.
+    ``planned_levels``: the replica counts a fixed plan asked for; each must have had a
+    steady segment judged, or the run says nothing about it."""
     steady = judged(segments, t)
     out = []
+    if planned_levels:
+        seen = {s["level"] for s in steady}
+        unjudged = sorted(set(planned_levels) - seen)
+        out.append(Check("levels_judged", None if unjudged else True,
+                         len(set(planned_levels)) - len(unjudged), len(set(planned_levels)),
+                         "every planned replica count held steady long enough to be judged",
+                         {"unjudged": unjudged},
+                         reason=f"replica count(s) {', '.join(map(str, unjudged))} never held "
+                                f"steady for {t.min_segment_s:g} s with requests and no fault "
+                                "or scale change" if unjudged else ""))
     worst = max(steady, key=lambda s: s["error_rate"], default=None)
     out.append(at_most("error_rate", worst["error_rate"] if worst else None, t.max_error_rate,
                        "worst steady segment (faults and scale changes judged apart)",
@@ -190,9 +222,11 @@ def load_checks(segments: list[dict], t: Thresholds) -> list[Check]:
                             t.min_jain, f"lowest over segments with 2+ replicas, judged on "
                             f"{multi[0]['judged_on']} ({multi[0]['policy']})",
                             reason="no replica named itself", segment=_where(low)))
-    uncovered = sorted({h for s in steady for h in s["uncovered"]})
-    out.append(at_most("coverage_uncovered_replicas", len(uncovered) if steady else None, 0,
-                       "replicas in service that got no request", reason="nothing to judge",
+    named = [s for s in steady if any(s["hostnames"].values())]
+    uncovered = sorted({h for s in named for h in s["uncovered"]})
+    out.append(at_most("coverage_uncovered_replicas", len(uncovered) if named else None, 0,
+                       "replicas in service that got no request",
+                       reason="no replica named itself" if steady else "nothing to judge",
                        replicas=uncovered))
     if t.max_cv is not None:
         cvs = [s["fairness"]["cv"] for s in multi if s["fairness"]["cv"] is not None]
@@ -215,9 +249,18 @@ def level_checks(levels: list[dict], t: Thresholds) -> list[Check]:
 
 
 def stack_checks(changes: dict, deaths: list[dict], controlled: bool,
-                 expect: int | None, answered: list[str]) -> list[Check]:
+                 expect: int | None, answered: list[str],
+                 steady: list[dict] | None = None,
+                 known: set[str] | frozenset = frozenset()) -> list[Check]:
+    """``known``: every replica the stack ever reported; one of them answering after it
+    left is ``served_after_removal``'s to judge, a name never reported is a stray."""
     out = []
     if controlled:
+        stray = sorted({h for seg in steady or [] for h in seg.get("unexpected_hostnames", [])
+                        if h not in known})
+        out.append(at_most("unexpected_replicas", len(stray), 0,
+                           "replicas that answered but that the stack never reported (another "
+                           "app on the port?)", replicas=stray))
         late = sum(r["served_after_removal"] for r in changes["removed"])
         out.append(at_most("served_after_removal", late, 0,
                            "requests routed to a replica after it was removed"))
@@ -248,12 +291,23 @@ def fault_checks(faults: list[dict], t: Thresholds) -> list[Check]:
     applied = [f for f in faults if f["applied"] is not None]
     if t.max_recovery_s is not None and applied:
         never = [f for f in applied if f["recovery_s"] is None]
+        # Not recovered within the threshold although the run went on long enough: a
+        # failure. The run ended sooner: nobody can tell.
+        seen_long = [f for f in never
+                     if f.get("observed_after_s", math.inf) >= t.max_recovery_s + HOLD_S]
         worst = max((f["recovery_s"] for f in applied if f["recovery_s"] is not None),
                     default=None)
-        if never:
+        if seen_long:
             out.append(Check("fault_recovery_s", False, None, t.max_recovery_s,
                              "time to recover after each fault",
-                             {"never_recovered": [f["spec"] for f in never]}))
+                             {"never_recovered": [f["spec"] for f in seen_long]}))
+        elif never:
+            out.append(Check("fault_recovery_s", None, worst, t.max_recovery_s,
+                             "time to recover after each fault",
+                             {"too_soon": [f["spec"] for f in never]},
+                             reason="the run ended too soon after "
+                                    f"{', '.join(f['spec'] or '?' for f in never)} to see a "
+                                    "recovery"))
         else:
             out.append(at_most("fault_recovery_s", worst, t.max_recovery_s,
                                "longest time to recover after a fault"))
@@ -270,15 +324,24 @@ def autoscaling_checks(a: dict | None, t: Thresholds) -> list[Check]:
         return []
     out = []
     if t.max_time_to_scale_s is not None:
-        value = a["max_time_to_scale_s"]
-        reason = "some rise of load was never met" if a.get("rises_never_met") else \
-            "the capacity per replica is not known"
-        ok = None if value is None else value <= t.max_time_to_scale_s
-        out.append(Check("time_to_scale_s", ok, value, t.max_time_to_scale_s,
-                         "longest time from a rise of load to the replicas it needed",
-                         reason=reason if value is None else ""))
-        if a.get("rises_never_met"):
-            out[-1].passed = False
+        value, limit = a["max_time_to_scale_s"], t.max_time_to_scale_s
+        open_s = a.get("longest_open_rise_s")
+        detail = "longest time from a rise of load to the replicas it needed"
+        if a.get("capacity_per_replica") is None:
+            out.append(Check("time_to_scale_s", None, None, limit, detail,
+                             reason="the capacity per replica is not known "
+                                    "(--capacity-per-replica)"))
+        elif open_s is not None and open_s > limit:  # already longer than allowed
+            out.append(Check("time_to_scale_s", False, open_s, limit, detail,
+                             {"unmet_at_end": True}))
+        elif value is not None and value > limit:
+            out.append(Check("time_to_scale_s", False, value, limit, detail))
+        elif open_s is not None:
+            out.append(Check("time_to_scale_s", None, value, limit, detail,
+                             reason=f"a rise of load was still unmet {open_s:g} s later "
+                                    "when the run ended"))
+        else:
+            out.append(at_most("time_to_scale_s", value, limit, detail))
     if t.max_slo_violation_s is not None:
         out.append(at_most("slo_violation_s", a["slo_violation_s"], t.max_slo_violation_s,
                            "seconds with p95 above the SLO",
@@ -293,6 +356,12 @@ def autoscaling_checks(a: dict | None, t: Thresholds) -> list[Check]:
 def regression_checks(levels: list[dict], baseline: dict, t: Thresholds) -> list[Check]:
     """Per replica count present in both runs: req/s must not drop, p99 must not rise, much."""
     base = {lv["level"]: lv for lv in baseline.get("levels") or baseline.get("stages") or []}
+    common = [lv["level"] for lv in levels if (base.get(lv["level"]) or {}).get("rps")]
+    if not common:
+        return [Check("regression", None, None, None,
+                      "req/s and p99 per replica count against the baseline",
+                      {"levels": [lv["level"] for lv in levels], "baseline_levels": sorted(base)},
+                      reason="no replica count in common with the baseline: nothing compared")]
     out = []
     for level in levels:
         old = base.get(level["level"])

@@ -165,15 +165,17 @@ def fault_windows(events: list[dict]) -> list[dict]:
 
 
 def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
-             margin: float, fault_settle: float = 5.0) -> list[Segment]:
+             margin: float, fault_settle: float = 5.0, fault_lead: float = 0.0) -> list[Segment]:
     """Stretches of constant replica set with no scale change under way. A fault's
-    stretch (from applied to ``fault_settle`` after its end) is a segment of its own,
+    stretch (from ``fault_lead`` before it was applied, when the requests it struck in
+    flight had started, to ``fault_settle`` after its end) is a segment of its own,
     marked with the fault, so steady segments stay steady."""
     events = meta.get("stack_events") or []
     intervals = service_intervals(events)
     trans = transitions(events, margin)
     faults = fault_windows(events)
-    spans = [(f["index"], f["applied"], (f["ended"] or f["applied"]) + fault_settle)
+    spans = [(f["index"], f["applied"] - fault_lead,
+              (f["ended"] or f["applied"]) + fault_settle)
              for f in faults if f["applied"] is not None]
     cuts = {t_min, t_max}
     for _index, a, b in spans:
