@@ -11,6 +11,7 @@ Load tests run under Locust: ``locust -f loadtest/hello.py`` (or ``scalecheck ru
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,7 +33,19 @@ def main(argv: list[str] | None = None) -> int:
         return print_options()
     if command == "run":
         locust = Path(sys.executable).parent / "locust"
-        os.execv(str(locust), [str(locust), "-f", str(HELLO), *argv])
+        if not os.access(locust, os.X_OK):
+            found = shutil.which("locust")
+            if found is None:
+                print("scalecheck: error: locust is not installed next to this Python "
+                      f"({locust}) nor on PATH: pip install locust", file=sys.stderr)
+                return 2
+            locust = Path(found)
+        try:
+            os.execv(str(locust), [str(locust), "-f", str(HELLO), *argv])
+        except OSError as exc:
+            print(f"scalecheck: error: cannot start {locust}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
     if command in ("-h", "--help", "help"):
         print(__doc__.strip())
         return 0

@@ -180,3 +180,13 @@ def test_the_scalecheck_command(tmp_path):
     bad = subprocess.run([*scalecheck, "frobnicate"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    # `run` with no Locust to start: one line, no traceback. The interpreter is reached
+    # through a link in a folder with no locust beside it, and PATH has none either.
+    lonely = tmp_path / "bin"
+    lonely.mkdir()
+    (lonely / "python").symlink_to(Path(sys.executable).resolve())
+    run_cmd = subprocess.run([str(lonely / "python"), "-m", "loadtest.cli", "run", "--headless"],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT,
+                             env={"PATH": str(tmp_path / "none"), "PYTHONPATH": str(ROOT)})
+    assert run_cmd.returncode == 2 and "Traceback" not in run_cmd.stderr
+    assert "locust is not installed" in run_cmd.stderr

@@ -178,6 +178,9 @@ def test_kpa_window_average():
     assert window_average(writes[:10], 14, 60) == 10   # a trailing gap shrinks the divisor
     assert window_average(writes, 15, 60) == 6.875     # gaps between writes count as 0
     assert window_average(writes, 15, 6) == 10         # after a whole window of silence
+    # A trailing gap of 51 s in a 60 s window: the 9 newest buckets remain, over 9.
+    ramp = tuple((s, float(s)) for s in range(100))
+    assert window_average(ramp, 150, 60) == sum(range(91, 100)) / 9
 
 
 def kpa(state, now, ready, stable, panic, knobs):
@@ -329,3 +332,19 @@ def test_a_rise_unmet_at_the_end_fails_only_once_it_outlasted_the_limit():
                     if c.name == "time_to_scale_s")
     assert check([100] * 60 + [400] * 10).passed is None
     assert check([100] * 60 + [400] * 40).passed is False
+
+
+def test_hpa_a_sync_without_metrics_changes_nothing_and_stores_nothing():
+    """Kubernetes fails such a sync: no scale and no recommendation, so a later scale-down
+    is held back only by the recommendations that had data."""
+    knobs = HpaKnobs(target=100, scale_down_window=300)
+    state, d = hpa_step(HpaState(), Observation(0, 5, {f"r{i}": 100.0 for i in range(5)}),
+                        knobs)
+    for t in (15, 30, 45, 60):
+        state, d = hpa_step(state, Observation(t, 5, {}), knobs)
+        assert d.final is None and "no metric samples" in d.reasons[0]
+    low = {f"r{i}": 10.0 for i in range(5)}
+    state, d = hpa_step(state, Observation(299, 5, low), knobs)
+    assert d.final == 5  # the t=0 recommendation is still in the window
+    state, d = hpa_step(state, Observation(301, 5, low), knobs)
+    assert d.final == 1  # it left the window; the empty syncs stored nothing

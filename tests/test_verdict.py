@@ -366,3 +366,56 @@ def test_requests_in_flight_when_a_fault_struck_are_the_fault_s(tmp_path):
     assert checks["error_rate"]["status"] == "pass", checks["error_rate"]
     assert checks["unknown_rate"]["status"] == "pass"
     assert s["faults"][0]["errors"] == int(hit.sum())
+
+
+# -- thresholds and input that must be refused, not judged -----------------------------
+
+@pytest.mark.parametrize("cli, words", [
+    ({"max_error_rate": "off"}, "cannot be turned off"),
+    ({"min_jain": "5"}, "between 0 and 1"),
+    ({"max_error_rate": "inf"}, "finite"),
+    ({"max_error_rate": True}, "a number, or off"),
+])
+def test_thresholds_refused_in_one_line(cli, words):
+    from loadtest.analysis.thresholds import ThresholdError, resolve
+    with pytest.raises(ThresholdError, match=words):
+        resolve(cli, None)
+
+
+def test_thresholds_that_may_be_off_can_be(tmp_path):
+    from loadtest.analysis.thresholds import ThresholdError, resolve
+    assert resolve({"max_recovery_s": "off"}, None).max_recovery_s is None
+    with pytest.raises(ThresholdError, match="no such file"):
+        resolve({}, tmp_path / "nope.toml", required=True)
+    assert resolve({}, tmp_path / "nope.toml").max_error_rate == 0.01  # the default file
+
+
+def test_records_with_times_that_are_not_numbers_are_bad_input(tmp_path):
+    from loadtest.analysis.load import AnalysisInputError
+    run = synth(tmp_path)
+    df = pd.read_parquet(run / "requests")
+    df.loc[df.index % 50 == 0, "t_start"] = np.nan
+    for part in (run / "requests").glob("*.parquet"):
+        part.unlink()
+    pq.write_table(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False),
+                   run / "requests" / "part-0.parquet")
+    with pytest.raises(AnalysisInputError, match="not a finite number"):
+        analyse(load_run(run, rows_per_window=5_000), Thresholds())
+    with pytest.raises(AnalysisInputError, match="not a finite number"):
+        analyse(load_run(run), Thresholds())
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda m: m["stages"][0].update(t_end=float("nan")), "stages[0].t_end"),
+    (lambda m: m["plan"].update(stages={"a": 1}), "plan.stages"),
+    (lambda m: m["plan"].update(autoscale=[1]), "plan.autoscale"),
+    (lambda m: m["stack_events"][0].update(level="two"), "stack_events[0].level"),
+])
+def test_malformed_run_json_is_named(tmp_path, mutate, words):
+    run = synth(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    mutate(meta)
+    (run / "run.json").write_text(json.dumps(meta))
+    proc = _analyze(str(run))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert words in proc.stderr and "not a run record" in proc.stderr

@@ -55,12 +55,12 @@ def build_parser(prog: str = "python analyze.py") -> argparse.ArgumentParser:
                              "verdict is then at best inconclusive")
     parser.add_argument("--no-report", action="store_true",
                         help="write summary.json only: no figures, no HTML")
-    parser.add_argument("--config", type=Path, default=Path("pyproject.toml"),
+    parser.add_argument("--config", type=Path, default=None,
                         help="pyproject.toml with a [tool.scalecheck.thresholds] table "
-                             "(default: ./pyproject.toml)")
+                             "(default: ./pyproject.toml, if there is one)")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict line")
     group = parser.add_argument_group(
-        "thresholds", "defaults shown; 'off' disables a check")
+        "thresholds", "defaults shown; 'off' disables a check whose default may be off")
     for name in Thresholds.names():
         default = getattr(Thresholds(), name)
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
@@ -100,7 +100,9 @@ def _run(args, prog: str) -> int:
             print(f"  [{time.perf_counter() - started:5.1f}s] {message}", file=sys.stderr)
 
     try:
-        thresholds = resolve({n: getattr(args, n) for n in Thresholds.names()}, args.config)
+        thresholds = resolve({n: getattr(args, n) for n in Thresholds.names()},
+                             args.config or Path("pyproject.toml"),
+                             required=args.config is not None)
         policy, weights = parse_balance(args.balance)
         if args.expect_replicas is not None and args.expect_replicas < 1:
             raise ThresholdError("--expect-replicas must be 1 or more")
@@ -116,7 +118,11 @@ def _run(args, prog: str) -> int:
         return USAGE_EXIT
     for bad in run.bad_parts:
         print(f"{prog}: skipped {bad}", file=sys.stderr)
-    analysis = analyse(run, thresholds, baseline, progress, settings)
+    try:
+        analysis = analyse(run, thresholds, baseline, progress, settings)
+    except AnalysisInputError as exc:  # found while reading the records
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
     summary = analysis.summary
     for name in summary["settings"]["unknown_allow_unchecked"]:
         print(f"{prog}: warning: --allow-unchecked {name}: no such check", file=sys.stderr)

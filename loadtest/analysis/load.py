@@ -10,6 +10,7 @@ verdict then cannot be better than inconclusive.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +72,11 @@ def _load_meta(path: Path) -> dict:
 
 
 def _number(value, optional: bool = True) -> bool:
+    """A finite real number (JSON lets NaN and Infinity through; the analysis must not)."""
     if value is None:
         return optional
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def meta_problem(meta) -> str | None:
@@ -95,6 +98,19 @@ def meta_problem(meta) -> str | None:
         if not isinstance(event, dict) or not _number(event.get("t"), optional=False) \
                 or not isinstance(event.get("event"), str):
             return f"stack_events[{i}] is not an event (t, event)"
+        if "level" in event and not _number(event["level"]):
+            return f"stack_events[{i}].level is not a number"
+    plan = meta.get("plan")
+    if isinstance(plan, dict):
+        stages = plan.get("stages")
+        if stages is not None and (not isinstance(stages, list) or
+                                   not all(isinstance(st, dict) for st in stages)):
+            return "plan.stages is not a list of objects"
+        for i, stage in enumerate(stages or []):
+            if not _number(stage.get("level")):
+                return f"plan.stages[{i}].level is not a number"
+        if plan.get("autoscale") is not None and not isinstance(plan["autoscale"], dict):
+            return "plan.autoscale is not an object"
     counter = meta.get("counter", {})
     if counter is not None:
         if not isinstance(counter, dict):

@@ -24,7 +24,7 @@ from loadtest.analysis.autoscaling import analyse_autoscaling
 from loadtest.analysis.consistency import EpochedCounter, store_resets
 from loadtest.analysis.distribution import ReplicaChanges, window_distribution
 from loadtest.analysis.faults import analyse_faults, fault_slice_window
-from loadtest.analysis.load import NEEDED, LoadedRun
+from loadtest.analysis.load import NEEDED, AnalysisInputError, LoadedRun
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.throughput import Chunk, Slice, Timeline, scaling_efficiency
 from loadtest.analysis.windows import (
@@ -118,6 +118,11 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
     progress(f"pass 1 of 2 over {st['rows']:,} records")
     for df in source.windows(NEEDED):
         chunk = Chunk.of(df)
+        bad_numbers = int((~np.isfinite(chunk.t_start) | ~np.isfinite(chunk.t_end)
+                           | ~np.isfinite(chunk.latency)).sum())
+        if bad_numbers:  # bad input, not the app's fault: judging it would blame the app
+            raise AnalysisInputError(f"{run.path}: {bad_numbers} record(s) have a time or a "
+                                     "latency that is not a finite number")
         for acc in all_slices:
             acc.add(chunk)
         for change in stage_changes:
@@ -129,6 +134,9 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         pick = df.loc[(index % stride == 0) & chunk.ok, ["t_end", "counter", "hostname"]]
         plot_parts.append(pick.assign(hostname=pick["hostname"].astype(object)))
 
+    if seen_rows != st["rows"]:  # a scan by time skips rows whose time is not a number
+        raise AnalysisInputError(f"{run.path}: {st['rows'] - seen_rows} record(s) could not "
+                                 "be placed in time (t_start is not a finite number)")
     progress("pass 2 of 2: exact percentiles, anomalies")
     for acc in all_slices:
         acc.plan()

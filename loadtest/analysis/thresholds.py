@@ -3,6 +3,7 @@ project's pyproject.toml, then the command line, each overriding the one before.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -97,20 +98,44 @@ def from_pyproject(path: Path) -> dict:
     return table
 
 
-def resolve(cli: dict, pyproject: Path | None = Path("pyproject.toml")) -> Thresholds:
+#: Thresholds that are shares (0 to 1): a rate, an index, a p-value, a relative drop.
+SHARES = {"max_error_rate", "max_unknown_rate", "min_jain", "min_chi2_p", "max_rps_drop",
+          "max_fault_error_rate"}
+
+
+def can_be_off(name: str) -> bool:
+    """Only the thresholds whose default may be None can be turned off."""
+    kind = {f.name: f.type for f in fields(Thresholds)}[name]
+    return "None" in str(kind)
+
+
+def resolve(cli: dict, pyproject: Path | None = Path("pyproject.toml"),
+            required: bool = False) -> Thresholds:
+    """Defaults, then the pyproject table, then the command line. ``required``: the file
+    was named by the user, so its absence is an error, not a default."""
+    if required and pyproject is not None and not pyproject.is_file():
+        raise ThresholdError(f"--config {pyproject}: no such file")
     values = from_pyproject(pyproject) if pyproject else {}
     values.update({k: v for k, v in cli.items() if v is not None})
     out = {}
     for key, value in values.items():
         if value == "off" or value is False:
+            if not can_be_off(key):
+                raise ThresholdError(f"{key} cannot be turned off (give a number)")
             out[key] = None
             continue
+        if isinstance(value, bool):
+            raise ThresholdError(f"bad threshold value for {key}: {value!r} (a number, or off)")
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise ThresholdError(f"bad threshold value for {key}: {value!r} (a number, or "
                                  "off)") from None
-        if number != number or number < 0:
-            raise ThresholdError(f"bad threshold value for {key}: {value!r} (0 or more)")
+        if not math.isfinite(number) or number < 0:
+            raise ThresholdError(f"bad threshold value for {key}: {value!r} (a finite number, "
+                                 "0 or more)")
+        if key in SHARES and number > 1:
+            raise ThresholdError(f"bad threshold value for {key}: {value!r} (a share, between "
+                                 "0 and 1)")
         out[key] = number
     return replace(Thresholds(), **out)

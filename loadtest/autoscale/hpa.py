@@ -139,6 +139,12 @@ def hpa_step(state: HpaState, obs: Observation, knobs: HpaKnobs) -> tuple[HpaSta
         decision.reasons.append("current count outside [min, max]: clamped, nothing else")
         return _record(state, now, current, final, knobs, store_rec=None), decision
 
+    if not obs.samples:
+        # The controller fails this sync ("failed to get ... metric"): no scale, and no
+        # recommendation stored that would hold a later scale-down back.
+        decision.reasons.append("no metric samples: no change, nothing recorded")
+        return _record(state, now, current, current, knobs, store_rec=None), decision
+
     raw, average, ratio, within, reason = replica_calculator(obs, knobs)
     decision.average, decision.ratio, decision.raw = average, ratio, raw
     decision.within_tolerance = within

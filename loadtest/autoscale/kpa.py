@@ -83,10 +83,12 @@ def window_average(writes: tuple[tuple[int, float], ...], now: float,
     for (previous, _), (second, _) in zip(writes, writes[1:]):
         if second - previous >= window:
             first = second  # a write after a whole window of silence starts afresh
-    # The buckets still in the window, up to the last write.
-    lo = max(first, last - int(window) + 1)
+    # The buckets still in the window as of now; a trailing gap of d seconds both drops
+    # the d oldest buckets and shrinks the divisor by d (Knative's ring of buckets).
+    gap = max(0, now_s - last)
+    lo = max(first, now_s - int(window) + 1)
     total = sum(v for s, v in writes if lo <= s <= last)
-    count = min(last - first + 1, int(window))
+    count = min(last - first + 1, int(window) - gap)
     return round(total / count, 6)
 
 
