@@ -72,6 +72,20 @@ class Engine:
             self.proc = None
 
 
+def engine_for_module():
+    """The body of each Docker test module's ``engine`` fixture: an engine with the images
+    built, or the module skipped with the reason (and the reason kept for the summary)."""
+    import pytest
+
+    eng = Engine()
+    if not eng.start() or not eng.build_images():
+        SKIPPED.append(eng.reason or "unknown")
+        eng.stop()
+        pytest.skip(eng.reason)
+    yield eng
+    eng.stop()
+
+
 def _venv_python() -> str:
     import sys
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, free_port, run_locust
-from tests.docker_engine import SKIPPED, Engine
+from tests.docker_engine import SKIPPED, engine_for_module
 
 COMPOSE = ROOT / "compose"
 # The harness picks these stand-ins by itself where the registry images are missing;
@@ -115,15 +115,7 @@ def test_missing_compose_file_is_one_line(tmp_path):
     assert "compose file not found" in proc.stderr or "Docker" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def engine():
-    eng = Engine()
-    if not eng.start() or not eng.build_images():
-        SKIPPED.append(eng.reason or "unknown")
-        eng.stop()
-        pytest.skip(eng.reason)
-    yield eng
-    eng.stop()
+engine = pytest.fixture(scope="module", name="engine")(engine_for_module)
 
 
 def leftovers(project: str) -> list[str]:

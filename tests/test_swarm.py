@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import LOCUSTFILE, ROOT, free_port, run_locust
-from tests.docker_engine import SKIPPED, Engine
+from tests.docker_engine import SKIPPED, engine_for_module
 
 STACK_FILE = ROOT / "compose" / "swarm-stack.yml"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -119,15 +119,7 @@ def test_bad_swarm_input_is_one_line(tmp_path):
     assert haproxy.stderr.strip().splitlines()[-1].endswith("the swarm stack offers traefik")
 
 
-@pytest.fixture(scope="module")
-def engine():
-    eng = Engine()
-    if not eng.start() or not eng.build_images():
-        SKIPPED.append(eng.reason or "unknown")
-        eng.stop()
-        pytest.skip(eng.reason)
-    yield eng
-    eng.stop()
+engine = pytest.fixture(scope="module", name="engine")(engine_for_module)
 
 
 def test_swarm_stack_end_to_end(engine, tmp_path):
