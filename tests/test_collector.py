@@ -99,3 +99,29 @@ def test_field_spec_parsing():
 
 def test_extract_without_response():
     assert extract(None, FieldSpec("json", "h"), FieldSpec("json", "v"))[4] == "no response"
+
+
+class _Body:
+    def __init__(self, content: bytes, status: int = 200, headers: dict | None = None):
+        self.content, self.status_code, self.headers = content, status, headers or {}
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'{"hostname": "hello-1", "visits": 7}', ("hello-1", 7, None)),
+    (b'{"hostname": "hello-1", "visits": "7"}', ("hello-1", 7, None)),
+    (b'{"hostname": "hello-1", "visits": true}', ("hello-1", None, "json:visits is not an "
+                                                   "integer: 'True'")),
+    (b'{"hostname": "hello-1", "visits": 1.5}', ("hello-1", None, "json:visits is not an "
+                                                  "integer: '1.5'")),
+    (b'{"hostname": "hello-1", "counter_error": "Timeout"}', ("hello-1", None, "Timeout")),
+    (b'{"hostname": 12, "visits": 3}', ("12", 3, None)),
+    (b'{"visits": 3}', (None, 3, None)),
+    (b'[1, 2]', (None, None, "JSON body is not an object")),
+    (b'<html>', (None, None, "not JSON (status 200)")),
+    (b'{"hostname": "h", "visits": 123456789012345678901234567890}',
+     ("h", None, "json:visits is not an integer: '1.2345678901234568e+29'")),
+])
+def test_extract_reads_every_shape_the_same_way(content, expected):
+    """The fast path (both fields in JSON, an integer counter) and the general one agree."""
+    reading = extract(_Body(content), FieldSpec("json", "hostname"), FieldSpec("json", "visits"))
+    assert (reading.hostname, reading.counter, reading.counter_error) == expected
