@@ -51,8 +51,10 @@ class FaultInjector:
         """Undo what is still in effect (resume, heal) and record its end."""
         for index, greenlet in list(self._running.items()):
             if not greenlet.dead:
-                greenlet.kill(block=True)
+                # Taken before the kill: the greenlet's own ``finally`` drops it otherwise,
+                # and a frozen Redis would stay frozen while the counter is read.
                 undo = self._undo.pop(index, None)
+                greenlet.kill(block=True)
                 if undo is not None:
                     self._safely(index, undo)
                     self._event(ev.FAULT_ENDED, index, cut_short=True)

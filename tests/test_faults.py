@@ -113,3 +113,16 @@ def test_retrying_app_is_caught_double_counting_under_a_redis_stall(tmp_path, no
     c = s["consistency"]
     assert c["unexplained_increments"] > 0 or c["duplicates"] > 0 or c["unexplained_gaps"] > 0
     assert verdict.returncode == 1
+
+
+def test_a_fault_still_in_effect_at_the_end_is_undone_before_the_counter_is_read(tmp_path):
+    """A Redis pause longer than the run: woken first, so the counter is read and every
+    counter check can be made; the fault's end is recorded as cut short."""
+    run, df, verdict, s = fault_run(tmp_path / "cut", "1", "6s", ["3s:pause-redis:60s"])
+    assert run["counter"]["after"] is not None, run.get("warnings")
+    ends = [e for e in run["stack_events"] if e["event"] == "fault_ended"]
+    assert len(ends) == 1 and ends[0]["cut_short"] is True
+    checks = checks_of(s)
+    for name in ("counter_lost_increments", "counter_unexplained_increments",
+                 "counter_final_below_returned"):
+        assert checks[name]["status"] == "pass", checks[name]
