@@ -185,7 +185,9 @@ class FieldCheck:
         if self.done:
             return []
         status = table.column("status").to_numpy(zero_copy_only=False)
-        answered = status != 0
+        # Only the app's own successful answers say whether the fields are right: a
+        # balancer's 502/503 with every replica down carries neither, and is no typo.
+        answered = (status >= 200) & (status < 300)
         n = int(answered.sum())
         if n == 0:
             return []
@@ -201,7 +203,8 @@ class FieldCheck:
         for spec, missing, option in ((self.hostname_spec, self.no_hostname, "--hostname-field"),
                                       (self.counter_spec, self.no_counter, "--counter-field")):
             if not spec.absent and missing * 2 > self.responses:
-                warnings.append(f"{missing} of the first {self.responses} responses carried no "
+                warnings.append(f"{missing} of the first {self.responses} successful responses "
+                                "carried no "
                                 f"{spec}: check {option} (every check that needs it will say "
                                 "'not checked')")
         return warnings

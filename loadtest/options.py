@@ -62,8 +62,8 @@ def add_arguments(parser) -> None:
     add("--stage-time", default="30s", metavar="TIME",
         help="How long each stage lasts, e.g. 20s, 1m30s (default: 30s)")
     add("--max-replicas", default=0, type=int, metavar="N",
-        help="Highest replica count allowed, for levels and the autoscaler (default: what "
-             f"half the free memory holds at ~{REPLICA_MEMORY_MB} MB a replica, at most "
+        help="Highest replica count allowed, for levels and the autoscaler (default, or 0: "
+             f"what half the free memory holds at ~{REPLICA_MEMORY_MB} MB a replica, at most "
              f"{MAX_REPLICAS_CAP})")
     add("--replace-dead", action="store_true", default=False,
         help="Replace a replica that dies, as an orchestrator would (default: report it only)")
@@ -87,7 +87,7 @@ def add_arguments(parser) -> None:
              "(ramp, spike, wave); values are req/s (open) or users (closed); the run ends at "
              "the last point")
     add("--arrival-rate", default=0.0, type=float, metavar="RPS",
-        help="Shorthand for --load-model open at a constant rate")
+        help="Shorthand for --load-model open at a constant rate (default 0: not used)")
     add("--autoscale", default="none", metavar="POLICY",
         help="Let an autoscaler choose the replica count: none | hpa | kpa (default: none)")
     add("--autoscale-metric", default="rps", metavar="METRIC",
@@ -263,7 +263,8 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
     max_replicas = max_replicas or default_max_replicas()
     levels = parse_levels(parsed.scale_levels)
     too_many = [lv for lv in levels if lv > max_replicas]
-    if too_many and cls.controlled:
+    autoscaled = str(getattr(parsed, "autoscale", "none") or "none") != "none"
+    if too_many and cls.controlled and not autoscaled:  # an autoscaler ignores the levels
         raise UsageError(f"--scale-levels: {too_many[0]} replicas is above --max-replicas "
                          f"{max_replicas} (each replica takes ~{REPLICA_MEMORY_MB} MB; raise "
                          "--max-replicas if you mean it)")

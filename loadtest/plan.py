@@ -69,6 +69,11 @@ class LoadProfile:
         return max(slopes, default=0.0)
 
 
+#: The most users, or requests/s, a plan may ask for. Far beyond what a load generator on
+#: one machine sends; above it Locust would only spend its memory spawning idle users.
+MAX_LOAD = 100_000
+
+
 def parse_profile(text: str, model: str, peak: float) -> LoadProfile:
     """``0s:50,60s:400`` or a preset name scaled to ``peak``."""
     text = text.strip()
@@ -89,6 +94,9 @@ def parse_profile(text: str, model: str, peak: float) -> LoadProfile:
                 from None
         if v < 0 or not math.isfinite(v):
             raise PlanError(f"--load-profile: {part!r}: the value must be 0 or more")
+        if v > MAX_LOAD:
+            raise PlanError(f"--load-profile: {part!r}: at most {MAX_LOAD:,} (users or "
+                            "requests/s); one machine's load generator is far below that")
         if points and t < points[-1][0]:
             raise PlanError(f"--load-profile: {part!r} goes back in time; list points in order")
         points.append((t, v))
@@ -287,6 +295,10 @@ def build_plan(opts, controlled: bool | None = None) -> RunPlan:
         controlled = backend_class(opts.stack).controlled
     model = opts.load_model
     users = opts.users if opts.users is not None else 1
+    for name, value in (("-u/--users", users), ("--arrival-rate", opts.arrival_rate)):
+        if value and value > MAX_LOAD:
+            raise PlanError(f"{name} {value:g}: at most {MAX_LOAD:,}; one machine's load "
+                            "generator is far below that")
     if model == "open":
         peak_default = opts.arrival_rate or 100.0
     else:

@@ -125,3 +125,19 @@ def test_extract_reads_every_shape_the_same_way(content, expected):
     """The fast path (both fields in JSON, an integer counter) and the general one agree."""
     reading = extract(_Body(content), FieldSpec("json", "hostname"), FieldSpec("json", "visits"))
     assert (reading.hostname, reading.counter, reading.counter_error) == expected
+
+
+def test_the_field_check_looks_only_at_the_app_s_own_answers():
+    """A balancer's 502/503 with every replica down carries no fields: that is no typo."""
+    from loadtest.collector import FieldCheck
+    from loadtest.records import Record, table_from_records
+
+    def batch(status, hostname, counter, n=150):
+        return table_from_records([Record(1.0, 1.1, 1.0, status, None, hostname, counter, None,
+                                          0, 1, 0, "local", "GET", "/", 10, None)] * n)
+    spec = (FieldSpec("json", "hostname"), FieldSpec("json", "visits"))
+    down = FieldCheck(*spec)
+    assert down.feed(batch(503, None, None)) == [] and not down.done
+    typo = FieldCheck(*spec)
+    warnings = typo.feed(batch(200, "hello-1", None))
+    assert len(warnings) == 1 and "--counter-field" in warnings[0]

@@ -365,6 +365,11 @@ def test_replace_dead_restores_the_level(tmp_path, no_leftovers):
     (["--autoscale", "hpa"], "--autoscale-target"),
     (["--load-model", "open"], "needs a rate"),
     (["--stack", "external"], "-H http://HOST:PORT"),
+    (["--load-model", "open", "--load-profile", "0s:1e9,10s:1e9"], "at most 100,000"),
+    (["-u", "1000000"], "at most 100,000"),
+    # the autoscaler ignores --scale-levels (1,2,4 by default): the real conflict is named
+    (["--autoscale", "hpa", "--autoscale-target", "100", "--arrival-rate", "20",
+      "--min-replicas", "3", "--max-replicas", "2"], "--min-replicas 3 is above"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, no_leftovers):
     """Validated before anything is created: no run directory, reports/latest untouched."""
