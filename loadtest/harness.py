@@ -263,7 +263,11 @@ class ControllerRole:
         fires here: the signal ended Locust at once, leaving run.json 'running'.)"""
         main = greenlet.getcurrent()
 
-        def interrupt(_signum, _frame):
+        def interrupt(signum, _frame):
+            # An interrupted run never exits 0 (CI would read it as success): 130 / 143,
+            # unless a failure already chose its code.
+            if self.environment.process_exit_code is None:
+                self.environment.process_exit_code = 130 if signum == signal.SIGINT else 143
             gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt)
 
         for sig in self._previous:

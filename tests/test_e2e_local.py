@@ -118,6 +118,7 @@ def test_signal_mid_run_keeps_records_and_cleans_up(tmp_path, sig, no_leftovers)
     _wait_parts(run_dir, 3)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err[-1500:]  # never 0: CI must not read success
     run, df = load(run_dir)
     assert run["status"] == "interrupted", err[-1500:]
     assert run["ended"] is not None and run["counter"]["after"] is not None
