@@ -419,3 +419,28 @@ def test_malformed_run_json_is_named(tmp_path, mutate, words):
     proc = _analyze(str(run))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert words in proc.stderr and "not a run record" in proc.stderr
+
+
+def test_requests_in_flight_across_a_redis_reset_belong_to_neither_history():
+    """A replica frozen across a restart without persistence: its requests started in the
+    old history and got values of the new one. Neither duplicates nor order violations:
+    unknown outcomes on both sides."""
+    from loadtest.analysis.consistency import EpochedCounter
+    old = [{"t_start": i * 0.1, "t_end": i * 0.1 + 0.05, "counter": i + 1, "user": i % 3}
+           for i in range(100)]                                   # 1..100, before t=10
+    stuck = [{"t_start": 9.95, "t_end": 12.0 + i * 0.01, "counter": i + 1, "user": 7}
+             for i in range(3)]                                   # new values 1..3
+    new = [{"t_start": 12.1 + i * 0.1, "t_end": 12.15 + i * 0.1, "counter": i + 4,
+            "user": i % 3} for i in range(50)]                    # 4..53
+    df = _records(old + stuck + new)
+    ok, fail, unknown = classify(df)
+    checker = EpochedCounter(0, 53, [{"t": 10.0, "counter_before": 100, "counter_after": 0}],
+                             df["counter"].min(), df["counter"].max(), 0.0)
+    checker.add(df, ok, fail, unknown)
+    checker.prepare()
+    checker.collect(df, ok)
+    c = checker.result()
+    assert c["straddling_reset"] == 3 and c["unknown"] == 3 and c["ok"] == 150
+    for key in ("duplicates", "order_violations", "user_violations", "unexplained_gaps",
+                "lost", "unexplained_increments"):
+        assert c[key] == 0, (key, c)

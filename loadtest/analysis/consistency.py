@@ -346,7 +346,10 @@ class EpochedCounter:
     """The counter checks across resets of the store (a restart without persistence).
 
     Records are routed to an epoch by when they started; each epoch has its own
-    before/after (the run's, or the counter read around the reset).
+    before/after (the run's, or the counter read around the reset). A request in flight
+    across a reset may have incremented either instance: its value belongs to neither
+    history for sure, so it is an unknown outcome in both (it can explain a gap on
+    either side, and never counts as a duplicate or an order violation).
     """
 
     def __init__(self, before: int | None, after: int | None, resets: list[dict],
@@ -357,28 +360,44 @@ class EpochedCounter:
         afters = [r.get("counter_before") for r in self.resets] + [after]
         self.epochs = [CounterChecker(b, a, counter_min, counter_max, clock_skew_ms)
                        for b, a in zip(befores, afters)]
+        self.straddling = 0  # requests in flight across a reset
+        self._counted_twice = 0  # of those, the unknowns also counted in a later epoch
 
     def _split(self, df: pd.DataFrame):
-        if not self.bounds:
-            yield self.epochs[0], slice(0, len(df))
-            return
-        starts = df["t_start"].to_numpy()
-        cuts = [0, *np.searchsorted(starts, self.bounds, side="left").tolist(), len(df)]
-        for epoch, (a, b) in zip(self.epochs, zip(cuts, cuts[1:])):
-            if b > a:
-                yield epoch, slice(a, b)
+        """(epoch, rows, straddling, came in): each epoch's rows (those that started in
+        it, and those in flight when it began), which of them straddle one of its edges,
+        and which were already counted in an earlier epoch."""
+        starts, ends = df["t_start"].to_numpy(), df["t_end"].to_numpy()
+        edges = [-np.inf, *self.bounds, np.inf]
+        for i, epoch in enumerate(self.epochs):
+            lo, hi = edges[i], edges[i + 1]
+            own = (starts >= lo) & (starts < hi)
+            came_in = (starts < lo) & (ends >= lo)
+            rows = own | came_in
+            if rows.any():
+                yield epoch, rows, (came_in | (own & (ends >= hi)))[rows], came_in[rows]
 
     def add(self, df: pd.DataFrame, ok, fail, unknown) -> None:
-        for epoch, sl in self._split(df):
-            epoch.add(df.iloc[sl], ok[sl], fail[sl], unknown[sl])
+        if not self.bounds:  # one history: no copy
+            self.epochs[0].add(df, ok, fail, unknown)
+            return
+        for epoch, rows, either, came_in in self._split(df):
+            ok_r, unknown_r = ok[rows], unknown[rows]
+            self.straddling += int((either & ~came_in).sum())
+            self._counted_twice += int((came_in & (ok_r | unknown_r)).sum())
+            epoch.add(df[rows], ok_r & ~either, fail[rows] & ~came_in,
+                      unknown_r | (ok_r & either))
 
     def prepare(self) -> None:
         for epoch in self.epochs:
             epoch.prepare()
 
     def collect(self, df: pd.DataFrame, ok) -> None:
-        for epoch, sl in self._split(df):
-            epoch.collect(df.iloc[sl], ok[sl])
+        if not self.bounds:
+            self.epochs[0].collect(df, ok)
+            return
+        for epoch, rows, either, _ in self._split(df):
+            epoch.collect(df[rows], ok[rows] & ~either)
 
     def result(self) -> dict:
         parts = [e.result() for e in self.epochs]
@@ -392,6 +411,8 @@ class EpochedCounter:
         for key in ("ok", "fail", "unknown", "duplicates", "gaps", "unexplained_gaps",
                     "order_violations", "user_violations"):
             out[key] = sum(p[key] for p in parts)
+        out["unknown"] -= self._counted_twice  # each request once in the totals
+        out["straddling_reset"] = self.straddling
         for key in ("unexpected", "lost", "unexplained_increments", "final_below_returned"):
             values = [p[key] for p in parts]
             out[key] = None if any(v is None for v in values) else sum(values)
