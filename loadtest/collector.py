@@ -248,8 +248,6 @@ class Collector:
         environment.events.request.add_listener(self.on_request)
         warm_up()
 
-
-
     def set_fields(self, hostname_spec: FieldSpec, counter_spec: FieldSpec) -> None:
         self.hostname_spec, self.counter_spec = hostname_spec, counter_spec
         self._extract = make_extractor(hostname_spec, counter_spec)

@@ -563,6 +563,7 @@ class MasterRole(ControllerRole):
         for client_id in sorted(getattr(self, "_workers", set()) |
                                 set(self.collector.received_from)):
             self.runner.send_message("quit", None, client_id=client_id)
+
     def _register_messages(self) -> None:
         self.runner.register_message(MSG_RECORDS, self.collector.on_records_message)
 

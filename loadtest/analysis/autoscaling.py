@@ -105,16 +105,15 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
     needed = None
     under = over = None
     rises = []
-    period = 2.0 if (plan or {}).get("policy") == "kpa" else float((plan or {}).get(
-        "period") or 15.0)
+    policy = (plan or {}).get("policy")
+    period = 2.0 if policy == "kpa" else float((plan or {}).get("period") or 15.0)
     if capacity:
         needed = np.clip(np.ceil(offered / capacity), lo, hi).astype(np.int64)
         under = int(np.maximum(needed - replicas, 0).sum())
         over = int(np.maximum(replicas - needed, 0).sum())
         # A rise the autoscaler is judged on: beyond its own tolerance, and lasting at
         # least one of its periods (a shorter one no autoscaler could have seen).
-        tolerance = float((plan or {}).get("tolerance") or 0.0) \
-            if (plan or {}).get("policy") == "hpa" else 0.0
+        tolerance = float((plan or {}).get("tolerance") or 0.0) if policy == "hpa" else 0.0
         beyond = np.clip(np.ceil(offered / (capacity * (1 + tolerance))), lo,
                          hi).astype(np.int64)
         rises = _rises(beyond, replicas, t0, events, min_s=period)
@@ -127,8 +126,7 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
     detect = [r["detect_s"] for r in rises if r["detect_s"] is not None]
     ready = [r["ready_s"] for r in rises if r["ready_s"] is not None]
     return {
-        "policy": (plan or {}).get("policy") or (decisions[0].get("policy") if decisions
-                                                  else None),
+        "policy": policy or (decisions[0].get("policy") if decisions else None),
         "metric": (plan or {}).get("metric"),
         "target": (plan or {}).get("target"),
         "decisions": len(decisions),

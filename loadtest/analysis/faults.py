@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from loadtest.analysis.windows import Window
+from loadtest.analysis.windows import Window, fault_span
 from loadtest.stack import events as ev
 
 BASELINE_S = 10.0
@@ -35,10 +35,9 @@ def fault_slice_window(fault: dict, next_applied: float | None, t_max: float,
     to ``settle_s`` after its end, or the next fault."""
     if fault["applied"] is None:
         return None
-    end = (fault["ended"] or fault["applied"]) + settle_s
+    start, end = fault_span(fault, lead_s, settle_s)
     if next_applied is not None:
         end = min(end, next_applied - lead_s)
-    start = fault["applied"] - lead_s
     return Window(f"fault {fault['index']}", start, max(start + 1e-3, min(end, t_max)))
 
 

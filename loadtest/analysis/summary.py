@@ -29,6 +29,7 @@ from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.throughput import Chunk, Slice, Timeline, scaling_efficiency
 from loadtest.analysis.windows import (
     Window,
+    fault_span,
     fault_windows,
     natural,
     segments,
@@ -203,11 +204,11 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
     for fault in fault_results:  # a slow recovery disturbs segments past the settle time
         if fault["applied"] is None:
             continue
-        end = (fault["ended"] or fault["applied"]) + max(
+        start, end = fault_span(fault, t.fault_lead_s, max(
             t.fault_settle_s, fault["recovery_s"] if fault["recovery_s"] is not None
-            else t_max - fault["applied"])
+            else t_max - fault["applied"]))
         for seg in segments_out:
-            if seg["t_start"] < end and seg["t_end"] > fault["applied"] - t.fault_lead_s \
+            if seg["t_start"] < end and seg["t_end"] > start \
                     and fault["index"] not in seg["faults"]:
                 seg["faults"].append(fault["index"])
     slo = t.slo_p95_ms if t.slo_p95_ms is not None else (options.get("slo_p95_ms") or None)

@@ -164,6 +164,12 @@ def fault_windows(events: list[dict]) -> list[dict]:
     return [faults[k] for k in sorted(faults)]
 
 
+def fault_span(fault: dict, lead: float, settle: float) -> tuple[float, float]:
+    """When a fault disturbs the run: from ``lead`` before it was applied (requests then
+    in flight were struck by it) to ``settle`` after it ended."""
+    return fault["applied"] - lead, (fault["ended"] or fault["applied"]) + settle
+
+
 def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
              margin: float, fault_settle: float = 5.0, fault_lead: float = 0.0) -> list[Segment]:
     """Stretches of constant replica set with no scale change under way. A fault's
@@ -174,8 +180,7 @@ def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
     intervals = service_intervals(events)
     trans = transitions(events, margin)
     faults = fault_windows(events)
-    spans = [(f["index"], f["applied"] - fault_lead,
-              (f["ended"] or f["applied"]) + fault_settle)
+    spans = [(f["index"], *fault_span(f, fault_lead, fault_settle))
              for f in faults if f["applied"] is not None]
     cuts = {t_min, t_max}
     for _index, a, b in spans:
