@@ -17,6 +17,7 @@ from flask import Flask, jsonify, render_template_string, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.cost import spend
 from app.counter import make_counter
 
 PAGE = """<!doctype html>
@@ -39,6 +40,9 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict:
         "REDIS_TIMEOUT": float(env.get("REDIS_TIMEOUT", "0.5")),
         "COUNTER_KEY": env.get("COUNTER_KEY", "counter"),
         "COUNTER_MODE": env.get("COUNTER_MODE", "atomic"),
+        # What each GET / costs: CPU burnt and time waited (as for a database call), in ms.
+        "CPU_MS": float(env.get("CPU_MS", "0")),
+        "WAIT_MS": float(env.get("WAIT_MS", "0")),
         # A replica's name; defaults to the machine's (a container id under Docker).
         "HOSTNAME": env.get("HELLO_HOSTNAME") or socket.gethostname(),
     }
@@ -64,6 +68,7 @@ def create_app(
 
     @app.get("/")
     def hello():
+        spend(config["CPU_MS"], config["WAIT_MS"])
         visits, counter_error = None, None
         try:
             visits = counter.increment()

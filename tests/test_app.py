@@ -82,3 +82,15 @@ def test_local_mode_counts_per_process():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="COUNTER_MODE"):
         make_counter("eventual", None, "k")
+
+
+def test_cpu_and_wait_cost_per_request(redis_server):
+    import time
+
+    client = client_for(redis_server, CPU_MS=30.0, WAIT_MS=40.0)
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    assert client.get("/", headers={"Accept": "application/json"}).status_code == 200
+    cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    assert cpu >= 0.030, f"burnt only {cpu * 1000:.1f} ms of CPU"
+    assert wall >= 0.070, f"took only {wall * 1000:.1f} ms in all"
+    assert client.get("/health").status_code == 200
