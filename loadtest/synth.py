@@ -35,6 +35,7 @@ class Anomalies:
     unknown_applied: int = 0
     unknown_not_applied: int = 0
     late_serving: int = 0
+    transition_errors: int = 0  # the balancer's own 502/503s inside the scale changes
 
 
 @dataclass
@@ -200,6 +201,19 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         return np.array(sorted(chosen), dtype=np.int64)
 
     idx = np.arange(n)
+    cut = np.zeros(n, dtype=bool)
+    if a.transition_errors:
+        # Inside each change from asked to ready + 1 s (the analysis' default margin).
+        windows = [(e["t"], e["t"] + 1.0) for e in events
+                   if e["event"] == "scale_asked" and e.get("by") != "up"]
+        if not windows:
+            raise SynthError("--transition-errors needs two levels or more")
+        inside = np.zeros(n, dtype=bool)
+        for lo, hi in windows:
+            inside |= (t_start >= lo) & (t_start < hi)
+        chosen = take(idx[inside], a.transition_errors, "transition errors")
+        cut[chosen] = True
+        shift[chosen] += 1  # never reached the app: later values move down
     if a.unknown_not_applied:
         chosen = take(idx, a.unknown_not_applied, "unknown outcomes")
         unknown[chosen] = True
@@ -217,7 +231,7 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         chosen = take(idx[:-1][apart], a.order_violations, "order violations")
         touched[np.minimum(chosen + 1, n - 1)] = True
         values[chosen], values[chosen + 1] = values[chosen + 1].copy(), values[chosen].copy()
-    consumed = n - int(a.unknown_not_applied) - int(a.duplicates)
+    consumed = n - int(a.unknown_not_applied) - int(a.duplicates) - int(a.transition_errors)
 
     counter = np.empty(n, dtype=object)
     counter[by_lin] = np.where(unknown, None, values).astype(object)
@@ -227,6 +241,12 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
     cols["error"][unknown_rows] = "ReadTimeout: timed out"
     cols["hostname"][unknown_rows] = None
     cols["counter_error"][unknown_rows] = "no response"
+    cut_rows = by_lin[cut]
+    cols["counter"][cut_rows] = None
+    cols["status"][cut_rows] = np.where(np.arange(len(cut_rows)) % 2, 502, 503)
+    cols["error"][cut_rows] = [f"HTTP {s}" for s in cols["status"][cut_rows]]
+    cols["hostname"][cut_rows] = None
+    cols["counter_error"][cut_rows] = "not JSON (status 503)"
 
     if a.late_serving:
         removed = [e for e in events if e["event"] == "replica_removed"]

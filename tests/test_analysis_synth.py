@@ -173,3 +173,51 @@ def test_findings_say_it_in_plain_words(tmp_path):
     broken = findings(run_synth(tmp_path / "b", levels=(1, 3), balance="starved", duplicates=2))
     assert any("got no requests: hello-3" in line for line in broken)
     assert any("NOT consistent: 2 duplicate values" in line for line in broken)
+
+
+def test_requests_cut_at_scale_changes_fail_naming_each_change(tmp_path):
+    """25 balancer 502/503s inside the two scale changes of a clean history: the steady
+    segments are clean, so only the transition check can see them, and it must."""
+    s = run_synth(tmp_path, levels=(1, 3, 2), transition_errors=25)
+    assert s["verdict"] == "fail"
+    assert set(failed(s)) == {"transition_errors"}
+    check = next(c for c in s["checks"] if c["name"] == "transition_errors")
+    changes = check["evidence"]["changes"]
+    assert [c["change"] for c in changes] == ["1 → 3", "3 → 2"]
+    assert sum(c["cut"] for c in changes) == 25
+    assert all(c["by"] == "plan" for c in changes)
+    for change in changes:
+        if change["cut"]:
+            assert change["status"] == "fail"
+            assert set(change["errors_by_kind"]) <= {"http_502", "http_503"}
+            assert change["errors_by_replica"] == {"the balancer itself": change["errors"]}
+            assert 0 <= change["first_cut_after_s"] <= change["last_cut_after_s"] < 1.5
+    assert "1 → 3" in check["reason"] or "3 → 2" in check["reason"]
+    c = s["consistency"]  # the 503s never reached the app, the 502s may have: no anomaly
+    assert c["lost"] == 0 and c["unexplained_gaps"] == 0
+
+
+def test_transition_threshold_can_allow_a_stack_known_to_cut(tmp_path):
+    spec = SynthSpec(20_000, [1, 3, 2], seed=3, anomalies=Anomalies(transition_errors=4))
+    meta, cols = generate(spec)
+    run = load_run(write(tmp_path / "run", meta, cols))
+    loose = analyse(run, Thresholds(max_transition_error_rate=0.5)).summary
+    assert loose["verdict"] == "pass", failed(loose)
+    off = analyse(run, Thresholds(max_transition_error_rate=None)).summary
+    check = next(c for c in off["checks"] if c["name"] == "transition_errors")
+    assert check["status"] == "not applicable" and off["verdict"] == "pass"
+
+
+def test_a_scale_change_at_the_very_end_is_not_checked(tmp_path):
+    spec = SynthSpec(20_000, [1, 2], seed=5)
+    meta, cols = generate(spec)
+    t_max = float(cols["t_end"].max())
+    # One more change asked 0.2 s before the records end: never seen settle.
+    meta["stack_events"] += [
+        {"t": t_max - 0.2, "event": "scale_asked", "level": 3, "previous": 2, "by": "plan"},
+        {"t": t_max - 0.1, "event": "scale_ready", "level": 3}]
+    s = analyse(load_run(write(tmp_path / "run", meta, cols)), Thresholds()).summary
+    check = next(c for c in s["checks"] if c["name"] == "transition_errors")
+    assert check["status"] == "not checked", check
+    assert "2 → 3" in check["reason"] and "margin" in check["reason"]
+    assert s["verdict"] == "inconclusive"

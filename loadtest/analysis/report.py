@@ -221,6 +221,9 @@ def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
             "user_violations")],
         "baseline_levels": {b["level"]: b for b in s["baseline"]["levels"]}
         if "baseline" in s else {},
+        "transition_status": {c["index"]: c for check in s["checks"]
+                              if check["name"] == "transition_errors"
+                              for c in check["evidence"].get("changes", [])},
     }
     return _env().get_template("report.html.j2").render(**model)
 

@@ -239,6 +239,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
               *v.load_checks(segments_out, t, planned), *v.level_checks(levels, t),
               *v.stack_checks(changes, deaths, controlled, expect, answered,
                               v.judged(segments_out, t), set(intervals)),
+              *v.transition_checks(trans_out, fault_results, t, t_max, t_min),
               *v.fault_checks(fault_results, t), *v.autoscaling_checks(autoscaling, t)]
     if baseline is not None:
         checks.extend(v.regression_checks(levels, baseline, t))

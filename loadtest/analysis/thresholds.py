@@ -34,6 +34,10 @@ class Thresholds:
     """Margin for real-time order between records of different processes."""
     transition_margin_s: float = 1.0
     """How long after 'ready' a scale change still counts as transition."""
+    max_transition_error_rate: float | None = 0.0
+    """Scale changes: highest share of requests cut (errors or unknown outcomes) from the
+    moment a change is asked until it is ready plus transition_margin_s; none by default
+    (``off`` for a stack known to cut)."""
     min_segment_s: float = 1.0
     """Segments shorter than this are reported but not judged (too short to mean much)."""
     max_recovery_s: float | None = 30.0
@@ -100,7 +104,7 @@ def from_pyproject(path: Path) -> dict:
 
 #: Thresholds that are shares (0 to 1): a rate, an index, a p-value, a relative drop.
 SHARES = {"max_error_rate", "max_unknown_rate", "min_jain", "min_chi2_p", "max_rps_drop",
-          "max_fault_error_rate"}
+          "max_fault_error_rate", "max_transition_error_rate"}
 
 
 def can_be_off(name: str) -> bool:

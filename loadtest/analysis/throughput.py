@@ -98,6 +98,10 @@ class Slice:
         self.requests = 0
         self.errors = 0
         self.unknown = 0
+        self.cut = 0                  # errors or unknown outcomes: requests the users felt
+        self.cut_first: float | None = None  # t_start of the first and last of them
+        self.cut_last: float | None = None
+        self.unnamed_errors = 0       # errors no replica answered: the balancer's own
         self.kinds: Counter = Counter()
         self.latency = Quantiles()
         self.from_intended = Quantiles()
@@ -115,13 +119,21 @@ class Slice:
         err = chunk.err[sl]
         self.requests += hi - lo
         n_err = int(err.sum())
+        codes = chunk.host_codes[sl]
         if n_err:
             self.errors += n_err
             self.kinds.update(error_kinds(chunk.df.iloc[sl], err))
+            self.unnamed_errors += int((err & (codes < 0)).sum())
         self.unknown += int(chunk.unknown[sl].sum())
+        cut = err | chunk.unknown[sl]
+        if cut.any():
+            self.cut += int(cut.sum())
+            starts = chunk.t_start[sl][cut]
+            first, last = float(starts[0]), float(starts[-1])  # rows are in t_start order
+            self.cut_first = first if self.cut_first is None else min(self.cut_first, first)
+            self.cut_last = last if self.cut_last is None else max(self.cut_last, last)
         self.latency.add(latency)
         self.from_intended.add(_from_intended(chunk, sl))
-        codes = chunk.host_codes[sl]
         for code in np.unique(codes):
             if code < 0:
                 continue
@@ -165,6 +177,10 @@ class Slice:
             "unknown": self.unknown,
             "unknown_rate": self.unknown / n if n else 0.0,
             "errors_by_kind": dict(self.kinds),
+            "cut": self.cut,
+            "cut_first_t": self.cut_first,
+            "cut_last_t": self.cut_last,
+            "unnamed_errors": self.unnamed_errors,
             "latency_ms": self.latency.result(),
             "per_replica": {h: self.hosts[h].result() for h in sorted(self.hosts, key=natural)},
         }

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from loadtest.analysis.faults import HOLD_S
 from loadtest.analysis.thresholds import Thresholds
+from loadtest.analysis.windows import fault_span
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
@@ -276,6 +277,106 @@ def stack_checks(changes: dict, deaths: list[dict], controlled: bool,
         out.append(not_applicable("replicas_expected", "--stack external without "
                                   "--expect-replicas: how many should answer is not known"))
     return out
+
+
+def transition_checks(transitions: list[dict], faults: list[dict], t: Thresholds,
+                      t_max: float, t0: float) -> list[Check]:
+    """Every scale change, from the moment it was asked until it was ready plus the margin:
+    the requests cut there (errors or unknown outcomes), against
+    ``max_transition_error_rate``. A change a fault caused or overlaps is judged with that
+    fault (its errors are the fault's); a change that could not be observed to its end
+    (never ready, or too close to the end of the run) is not checked."""
+    name = "transition_errors"
+    detail = "requests cut while a scale change was under way (asked → ready + margin)"
+    if not transitions:
+        return []
+    if t.max_transition_error_rate is None:
+        return [not_applicable(name, "max_transition_error_rate is off", detail)]
+    changes, worst, failed, unchecked = [], None, 0, 0
+    for tr in transitions:
+        entry = _change_evidence(tr, t0)
+        fault = next((f for f in faults if f["applied"] is not None
+                      and _overlaps(tr, f, t)), None)
+        rate = tr["cut"] / tr["requests"] if tr["requests"] else None
+        if fault is not None:
+            entry["status"] = "judged with its fault"
+            entry["fault"] = fault["spec"] or fault["kind"]
+            entry["note"] = (f"its {tr['cut']} cut request(s) are counted with fault "
+                             f"{fault['index']} ({entry['fault']})")
+        elif rate is not None and rate > t.max_transition_error_rate:
+            entry["status"] = "fail"
+            failed += 1
+        elif tr["t_ready"] is None or tr.get("failed"):
+            entry["status"] = "not checked"
+            entry["note"] = "the change never got ready"
+            unchecked += 1
+        elif tr["t_ready"] + t.transition_margin_s > t_max:
+            entry["status"] = "not checked"
+            entry["note"] = (f"the run ended {max(0.0, t_max - tr['t_ready']):.1f} s after the "
+                             f"change was ready, before its {t.transition_margin_s:g} s margin")
+            unchecked += 1
+        elif not tr["requests"]:
+            entry["status"] = "not checked"
+            entry["note"] = "no request was sent while it was under way"
+            unchecked += 1
+        else:
+            entry["status"] = "pass"
+        if fault is None and rate is not None and (worst is None or rate > worst):
+            worst = rate
+        changes.append(entry)
+    judged = [c for c in changes if c["status"] in ("pass", "fail")]
+    evidence = {"changes": changes[:50], "shown": min(len(changes), 50),
+                "total": len(changes)}
+    if failed:
+        bad = [c for c in changes if c["status"] == "fail"]
+        return [Check(name, False, round(worst, 6), t.max_transition_error_rate, detail,
+                      evidence, reason="; ".join(_change_line(c) for c in bad[:5]))]
+    if unchecked:
+        return [Check(name, None, None if worst is None else round(worst, 6),
+                      t.max_transition_error_rate, detail, evidence,
+                      reason="; ".join(f"{c['change']} ({c['by']}): {c['note']}"
+                                       for c in changes if c["status"] == "not checked"))]
+    if not judged:
+        return [not_applicable(name, "every scale change was judged with a fault", detail)]
+    return [Check(name, True, round(worst or 0.0, 6), t.max_transition_error_rate, detail,
+                  evidence)]
+
+
+def _overlaps(tr: dict, fault: dict, t: Thresholds) -> bool:
+    recovery = fault.get("recovery_s")
+    start, end = fault_span(fault, t.fault_lead_s,
+                            max(t.fault_settle_s, recovery if recovery is not None else 0.0))
+    return tr["t_start"] < end and tr["t_end"] > start
+
+
+def _change_evidence(tr: dict, t0: float) -> dict:
+    by_replica = {h: r["errors"] for h, r in tr["per_replica"].items() if r["errors"]}
+    if tr.get("unnamed_errors"):
+        by_replica["the balancer itself"] = tr["unnamed_errors"]
+    out = {"index": tr["index"], "change": f"{tr['previous']} → {tr['level']}",
+           "by": tr["by"], "asked_s": round(tr["t_start"] - t0, 3),
+           "ready_after_s": tr["ready_after_s"], "requests": tr["requests"],
+           "cut": tr["cut"], "errors": tr["errors"], "unknown": tr["unknown"],
+           "errors_by_kind": tr["errors_by_kind"], "errors_by_replica": by_replica}
+    if tr.get("cut_first_t") is not None:
+        out["first_cut_after_s"] = round(tr["cut_first_t"] - tr["t_start"], 3)
+        out["last_cut_after_s"] = round(tr["cut_last_t"] - tr["t_start"], 3)
+    return out
+
+
+def _change_line(c: dict) -> str:
+    kinds = ", ".join(f"{n} × {k}" for k, n in sorted(c["errors_by_kind"].items()))
+    where = ", ".join(f"{h}: {n}" for h, n in c["errors_by_replica"].items())
+    text = f"{c['change']} ({c['by']}, asked at {c['asked_s']:.1f} s): {c['cut']} of " \
+        f"{c['requests']} requests cut"
+    if kinds:
+        text += f" ({kinds})"
+    if where:
+        text += f" by {where}"
+    if "first_cut_after_s" in c:
+        text += f", from {c['first_cut_after_s']:+.2f} s to {c['last_cut_after_s']:+.2f} s " \
+            "after it was asked"
+    return text
 
 
 def fault_checks(faults: list[dict], t: Thresholds) -> list[Check]:

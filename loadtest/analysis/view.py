@@ -132,6 +132,17 @@ def findings(summary: dict) -> list[str]:
     else:
         out.append("No request failed, in steady segments or around scale changes"
                    + (" or faults." if summary["faults"] else "."))
+    moved = _check(summary, "transition_errors")
+    if moved and moved["status"] == "fail":
+        out.append(f"Requests were cut while the stack was rescaled: {moved['reason']}.")
+    elif moved and moved["status"] == "pass":
+        out.append(f"No request was cut at any of the {moved['evidence']['total']} scale "
+                   "changes" + (" judged apart from faults." if any(
+                       c["status"] != "pass" for c in moved["evidence"]["changes"]) else "."))
+    for change in (moved or {}).get("evidence", {}).get("changes", []):
+        if change["status"] == "judged with its fault":
+            out.append(f"The scale change {change['change']} ({change['by']}) overlapped a "
+                       f"fault: {change['note']}.")
     for fault in summary["faults"]:
         out.append(fault_sentence(fault))
     a = summary.get("autoscaling")
