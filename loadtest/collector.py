@@ -26,6 +26,7 @@ import gevent
 import orjson
 
 from loadtest.records import PartWriter, Record, ipc_bytes, table_from_ipc, table_from_records
+from loadtest.users import take_hidden_attempts
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def warm_up() -> None:
     test: its first conversion of a Python list imports pandas (~0.7 s of CPU here),
     which would stall the load generator while it is being measured."""
     table_from_records([Record(0.0, 0.0, 0.0, 0, None, None, None, None, 0, 0, 0, "", "", "",
-                               0, None)])
+                               0, None, None)])
 
 
 class Collector:
@@ -256,9 +257,10 @@ class Collector:
     # The hot path: one reading of the response, one append.
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, _now=time.time,
-                   **_kwargs) -> None:
+                   _hidden=take_hidden_attempts, **_kwargs) -> None:
         t_end = _now()
         try:
+            hidden = _hidden()
             reading = self._extract(response)
             status = reading.status
             if exception is not None:
@@ -277,7 +279,8 @@ class Collector:
                 float(start_time) if start_time is not None else t_end - (response_time or 0) / 1e3,
                 t_end, float(response_time or 0.0), status, error, reading.hostname,
                 reading.counter, reading.counter_error, stage, level, user, self.worker,
-                request_type, name, int(response_length or reading.bytes or 0), intended))
+                request_type, name, int(response_length or reading.bytes or 0), intended,
+                None if hidden is None else 1 + hidden))
         except Exception:  # never let the recorder break the load test
             log.exception("scalecheck: could not record a request")
 

@@ -18,10 +18,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from locust import between, constant, constant_throughput, events, task  # noqa: E402
-from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 
 from loadtest import harness  # noqa: E402
 from loadtest.shape import PlanShape  # noqa: E402, F401 - Locust picks the shape up from here
+from loadtest.users import ScalecheckHttpUser  # noqa: E402
 
 harness.install(events)
 _user_ids = itertools.count(1)
@@ -29,7 +29,7 @@ _ = between  # re-exported for users who copy this file and want think time
 HEADERS = {"Accept": "application/json"}
 
 
-class HelloUser(FastHttpUser):
+class HelloUser(ScalecheckHttpUser):
     def __init__(self, environment) -> None:
         super().__init__(environment)
         self.user_id = next(_user_ids)

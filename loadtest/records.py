@@ -42,6 +42,7 @@ class Record(NamedTuple):
     name: str
     bytes: int
     t_intended: float | None  # open model: when the arrival was due (epoch s); else null
+    attempts: int | None = None  # times it went on the wire (1 + hidden resends); null: not counted
 
 
 SCHEMA = pa.schema([
@@ -61,13 +62,14 @@ SCHEMA = pa.schema([
     ("name", pa.string()),
     ("bytes", pa.int64()),
     ("t_intended", pa.float64()),
+    ("attempts", pa.int32()),
 ])
 COLUMNS: list[str] = SCHEMA.names
 if tuple(COLUMNS) != Record._fields:  # pragma: no cover - a programming error, caught at import
     raise ImportError(f"records: Record fields {Record._fields} do not match SCHEMA {COLUMNS}")
 
 #: Columns a record file written by an older version may lack; they read as null.
-OPTIONAL_COLUMNS = ("t_intended",)
+OPTIONAL_COLUMNS = ("t_intended", "attempts")
 REQUIRED_COLUMNS = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
 REQUESTS_DIR = "requests"
 

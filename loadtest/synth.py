@@ -36,6 +36,7 @@ class Anomalies:
     unknown_not_applied: int = 0
     late_serving: int = 0
     transition_errors: int = 0  # the balancer's own 502/503s inside the scale changes
+    hidden_attempts: int = 0  # requests the client resent unseen; the first attempt counted
 
 
 @dataclass
@@ -130,6 +131,7 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         "method": np.full(n, "GET", dtype=object), "name": np.full(n, "/", dtype=object),
         "bytes": np.full(n, 70, dtype=np.int64),
         "t_intended": np.full(n, np.nan),
+        "attempts": np.ones(n, dtype=np.int32),
     }
     consumed = _inject(cols, by_lin, lin, spec, rng, events)
     after = spec.counter_before + consumed - spec.anomalies.lost
@@ -222,6 +224,11 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         overlap = (t_start[1:] < t_end[:-1]) & (t_start[:-1] < t_end[1:])
         chosen = take(idx[1:][overlap], a.duplicates, "duplicates")
         shift[chosen] += 1  # read the same value as the request just before (lost update)
+    hidden = np.zeros(n, dtype=bool)
+    if a.hidden_attempts:
+        chosen = take(idx, a.hidden_attempts, "hidden attempts")
+        hidden[chosen] = True
+        shift[chosen] -= 1  # a first attempt, unseen, took the value before: later ones move up
     values = values - np.cumsum(shift)
     if a.unknown_applied:
         chosen = take(idx, a.unknown_applied, "unknown outcomes")
@@ -231,7 +238,8 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         chosen = take(idx[:-1][apart], a.order_violations, "order violations")
         touched[np.minimum(chosen + 1, n - 1)] = True
         values[chosen], values[chosen + 1] = values[chosen + 1].copy(), values[chosen].copy()
-    consumed = n - int(a.unknown_not_applied) - int(a.duplicates) - int(a.transition_errors)
+    consumed = n - int(a.unknown_not_applied) - int(a.duplicates) - int(a.transition_errors) \
+        + int(a.hidden_attempts)
 
     counter = np.empty(n, dtype=object)
     counter[by_lin] = np.where(unknown, None, values).astype(object)
@@ -241,6 +249,7 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
     cols["error"][unknown_rows] = "ReadTimeout: timed out"
     cols["hostname"][unknown_rows] = None
     cols["counter_error"][unknown_rows] = "no response"
+    cols["attempts"][by_lin[hidden]] = 2
     cut_rows = by_lin[cut]
     cols["counter"][cut_rows] = None
     cols["status"][cut_rows] = np.where(np.arange(len(cut_rows)) % 2, 502, 503)

@@ -221,3 +221,28 @@ def test_a_scale_change_at_the_very_end_is_not_checked(tmp_path):
     assert check["status"] == "not checked", check
     assert "2 → 3" in check["reason"] and "margin" in check["reason"]
     assert s["verdict"] == "inconclusive"
+
+
+def test_hidden_attempts_are_unknown_outcomes_that_explain_their_gaps(tmp_path):
+    """A client's silent resend whose first attempt incremented the counter leaves a gap
+    that only that attempt explains: counted, the history is consistent."""
+    s = run_synth(tmp_path, hidden_attempts=6)
+    c = s["consistency"]
+    assert c["hidden_attempts"] == 6 and c["attempts_counted"] == 20_000
+    assert (c["gaps"], c["unexplained_gaps"], c["unexplained_increments"]) == (6, 0, 0)
+    assert s["verdict"] == "pass", failed(s)
+
+
+def test_hidden_attempts_unseen_leave_unexplained_gaps(tmp_path):
+    """The same history read without the attempt counts (an older record, or a plain
+    FastHttpUser): the gaps are unexplained, as they were before attempts were counted."""
+    import pyarrow.parquet as pq
+
+    spec = SynthSpec(20_000, [1, 2, 4], seed=3, anomalies=Anomalies(hidden_attempts=6))
+    meta, cols = generate(spec)
+    out = write(tmp_path / "run", meta, cols)
+    for part in (out / "requests").glob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop(["attempts"]), part)
+    s = analyse(load_run(out), Thresholds()).summary
+    assert s["consistency"]["unexplained_gaps"] == 6
+    assert {"counter_gaps", "counter_unexplained_increments"} <= set(failed(s))

@@ -254,11 +254,11 @@ def test_wrong_types_in_run_json(tmp_path, mutation, message):
 
 
 def test_a_part_without_the_newer_column_still_reads(tmp_path):
-    """Records written before t_intended existed: read as nulls."""
+    """Records written before t_intended and attempts existed: read as nulls."""
     run = synth(tmp_path, requests=6000)
     for part in (run / "requests").glob("*.parquet"):
         table = pq.read_table(part)
-        pq.write_table(table.drop(["t_intended"]), part)
+        pq.write_table(table.drop(["t_intended", "attempts"]), part)
     assert _analyze(run, "--no-report").returncode == 0
 
 

@@ -9,6 +9,11 @@ Every request is classified as Jepsen does an operation:
 - unknown: anything else without a value (timeouts, resets, 502/504, a Redis
   error inside the app): it may or may not have incremented.
 
+A record may also hide attempts: geventhttpclient resends a request by itself
+when a kept-alive connection closes after the request went out; the record's
+``attempts`` counts them, and each unseen attempt is one more unknown outcome
+(started with the record).
+
 What is checked, with the evidence kept for the report:
 
 - duplicates: a value handed out twice;
@@ -62,6 +67,20 @@ def matches(series: pd.Series, pattern: str) -> np.ndarray:
         codes = series.cat.codes.to_numpy()
         return np.where(codes >= 0, hit[np.clip(codes, 0, None)], False)
     return series.astype("string").str.contains(pattern, regex=True).fillna(False).to_numpy()
+
+
+def hidden_attempts(df: pd.DataFrame) -> np.ndarray:
+    """Per record, the attempts it put on the wire beyond the one that answered (a client's
+    silent resend): each may have reached the app, an unknown outcome. 0 where not counted."""
+    if "attempts" not in df:
+        return np.zeros(len(df), dtype=np.int64)
+    attempts = df["attempts"].to_numpy(dtype=float, na_value=np.nan)
+    return np.where(np.isnan(attempts), 0, np.maximum(attempts - 1, 0)).astype(np.int64)
+
+
+def attempts_counted(df: pd.DataFrame) -> int:
+    """How many records say how many attempts they took."""
+    return int(df["attempts"].notna().sum()) if "attempts" in df else 0
 
 
 _NONE = np.iinfo(np.int64).min  # "no value yet" for running maxima
@@ -162,6 +181,8 @@ class CounterChecker:
         size = int(counter_max) - self.lo + 1 if counter_max is not None else 0
         self.seen = np.zeros(max(size, 0), dtype=np.uint16)
         self.n_ok = self.n_fail = self.n_unknown = 0
+        self.n_hidden = 0  # unseen first attempts (a client's resend): unknown outcomes too
+        self.n_counted = 0  # records whose attempts were counted
         self.global_order = OrderChecker(clock_skew_ms / 1000.0)
         self.worker_order: dict[str, OrderChecker] = {}
         self.worker_ids: dict[str, int] = {}
@@ -185,6 +206,12 @@ class CounterChecker:
         self.n_unknown += int(unknown.sum())
         if unknown.any():
             self.unknown_starts.append(df["t_start"].to_numpy()[unknown])
+        hidden = hidden_attempts(df)
+        self.n_counted += attempts_counted(df)
+        if hidden.any():
+            self.n_hidden += int(hidden.sum())
+            self.n_unknown += int(hidden.sum())
+            self.unknown_starts.append(np.repeat(df["t_start"].to_numpy(), hidden))
         if not ok.any():
             return
         okdf = df.loc[ok]
@@ -270,6 +297,7 @@ class CounterChecker:
     def result(self) -> dict:
         result: dict = {
             "ok": self.n_ok, "fail": self.n_fail, "unknown": self.n_unknown,
+            "hidden_attempts": self.n_hidden, "attempts_counted": self.n_counted,
             "counter_before": self.before, "counter_after": self.after,
             "duplicates": 0, "unexpected": None, "gaps": 0, "unexplained_gaps": 0,
             "lost": None, "unexplained_increments": None, "final_below_returned": None,
@@ -409,7 +437,8 @@ class EpochedCounter:
                "counter_after": parts[-1]["counter_after"], "examples": {},
                "not_checked": sorted({n for p in parts for n in p["not_checked"]})}
         for key in ("ok", "fail", "unknown", "duplicates", "gaps", "unexplained_gaps",
-                    "order_violations", "user_violations"):
+                    "order_violations", "user_violations", "hidden_attempts",
+                    "attempts_counted"):
             out[key] = sum(p[key] for p in parts)
         out["unknown"] -= self._counted_twice  # each request once in the totals
         out["straddling_reset"] = self.straddling

@@ -174,7 +174,7 @@ def part_problem(file: Path) -> str | None:
     return None
 
 
-_NULLABLE = {"error", "hostname", "counter", "counter_error", "t_intended"}
+_NULLABLE = {"error", "hostname", "counter", "counter_error", "t_intended", "attempts"}
 
 
 def _record_source(path: Path, files: list[Path], rows_per_window: int) -> RecordSource:

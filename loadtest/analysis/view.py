@@ -93,6 +93,14 @@ def findings(summary: dict) -> list[str]:
         reasons = sorted({ch["reason"] for ch in unchecked if ch["reason"]})
         out.append(f"Not checked: {', '.join(ch['name'] for ch in unchecked)}"
                    + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
+    if c.get("hidden_attempts"):
+        out.append(f"The HTTP client resent {c['hidden_attempts']:,} request(s) by itself after "
+                   "a connection closed under them (Locust counted each once): each unseen "
+                   "attempt may have reached the app, and is checked as an unknown outcome.")
+    elif summary["requests"] and not c.get("attempts_counted"):
+        out.append("Attempts on the wire were not counted (the scenario's users are not "
+                   "loadtest.users.ScalecheckHttpUser): a request the HTTP client resent by "
+                   "itself would go unseen.")
     for reset in c.get("resets") or []:
         out.append(f"Redis lost the counter in a restart without persistence (from "
                    f"{reset['counter_before']} back to {reset['counter_after']}); the history "

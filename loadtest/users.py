@@ -1,0 +1,96 @@
+"""Locust users that count every attempt they put on the wire.
+
+geventhttpclient, under Locust's ``FastHttpUser``, sends a request again by
+itself when a kept-alive connection turns out to be closed after the request
+was written (it may have reached the app, and incremented the counter, before
+the connection went). Locust then reports one request; the first attempt
+leaves no trace. ``ScalecheckHttpUser`` is a ``FastHttpUser`` whose clients
+count the sockets each request took: the collector records
+``attempts = 1 + hidden resends`` for every request, and the consistency
+checks treat each hidden attempt as an unknown outcome.
+
+Users of plain ``FastHttpUser`` still work: their records have no attempt
+count (null), and the report says the attempts were not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gevent import getcurrent
+from geventhttpclient.client import HTTPClient, HTTPClientPool
+from locust.contrib.fasthttp import FastHttpUser
+
+#: greenlet -> hidden resends of the request it is making, until the collector takes it.
+_HIDDEN: dict[Any, int] = {}
+
+
+def take_hidden_attempts() -> int | None:
+    """For the collector, in the user's greenlet: the hidden resends of the request just
+    reported (None: this user does not count them)."""
+    return _HIDDEN.pop(getcurrent(), None)
+
+
+class _CountingPool:
+    """Stands in front of a client's connection pool and counts the sockets handed out."""
+
+    def __init__(self, pool) -> None:
+        self._pool = pool
+        self.taken = 0
+
+    def get_socket(self):
+        sock = self._pool.get_socket()
+        self.taken += 1
+        return sock
+
+    def __getattr__(self, name: str):
+        return getattr(self._pool, name)
+
+
+class CountingHTTPClient(HTTPClient):
+    """An HTTPClient that notes, per request, how many sockets beyond the first it took:
+    each is an attempt the server may have seen and the caller never heard of."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._connection_pool = _CountingPool(self._connection_pool)
+
+    def request(self, *args, **kwargs):
+        pool = self._connection_pool
+        before = pool.taken
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            # A redirect is a request of its own: each adds only its own resends.
+            me = getcurrent()
+            _HIDDEN[me] = _HIDDEN.get(me, 0) + max(0, pool.taken - before - 1)
+
+
+class CountingClientPool(HTTPClientPool):
+    """One counting client per host, as geventhttpclient's pool has one client per host."""
+
+    def get_client(self, url) -> HTTPClient:
+        from geventhttpclient.url import URL
+
+        if not isinstance(url, URL):
+            url = URL(url)
+        key = url.host, url.port
+        client = self.clients.get(key)
+        if client is None:
+            client = self.clients[key] = CountingHTTPClient.from_url(url, **self.client_args)
+        return client
+
+
+class ScalecheckHttpUser(FastHttpUser):
+    """``FastHttpUser`` that counts hidden resends (see the module's docstring). Subclass it
+    as you would ``FastHttpUser``."""
+
+    abstract = True
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        agent = self.client.client
+        if self.client_pool is None:  # a pool of this user's own: count in it
+            old = agent.clientpool
+            agent.clientpool = CountingClientPool(**old.client_args)
+            old.close()

@@ -1,0 +1,74 @@
+"""Every attempt on the wire is counted: geventhttpclient's silent resend is seen.
+
+The server here is a small socket server of the test's own, not a replica: it answers
+the first request on a connection, then reads the second one and closes without an
+answer, as a replica killed mid-request does. That is the one behaviour we need, made
+deterministic (a real replica killed at the right microsecond is not)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import gevent
+from locust.env import Environment
+
+from loadtest.users import ScalecheckHttpUser, take_hidden_attempts
+
+ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+          b"Connection: keep-alive\r\n\r\n{}")
+
+
+def _serve(listener: socket.socket, stop: threading.Event) -> None:
+    """Per connection: answer the first request, swallow the second and hang up."""
+    listener.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            continue
+        with conn:
+            conn.settimeout(2)
+            try:
+                conn.recv(65536)
+                conn.sendall(ANSWER)
+                conn.recv(65536)  # the next request arrives ... and the "replica" dies
+            except OSError:
+                pass
+
+
+def test_a_silent_resend_is_counted_as_an_attempt():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+    thread = threading.Thread(target=_serve, args=(listener, stop), daemon=True)
+    thread.start()
+    seen = []
+
+    class User(ScalecheckHttpUser):
+        host = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    env = Environment(user_classes=[User])
+    env.events.request.add_listener(
+        lambda **kw: seen.append((kw["exception"], take_hidden_attempts())))
+    user = User(env)
+    try:
+        def three():
+            for _ in range(3):
+                user.client.get("/")
+
+        gevent.spawn(three).join(timeout=20)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert len(seen) == 3
+    # 1st: a fresh connection, answered. 2nd: sent on the kept-alive one, which closes;
+    # the client resends on a new connection, answered: one hidden attempt. 3rd: the same.
+    assert [exc for exc, _ in seen] == [None, None, None]
+    assert [hidden for _, hidden in seen] == [0, 1, 1]
+
+
+def test_a_plain_fasthttpuser_is_not_counted():
+    assert take_hidden_attempts() is None  # nothing recorded for this greenlet
