@@ -26,7 +26,8 @@ import gevent
 import orjson
 
 from loadtest.records import PartWriter, Record, ipc_bytes, table_from_ipc, table_from_records
-from loadtest.users import take_hidden_attempts
+from loadtest.users import take_request_facts
+from loadtest.wire import SERVER_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,22 @@ FIELD_CHECK_AFTER = 100  # responses looked at before warning about missing fiel
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """Where to read a value in a response: a JSON field, a header, or nowhere (``none``)."""
+    """Where to read a value in a response: a JSON field, a header, nowhere (``none``), or
+    (a replica's name only) not from the app at all: the balancer names it (``balancer``)."""
 
-    source: str  # "json", "header" or "none"
+    source: str  # "json", "header", "none" or "balancer"
     name: str = ""
 
     @classmethod
     def parse(cls, text: str) -> FieldSpec:
-        if str(text).strip().lower() == "none":
-            return cls("none")
+        word = str(text).strip().lower()
+        if word in ("none", "balancer"):
+            return cls(word)
         source, sep, name = str(text).partition(":")
         if not sep:
             source, name = "json", str(text)
         if source not in ("json", "header") or not name:
-            raise ValueError(f"expected json:FIELD, header:NAME or none, got {text!r}")
+            raise ValueError(f"expected json:FIELD, header:NAME, balancer or none, got {text!r}")
         return cls(source, name)
 
     @property
@@ -58,8 +61,14 @@ class FieldSpec:
         """The app carries no such value by design (``--counter-field none``)."""
         return self.source == "none"
 
+    @property
+    def from_app(self) -> bool:
+        """The value is read from the app's response."""
+        return self.source in ("json", "header")
+
     def __str__(self) -> str:
-        return "none" if self.absent else f"{self.source}:{self.name}"
+        return self.source if self.source in ("none", "balancer") else \
+            f"{self.source}:{self.name}"
 
 
 class Reading(NamedTuple):
@@ -70,6 +79,7 @@ class Reading(NamedTuple):
     hostname: str | None
     counter: int | None
     counter_error: str | None
+    server: str | None = None  # the balancer's name for the replica (HAProxy's header)
 
 
 NO_RESPONSE = Reading(0, 0, None, None, "no response")
@@ -86,6 +96,14 @@ def make_extractor(hostname_spec: FieldSpec, counter_spec: FieldSpec) -> Callabl
     no_counter = f"no {counter_spec}"
 
     def extract(response) -> Reading:
+        reading = read(response)
+        try:
+            server = response.headers.get(SERVER_HEADER) if reading.status else None
+        except Exception:  # noqa: BLE001 - a broken response must not break the load test
+            server = None
+        return reading._replace(server=_text(server, 200)) if server else reading
+
+    def read(response) -> Reading:
         if response is None:
             return NO_RESPONSE
         status = int(getattr(response, "status_code", 0) or 0)
@@ -113,7 +131,7 @@ def make_extractor(hostname_spec: FieldSpec, counter_spec: FieldSpec) -> Callabl
             host, raw = body.get(host_key), body.get(counter_key)
             if type(raw) is int and (host is None or (type(host) is str and len(host) <= 200)):
                 return Reading(status, size, host, raw, None)
-        hostname = _read(response, body, hostname_spec)
+        hostname = _read(response, body, hostname_spec) if hostname_spec.from_app else None
         if counter_spec.absent:
             return Reading(status, size, _text(hostname, 200), None, None)
         raw = _read(response, body, counter_spec)
@@ -203,7 +221,7 @@ class FieldCheck:
         warnings = []
         for spec, missing, option in ((self.hostname_spec, self.no_hostname, "--hostname-field"),
                                       (self.counter_spec, self.no_counter, "--counter-field")):
-            if not spec.absent and missing * 2 > self.responses:
+            if spec.from_app and missing * 2 > self.responses:
                 warnings.append(f"{missing} of the first {self.responses} successful responses "
                                 "carried no "
                                 f"{spec}: check {option} (every check that needs it will say "
@@ -216,7 +234,7 @@ def warm_up() -> None:
     test: its first conversion of a Python list imports pandas (~0.7 s of CPU here),
     which would stall the load generator while it is being measured."""
     table_from_records([Record(0.0, 0.0, 0.0, 0, None, None, None, None, 0, 0, 0, "", "", "",
-                               0, None, None)])
+                               0, None, None, None, None)])
 
 
 class Collector:
@@ -257,10 +275,10 @@ class Collector:
     # The hot path: one reading of the response, one append.
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, _now=time.time,
-                   _hidden=take_hidden_attempts, **_kwargs) -> None:
+                   _facts=take_request_facts, **_kwargs) -> None:
         t_end = _now()
         try:
-            hidden = _hidden()
+            hidden, request_id = _facts()
             reading = self._extract(response)
             status = reading.status
             if exception is not None:
@@ -280,7 +298,7 @@ class Collector:
                 t_end, float(response_time or 0.0), status, error, reading.hostname,
                 reading.counter, reading.counter_error, stage, level, user, self.worker,
                 request_type, name, int(response_length or reading.bytes or 0), intended,
-                None if hidden is None else 1 + hidden))
+                None if hidden is None else 1 + hidden, reading.server, request_id))
         except Exception:  # never let the recorder break the load test
             log.exception("scalecheck: could not record a request")
 

@@ -204,6 +204,8 @@ class ControllerRole:
         settings = StackSettings(port=opts.stack_port, url=opts.host, balancer=opts.balancer,
                                  api_port=opts.api_port, run_dir=run_dir,
                                  log_dir=run_dir / "logs", workdir=run_dir / "stack",
+                                 app_port=opts.app_port, health_path=opts.health_path,
+                                 counter_read=opts.counter_read,
                                  options={**opts.backend_options,
                                           "store_proxy": any(f.kind in ("latency", "reset")
                                                              for f in self.plan.faults)})
@@ -449,6 +451,7 @@ class ControllerRole:
         except Exception as exc:  # e.g. a full disk: say so, and still write run.json
             log.error("scalecheck: the last records could not be written: %s", exc)
             self.record.data["error"] = f"records not written: {exc}"
+        self._name_servers()
         total = self.environment.stats.total
         self.record.set_events(self.stack.events)
         self.record.set_load_counts(self.collector.dropped_total)
@@ -458,6 +461,21 @@ class ControllerRole:
                                self._discarded, total.num_failures,
                                reset_stats_partial=self._reset_partial(),
                                by_worker=self.collector.received_from))
+
+    def _name_servers(self) -> None:
+        """Traefik names the server of each request only in its access log: join it to the
+        records now, so that every record says which replica answered."""
+        log_path = self.stack.balancer_access_log() if self.stack is not None else None
+        if log_path is None or not log_path.exists():
+            return
+        from loadtest.names import join_servers
+
+        try:
+            result = join_servers(self.record.run_dir, log_path, self.stack.events)
+        except (OSError, ValueError) as exc:  # the records stay as they were: say so
+            log.error("scalecheck: could not name the servers from %s: %s", log_path, exc)
+            return
+        self.record.data["naming"] = {"balancer_log": str(log_path), **result.to_dict()}
 
     def quit(self) -> None:
         """Locust is quitting (the end, Ctrl-C, SIGTERM, a fatal error): tear down."""

@@ -20,6 +20,7 @@ import psutil
 from loadtest.collector import FieldSpec
 from loadtest.plan import seconds as plan_seconds
 from loadtest.stack import BACKENDS, REGISTRY, backend_class
+from loadtest.stack.base import app_arguments
 
 #: Resident memory of one replica (gunicorn, gthread, 4 threads), measured on the
 #: development machine; the default --max-replicas keeps replicas within half the RAM.
@@ -28,6 +29,7 @@ MAX_REPLICAS_CAP = 64
 LOAD_MODELS = ("closed", "open")
 AUTOSCALERS = ("none", "hpa", "kpa")
 AUTOSCALE_METRICS = ("rps", "inflight", "cpu", "p95")
+DEFAULT_STAGE_TIME = "30s"
 
 
 class UsageError(Exception):
@@ -59,8 +61,9 @@ def add_arguments(parser) -> None:
         help="The balancer's API/dashboard on 127.0.0.1 (default: 8080 if free, else any)")
     add("--scale-levels", default="1,2,4", metavar="N,N,...",
         help="Replica counts, one stage each, in order (default: 1,2,4)")
-    add("--stage-time", default="30s", metavar="TIME",
-        help="How long each stage lasts, e.g. 20s, 1m30s (default: 30s)")
+    add("--stage-time", default="", metavar="TIME",
+        help="How long each stage lasts, e.g. 20s, 1m30s (default: Locust's --run-time "
+             f"shared among the levels, else {DEFAULT_STAGE_TIME})")
     add("--max-replicas", default=0, type=int, metavar="N",
         help="Highest replica count allowed, for levels and the autoscaler (default, or 0: "
              f"what half the free memory holds at ~{REPLICA_MEMORY_MB} MB a replica, at most "
@@ -115,6 +118,7 @@ def add_arguments(parser) -> None:
     add("--fault", action="append", default=[], metavar="WHEN:KIND[:ARGS]",
         help="Inject a fault, e.g. 30s:kill-replica, 45s:pause-redis:5s, 60s:restart-redis, "
              "70s:latency:redis:50ms:10s (repeat, or separate with commas)")
+    app_arguments(add)
     for name in BACKENDS:
         backend_class(name).add_arguments(add)
 
@@ -146,6 +150,10 @@ class HarnessOptions:
     kpa_stable_window: float
     kpa_panic_threshold: float
     slo_p95_ms: float
+    run_time: float | None  # Locust's --run-time: where the plan ends
+    app_port: int | None
+    health_path: str | None
+    counter_read: str | None
     faults: list[str]
     host: str | None
     users: int | None
@@ -316,13 +324,36 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
     if slo < 0:
         raise UsageError("--slo-p95-ms must be 0 (off) or more")
     faults = _fault_list(getattr(parsed, "fault", []) or [])
+    app_port = int(getattr(parsed, "app_port", 0) or 0) or None
+    if app_port is not None and not 0 < app_port < 65536:
+        raise UsageError(f"--app-port: {app_port} is not a TCP port")
+    health_path = str(getattr(parsed, "health_path", "") or "").strip() or None
+    if health_path is not None and not health_path.startswith("/"):
+        raise UsageError(f"--health-path {health_path!r}: a path, starting with / "
+                         "(e.g. /healthz)")
+    counter_read = str(getattr(parsed, "counter_read", "") or "").strip() or None
+    if counter_read is not None:
+        parts = counter_read.split(":")
+        if parts[0] != "redis" or len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"--counter-read {counter_read!r}: expected redis:SERVICE:KEY "
+                             "(redis:KEY on the embedded stack)")
+    run_time = getattr(parsed, "run_time", None) or None
+    if run_time is not None and run_time <= 0:
+        raise UsageError(f"--run-time {run_time}: must be longer than zero")
+    stage_text = str(getattr(parsed, "stage_time", "") or "").strip()
+    if stage_text:
+        stage_time = parse_duration(stage_text)
+    elif run_time:  # the levels share the run Locust was told to make
+        stage_time = float(run_time) / len(levels)
+    else:
+        stage_time = parse_duration(DEFAULT_STAGE_TIME)
     backend_options = {}
     for dest in _backend_dests():
         if hasattr(parsed, dest):
             backend_options[dest] = getattr(parsed, dest)
     options = HarnessOptions(
         stack=stack, balancer=balancer, stack_port=parsed.stack_port, api_port=api_port,
-        levels=levels, stage_time=parse_duration(parsed.stage_time),
+        levels=levels, stage_time=stage_time,
         max_replicas=max_replicas, replace_dead=bool(getattr(parsed, "replace_dead", False)),
         run_dir=parsed.run_dir, hostname_field=hostname_field, counter_field=counter_field,
         rate_per_user=parsed.rate_per_user, load_model=load_model,
@@ -335,7 +366,9 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
                                          "--scale-down-window", allow_zero=True),
         hpa_tolerance=tolerance,
         kpa_stable_window=stable_window,
-        kpa_panic_threshold=panic, slo_p95_ms=slo, faults=faults, host=host, users=users,
+        kpa_panic_threshold=panic, slo_p95_ms=slo, run_time=float(run_time) if run_time else None,
+        app_port=app_port, health_path=health_path, counter_read=counter_read, faults=faults,
+        host=host, users=users,
         spawn_rate=spawn_rate, backend_options=backend_options,
     )
     # The plan and the fault schedule check themselves; their errors are usage errors too.

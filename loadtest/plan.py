@@ -317,16 +317,19 @@ def build_plan(opts, controlled: bool | None = None) -> RunPlan:
     if opts.autoscale != "none":
         levels = [opts.min_replicas]
     stage_time = opts.stage_time
-    if load.end is not None:
-        duration = load.end
-        if opts.autoscale == "none" and len(levels) > 1:
-            last_start = (len(levels) - 1) * stage_time
-            if last_start >= duration:
-                raise PlanError(f"--load-profile ends at {duration:g}s, before stage "
-                                f"{len(levels)} would start at {last_start:g}s: shorten "
-                                "--stage-time or the levels")
+    run_time = getattr(opts, "run_time", None)
+    if run_time:  # Locust's --run-time ends the plan (a shape would otherwise ignore it)
+        duration, ends = float(run_time), "--run-time"
+    elif load.end is not None:
+        duration, ends = load.end, "--load-profile"
     else:
-        duration = len(levels) * stage_time
+        duration, ends = len(levels) * stage_time, ""
+    if ends and opts.autoscale == "none" and len(levels) > 1:
+        last_start = (len(levels) - 1) * stage_time
+        if last_start >= duration:
+            raise PlanError(f"{ends} ends the run at {duration:g}s, before stage "
+                            f"{len(levels)} would start at {last_start:g}s: shorten "
+                            "--stage-time or the levels, or lengthen the run")
     stages = []
     for i, level in enumerate(levels):
         start = i * stage_time

@@ -43,6 +43,8 @@ class Record(NamedTuple):
     bytes: int
     t_intended: float | None  # open model: when the arrival was due (epoch s); else null
     attempts: int | None = None  # times it went on the wire (1 + hidden resends); null: not counted
+    server: str | None = None  # the replica that answered, as the balancer names it
+    request_id: str | None = None  # the X-Scalecheck-Id it carried (joins it to the balancer's log)
 
 
 SCHEMA = pa.schema([
@@ -63,13 +65,15 @@ SCHEMA = pa.schema([
     ("bytes", pa.int64()),
     ("t_intended", pa.float64()),
     ("attempts", pa.int32()),
+    ("server", pa.string()),
+    ("request_id", pa.string()),
 ])
 COLUMNS: list[str] = SCHEMA.names
 if tuple(COLUMNS) != Record._fields:  # pragma: no cover - a programming error, caught at import
     raise ImportError(f"records: Record fields {Record._fields} do not match SCHEMA {COLUMNS}")
 
 #: Columns a record file written by an older version may lack; they read as null.
-OPTIONAL_COLUMNS = ("t_intended", "attempts")
+OPTIONAL_COLUMNS = ("t_intended", "attempts", "server", "request_id")
 REQUIRED_COLUMNS = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
 REQUESTS_DIR = "requests"
 

@@ -9,26 +9,43 @@ count the sockets each request took: the collector records
 ``attempts = 1 + hidden resends`` for every request, and the consistency
 checks treat each hidden attempt as an unknown outcome.
 
+Each request also carries ``X-Scalecheck-Id``, a per-run unique id the
+collector records: a balancer that logs it (Traefik's access log) then says
+which server answered each request, even when the app does not name itself.
+
 Users of plain ``FastHttpUser`` still work: their records have no attempt
-count (null), and the report says the attempts were not counted.
+count and no request id (null), and the report says so.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any
 
 from gevent import getcurrent
 from geventhttpclient.client import HTTPClient, HTTPClientPool
 from locust.contrib.fasthttp import FastHttpUser
 
-#: greenlet -> hidden resends of the request it is making, until the collector takes it.
-_HIDDEN: dict[Any, int] = {}
+from loadtest.wire import REQUEST_ID_HEADER
+
+#: greenlet -> [hidden resends, request id] of the request it is making, until the
+#: collector takes them.
+_PENDING: dict[Any, list] = {}
+_PREFIX = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+_SEQUENCE = itertools.count(1)
+
+
+def take_request_facts() -> tuple[int | None, str | None]:
+    """For the collector, in the user's greenlet: (hidden resends, request id) of the
+    request just reported; (None, None) for a user that does not count them."""
+    facts = _PENDING.pop(getcurrent(), None)
+    return (None, None) if facts is None else (facts[0], facts[1])
 
 
 def take_hidden_attempts() -> int | None:
-    """For the collector, in the user's greenlet: the hidden resends of the request just
-    reported (None: this user does not count them)."""
-    return _HIDDEN.pop(getcurrent(), None)
+    """The hidden resends of the request just reported (None: not counted)."""
+    return take_request_facts()[0]
 
 
 class _CountingPool:
@@ -55,15 +72,19 @@ class CountingHTTPClient(HTTPClient):
         super().__init__(*args, **kwargs)
         self._connection_pool = _CountingPool(self._connection_pool)
 
-    def request(self, *args, **kwargs):
+    def request(self, method, request_uri, body=b"", headers=None):
         pool = self._connection_pool
         before = pool.taken
+        me = getcurrent()
+        facts = _PENDING.get(me)
+        if facts is None:
+            facts = _PENDING[me] = [0, f"{_PREFIX}{next(_SEQUENCE):x}"]
+        headers = {**(headers or {}), REQUEST_ID_HEADER: facts[1]}
         try:
-            return super().request(*args, **kwargs)
+            return super().request(method, request_uri, body=body, headers=headers)
         finally:
             # A redirect is a request of its own: each adds only its own resends.
-            me = getcurrent()
-            _HIDDEN[me] = _HIDDEN.get(me, 0) + max(0, pool.taken - before - 1)
+            facts[0] += max(0, pool.taken - before - 1)
 
 
 class CountingClientPool(HTTPClientPool):

@@ -24,7 +24,7 @@ from loadtest.records import OPTIONAL_COLUMNS, REQUESTS_DIR, REQUIRED_COLUMNS, S
 
 #: What the analysis reads: every column of the record but the request's method,
 #: name and size, which nothing here needs.
-NEEDED = [c for c in SCHEMA.names if c not in ("method", "name", "bytes")]
+NEEDED = [c for c in SCHEMA.names if c not in ("method", "name", "bytes", "request_id")]
 
 
 class AnalysisInputError(Exception):
@@ -174,7 +174,8 @@ def part_problem(file: Path) -> str | None:
     return None
 
 
-_NULLABLE = {"error", "hostname", "counter", "counter_error", "t_intended", "attempts"}
+_NULLABLE = {"error", "hostname", "counter", "counter_error", "t_intended", "attempts",
+             "server", "request_id"}
 
 
 def _record_source(path: Path, files: list[Path], rows_per_window: int) -> RecordSource:

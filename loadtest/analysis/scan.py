@@ -5,6 +5,9 @@ Each window is a time range of ``t_start`` read with a filter, so Parquet's
 row-group statistics skip the parts outside it; windows are sized to hold
 about ``rows_per_window`` records. Columns a part written by an older
 version lacks (``optional``) read as nulls.
+
+A record's replica is the app's own word for it (``hostname``) where the app
+said it, else the balancer's (``server``); ``naming`` counts which.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -30,6 +34,7 @@ class RecordSource:
         self.rows_per_window = rows_per_window
         self.optional = optional
         self._stats: dict | None = None
+        self.naming = {"app": 0, "balancer": 0, "none": 0}  # of the last full scan
 
     @property
     def stats(self) -> dict:
@@ -72,6 +77,9 @@ class RecordSource:
         count = max(1, math.ceil(rows / self.rows_per_window))
         width = span / count
         field = ds.field("t_start")
+        wants_name = "hostname" in columns and "server" in self.dataset.schema.names
+        read = list(columns) + (["server"] if wants_name and "server" not in columns else [])
+        naming = {"app": 0, "balancer": 0, "none": 0}
         for i in range(count):
             start = st["t_min"] + i * width
             if i == count - 1:
@@ -80,14 +88,31 @@ class RecordSource:
                 flt = field < start + width
             else:
                 flt = (field >= start) & (field < start + width)
-            table = self.dataset.to_table(columns=columns, filter=flt if count > 1 else None)
+            table = self.dataset.to_table(columns=read, filter=flt if count > 1 else None)
             if table.num_rows == 0:
                 continue
+            if wants_name:
+                table = _named(table, naming)
             frame = table.to_pandas(strings_to_categorical=True, self_destruct=True)
             for name in columns:
-                if name in self.optional and frame[name].dtype == object:
+                if name in self.optional and frame[name].dtype == object and \
+                        not pa.types.is_string(SCHEMA.field(name).type):
                     frame[name] = pd.to_numeric(frame[name])
             yield frame.sort_values("t_start", kind="stable", ignore_index=True)
+        self.naming = naming
+
+
+def _named(table: pa.Table, naming: dict) -> pa.Table:
+    """``hostname``: the app's name for the replica, else the balancer's."""
+    app, balancer = table["hostname"], table["server"]
+    has_app = pc.is_valid(app)
+    naming["app"] += pc.sum(has_app).as_py() or 0
+    naming["balancer"] += pc.sum(pc.and_(pc.invert(has_app), pc.is_valid(balancer))).as_py() \
+        or 0
+    naming["none"] += table.num_rows - (pc.sum(pc.is_valid(pc.coalesce(app, balancer))).as_py()
+                                        or 0)
+    return table.set_column(table.column_names.index("hostname"), "hostname",
+                            pc.coalesce(app, balancer))
 
 
 __all__ = ["RecordSource"]

@@ -219,6 +219,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         totals["recorded"] = st["rows"]
     totals.setdefault("locust", None)
     totals["analysed"] = st["rows"]
+    totals["naming"] = dict(source.naming)  # who named each record's replica
     if run.bad_parts:
         totals["bad_parts"] = run.bad_parts
 

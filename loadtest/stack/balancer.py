@@ -24,6 +24,7 @@ class BalancerPaths:
     api_port: int        # the API / dashboard / stats on 127.0.0.1
     workdir: Path        # configuration files
     log_dir: Path
+    health_path: str | None = "/health"  # where the balancer checks a replica (None: nothing)
 
 
 class LocalBalancer(ABC):

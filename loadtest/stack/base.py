@@ -85,10 +85,28 @@ class StackSettings:
     log_dir: Path | None = None
     workdir: Path | None = None
     app_env: dict[str, str] = field(default_factory=dict)
+    app_port: int | None = None             # where the app's replicas listen (if known)
+    health_path: str | None = None          # the app's health path (None: the backend's default)
+    counter_read: str | None = None         # redis:SERVICE:KEY, where the shared counter lives
     options: dict[str, Any] = field(default_factory=dict)  # the backend's own, by dest name
 
 
 OptionAdder = Callable[..., Any]
+
+
+def app_arguments(add: OptionAdder) -> None:
+    """Options about the app, the same for every backend (Locust's and the stack CLI's)."""
+    add("--app-port", default=0, type=int, metavar="PORT",
+        help="The port the app's replicas listen on (Compose default: the service's expose or "
+             "ports, else the image's EXPOSE)")
+    add("--health-path", default="", metavar="PATH",
+        help="Where a replica says it is healthy, e.g. /healthz (default: /health for the "
+             "hello app; for another app, none: a replica is healthy once it accepts "
+             "connections, or by Docker's own healthcheck where it has one)")
+    add("--counter-read", default="", metavar="redis:SERVICE:KEY",
+        help="Where the app's shared counter lives, read before and after the run (default "
+             "for the hello app: redis:redis:counter; for another app, not read: the "
+             "counter checks are then not applicable)")
 
 
 class Stack(ABC):
@@ -190,6 +208,12 @@ class Stack(ABC):
         raise Unsupported(f"the {self.name} stack has no balancer view")
 
     def balancer_version(self) -> str | None:
+        return None
+
+    def balancer_access_log(self) -> Path | None:
+        """Where the balancer logs which server answered each request, by request id
+        (Traefik's JSON access log), for ``loadtest.names``; None where it names the
+        server in the response itself (HAProxy) or logs nothing."""
         return None
 
     def replica_cpu_seconds(self) -> dict[str, float]:

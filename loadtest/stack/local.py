@@ -1,12 +1,14 @@
-"""The embedded stack: real redis-server, gunicorn replicas and a balancer, no Docker.
+"""The embedded stack: real redis-server, replicas and a balancer, no Docker.
 
 Everything listens on loopback. The balancer (Traefik by default, as in the
 workshop, or HAProxy) is on ``127.0.0.1:<port>`` (4000 by default) with its
-API/dashboard on another loopback port (8080 if free). Replicas are started
-here and handed to the balancer once they answer ``/health``; on the way down
-they leave the balancer's rotation first, finish what is in flight, and only
-then get SIGTERM. Every replica gets a hostname ``hello-<n>`` that is never
-reused, as a container id would be.
+API/dashboard on another loopback port (8080 if free). Replicas are the hello
+app (gunicorn) or the user's own command (``--app-cmd``, see ``stack.app``),
+started here and handed to the balancer once they answer their health path;
+on the way down they leave the balancer's rotation first, get the drain time
+to finish what is in flight, and only then SIGTERM (SIGKILL after the stop
+grace). Every replica gets a name (``hello-<n>``, or ``app-<n>`` for the
+user's command) that is never reused, as a container id would be.
 
 The stack watches its children (``poll``): a replica, the balancer or Redis
 that exits on its own is noticed within a poll and recorded with the time.
@@ -14,7 +16,6 @@ that exits on its own is noticed within a poll and recorded with the time.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,8 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -31,6 +30,7 @@ import redis
 
 from loadtest.stack import events as ev
 from loadtest.stack import processes
+from loadtest.stack.app import AppSpec, listening_ports, parse_app_env
 from loadtest.stack.balancer import BalancerPaths, LocalBalancer
 from loadtest.stack.base import (
     BalancerRow,
@@ -79,6 +79,8 @@ class LocalStack(Stack):
         ready_timeout: float = 30.0,
         drain_timeout: float = 10.0,
         store_proxy: bool = False,
+        app: AppSpec | None = None,
+        counter_key: str | None = None,
     ) -> None:
         super().__init__()
         if balancer not in self.balancers:
@@ -92,7 +94,8 @@ class LocalStack(Stack):
             f"scalecheck-{os.getpid()}-{id(self):x}"
         self.log_dir = Path(log_dir) if log_dir else self.workdir / "logs"
         self.app_env = {**os.environ, **(app_env or {})}
-        self.counter_key = self.app_env.get("COUNTER_KEY", "counter")
+        self.app = app or AppSpec()
+        self.counter_key = counter_key or self.app_env.get("COUNTER_KEY", "counter")
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.store_proxy = store_proxy
@@ -111,11 +114,48 @@ class LocalStack(Stack):
         self._store_reported = False
 
     @classmethod
+    def add_arguments(cls, add) -> None:
+        add("--app-cmd", default="", metavar="COMMAND",
+            help="--stack local: run this command as each replica instead of the hello app; "
+                 "{port} is replaced by the replica's port (also in PORT), e.g. 'uvicorn "
+                 "shop:app --port {port}'")
+        add("--app-env", action="append", default=[], metavar="NAME=VALUE",
+            help="--stack local: an environment variable for the replicas (repeat)")
+        add("--app-dir", default="", metavar="DIR",
+            help="--stack local: the replicas' working directory (default: here)")
+        add("--with-redis", action="store_true", default=False,
+            help="--stack local --app-cmd: start a redis-server for the app (REDIS_URL, "
+                 "REDIS_HOST, REDIS_PORT); implied by --counter-read")
+        add("--drain-time", default="", metavar="TIME",
+            help="--stack local: how long a leaving replica keeps running after the balancer "
+                 "stopped routing to it, before SIGTERM (default: 0.1s for the hello app, "
+                 "which drains on its own; 1s for --app-cmd)")
+        add("--stop-grace", default="10s", metavar="TIME",
+            help="--stack local: from SIGTERM to SIGKILL (default 10s)")
+
+    @classmethod
     def from_settings(cls, settings: StackSettings) -> LocalStack:
+        from loadtest.plan import seconds
+
+        opts = settings.options
+        command = str(opts.get("app_cmd") or "").strip() or None
+        counter = settings.counter_read
+        key = counter.rsplit(":", 1)[-1] if counter else None
+        try:
+            drain = seconds(opts.get("drain_time") or ("1s" if command else "0.1s"))
+            grace = seconds(opts.get("stop_grace") or "10s")
+        except (ValueError, TypeError):
+            raise StackError("--drain-time/--stop-grace: not a duration (e.g. 1s, 500ms)") \
+                from None
+        if opts.get("app_dir") and not Path(opts["app_dir"]).is_dir():
+            raise StackError(f"--app-dir {opts['app_dir']}: no such directory")
+        app = AppSpec(command, parse_app_env(opts.get("app_env")), opts.get("app_dir") or None,
+                      settings.health_path, drain, grace,
+                      with_redis=bool(opts.get("with_redis") or counter))
         return cls(port=settings.port, workdir=settings.workdir, log_dir=settings.log_dir,
                    app_env=settings.app_env, balancer=settings.balancer,
                    api_port=settings.api_port,
-                   store_proxy=bool(settings.options.get("store_proxy")))
+                   store_proxy=bool(opts.get("store_proxy")), app=app, counter_key=key)
 
     @property
     def url(self) -> str:
@@ -126,7 +166,8 @@ class LocalStack(Stack):
         return f"http://127.0.0.1:{self._lb.paths.api_port}" if self._lb else None
 
     def preflight(self) -> None:
-        require_binary("redis-server")
+        if self.app.needs_redis:
+            require_binary("redis-server")
         if self.balancer == "haproxy":
             require_binary("haproxy")
         else:
@@ -142,11 +183,14 @@ class LocalStack(Stack):
         with self.lock:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._up = True
-            self._start_redis()
+            if self.app.needs_redis:
+                self._start_redis()
             if self.store_proxy:
+                if self._redis_port is None:
+                    raise StackError("faults on the Redis link need a Redis (--with-redis)")
                 self._start_proxy()
             paths = BalancerPaths(self.port, api_port_or_free(self._api_port), self.workdir,
-                                  self.log_dir)
+                                  self.log_dir, self.app.check_path)
             self._lb = make_balancer(self.balancer, paths)
             self._lb.start()
             return self.scale(replicas, by="up")
@@ -264,6 +308,9 @@ class LocalStack(Stack):
     def balancer_version(self) -> str | None:
         return self._lb.version() if self._lb is not None else None
 
+    def balancer_access_log(self) -> Path | None:
+        return self.log_dir / "traefik-access.log" if self.balancer == "traefik" else None
+
     def replica_cpu_seconds(self) -> dict[str, float]:
         out = {}
         for proc in list(self._replicas.values()):
@@ -283,7 +330,10 @@ class LocalStack(Stack):
 
     def describe(self) -> dict:
         return {**super().describe(), "redis_port": self._redis_port,
-                "balancer_api": self.api_url, "store_proxy": self.store_proxy}
+                "balancer_api": self.api_url, "store_proxy": self.store_proxy,
+                "app_cmd": self.app.command, "app_dir": self.app.cwd,
+                "health_path": self.app.check_path, "drain_time_s": self.app.drain_time,
+                "stop_grace_s": self.app.stop_grace}
 
     def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
         proc = self._pick(hostname)
@@ -428,7 +478,8 @@ class LocalStack(Stack):
         Spawned from the calling thread on purpose: the parent-death signal
         fires when the *thread* that forked exits, so no worker threads here.
         """
-        pending = [self._spawn_replica(f"hello-{self._take_id()}") for _ in range(count)]
+        prefix = self.app.name_prefix
+        pending = [self._spawn_replica(f"{prefix}-{self._take_id()}") for _ in range(count)]
         added = []
         deadline = time.monotonic() + self.ready_timeout
         attempts = {proc.replica.hostname: 1 for proc in pending}
@@ -439,10 +490,11 @@ class LocalStack(Stack):
                     # Lost a race for its port, or crashed: retry a couple of times.
                     name = proc.replica.hostname
                     if attempts[name] >= 3:
-                        raise StackError(f"replica {name} would not start; see logs/{name}.log")
+                        raise StackError(f"replica {name} would not start (exit code "
+                                         f"{proc.popen.returncode}); see {self._log(name)}")
                     attempts[name] += 1
                     pending[pending.index(proc)] = self._spawn_replica(name)
-                elif _healthy(port):
+                elif self.app.healthy(port):
                     pending.remove(proc)
                     self._lb.add(proc.replica.hostname, proc.replica.address)
                     proc.replica.state = "up"
@@ -450,13 +502,32 @@ class LocalStack(Stack):
                     self._event(ev.REPLICA_ADDED, hostname=proc.replica.hostname,
                                 address=proc.replica.address, pid=proc.popen.pid)
                     added.append(proc.replica.hostname)
+            if pending and not self.app.ours:
+                self._refuse_wrong_port(pending)
             if pending and time.monotonic() > deadline:
+                first = pending[0].replica.hostname
                 names = ", ".join(p.replica.hostname for p in pending)
-                raise StackError(f"timed out after {self.ready_timeout:.0f}s waiting for "
-                                 f"replica(s) {names} to answer /health")
+                what = self.app.check_path or "/ (below 500)"
+                raise StackError(f"replica(s) {names} never became healthy: no answer on "
+                                 f"{what} within {self.ready_timeout:.0f}s; see "
+                                 f"{self._log(first)}")
             if pending:
                 time.sleep(0.05)
         return added
+
+    def _refuse_wrong_port(self, pending: list[_Proc]) -> None:
+        """A command that listens, but not where it was told: it uses neither {port} nor
+        PORT (two replicas would fight over one port). Said at once, not after a timeout."""
+        for proc in pending:
+            port = int(proc.replica.address.rsplit(":", 1)[1])
+            ports = listening_ports(proc.popen.pid)
+            if ports and port not in ports:
+                raise StackError(f"replica {proc.replica.hostname} listens on port "
+                                 f"{', '.join(map(str, sorted(ports)))}, not on {port}: "
+                                 "--app-cmd must use {port}, or the app must read PORT")
+
+    def _log(self, name: str) -> str:
+        return str(self.log_dir / f"{name}.log")
 
     def _take_id(self) -> int:
         self._next_id += 1
@@ -465,20 +536,12 @@ class LocalStack(Stack):
     def _spawn_replica(self, hostname: str) -> _Proc:
         port = free_port()
         redis_port = self._proxy_ports[0] if self._proxy_ports else self._redis_port
-        env = {
-            **self.app_env,
-            "HELLO_HOSTNAME": hostname,
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(redis_port),
-            "PORT": str(port),
-            "BIND_HOST": "127.0.0.1",
-            # The balancer has already stopped routing here when we stop it.
-            "DRAIN_SECONDS": self.app_env.get("LOCAL_DRAIN_SECONDS", "0.2"),
-            "PYTHONPATH": processes.pythonpath_with_repo(self.app_env),
-        }
-        popen = processes.spawn([sys.executable, "-m", "app.serve"],
-                                self.log_dir / f"{hostname}.log", env=env,
-                                cwd=str(processes.REPO_ROOT))
+        env = self.app.environment(self.app_env, hostname, port, redis_port)
+        try:
+            popen = processes.spawn(self.app.argv(port), self.log_dir / f"{hostname}.log",
+                                    env=env, cwd=self.app.working_dir())
+        except OSError as exc:
+            raise StackError(f"--app-cmd cannot be started: {exc.strerror or exc}") from None
         proc = _Proc(Replica(hostname, f"127.0.0.1:{port}", "starting", popen.pid, time.time()),
                      popen)
         self._replicas[hostname] = proc
@@ -495,9 +558,12 @@ class LocalStack(Stack):
         self._lb.begin_removal(names)
         for proc in victims:
             self._event(ev.REPLICA_REMOVING, hostname=proc.replica.hostname)
+        left = time.monotonic()
         self._lb.wait_idle(names, self.drain_timeout)
         self._lb.finish_removal(names)
-        processes.stop_all([proc.popen for proc in victims])
+        # What a preStop pause does in a cluster: time for requests already on their way.
+        time.sleep(max(0.0, self.app.drain_time - (time.monotonic() - left)))
+        processes.stop_all([proc.popen for proc in victims], timeout=self.app.stop_grace)
         for proc in victims:
             proc.replica.state = "removed"
             self._event(ev.REPLICA_REMOVED, hostname=proc.replica.hostname)
@@ -515,12 +581,4 @@ def _redis_ping(port: int) -> bool:
         return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
                                 retry=None).ping())
     except redis.RedisError:
-        return False
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-            return resp.status == 200 and json.loads(resp.read()).get("status") == "ok"
-    except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -51,17 +51,17 @@ from loadtest.stack.base import (
     api_port_or_free,
     port_is_free,
 )
-from loadtest.stack.compose import (
-    COMPOSE_DIR,
-    _get_json,
-    _has_image,
-    _int,
+from loadtest.stack.compose import COMPOSE_DIR
+from loadtest.stack.docker.engine import (
     container_cpu_seconds,
     docker_client,
     freeze_store_for_restart,
     image_env,
     store_restart_result,
 )
+from loadtest.stack.docker.engine import has_image as _has_image
+from loadtest.stack.views import as_int as _int
+from loadtest.stack.views import get_json as _get_json
 
 log = logging.getLogger("scalecheck")
 STACK_FILE = COMPOSE_DIR / "swarm-stack.yml"

@@ -14,7 +14,6 @@ then stops it; the replica drains on SIGTERM, so what is in flight finishes.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,13 +21,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from loadtest.stack import processes
 from loadtest.stack.balancer import LocalBalancer
 from loadtest.stack.base import BalancerRow, StackError, wait_until
+from loadtest.stack.views import TraefikApi, traefik_rows, traefik_status
+from loadtest.wire import REQUEST_ID_HEADER
 
 SERVICE = "hello"
 
@@ -56,9 +55,12 @@ log:
 accessLog:
   format: json
   filePath: "{access_log}"
+  bufferingSize: 0
   fields:
     headers:
       defaultMode: drop
+      names:
+        {request_id_header}: keep
 providers:
   providersThrottleDuration: 0s
   file:
@@ -76,13 +78,14 @@ http:
       service: {service}
   services:
     {service}:
-      loadBalancer:
-        healthCheck:
-          path: /health
-          interval: {interval}
-          timeout: 1s
+      loadBalancer:{health_check}
         servers:{servers}
 """
+HEALTH_CHECK = """
+        healthCheck:
+          path: {path}
+          interval: {interval}
+          timeout: 1s"""
 
 
 def traefik_binary() -> str:
@@ -108,8 +111,8 @@ class TraefikBalancer(LocalBalancer):
         self._version: str | None = None
 
     @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.paths.api_port}"
+    def api(self) -> TraefikApi:
+        return TraefikApi(self.paths.api_port)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -121,7 +124,7 @@ class TraefikBalancer(LocalBalancer):
             port=self.paths.port, api_port=self.paths.api_port,
             log=self.paths.log_dir / "traefik.log",
             access_log=self.paths.log_dir / "traefik-access.log",
-            dynamic_dir=self.dynamic_dir))
+            dynamic_dir=self.dynamic_dir, request_id_header=REQUEST_ID_HEADER))
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
         self.process = processes.spawn([self.binary, f"--configFile={static}"],
                                        self.paths.log_dir / "traefik.out")
@@ -130,8 +133,8 @@ class TraefikBalancer(LocalBalancer):
             if self.process.poll() is not None:
                 raise StackError(f"Traefik exited at start (code {self.process.returncode}); "
                                  "see logs/traefik.log")
-            return _get(f"{self.api}/ping") == "OK" and _listening(self.paths.port) and \
-                self._service() is not None
+            return self.api.ping() and _listening(self.paths.port) and \
+                self.api.service(f"{SERVICE}@file") is not None
 
         try:
             wait_until(ready, 15, what="Traefik to start")
@@ -159,7 +162,7 @@ class TraefikBalancer(LocalBalancer):
 
         def gone() -> bool:
             status = self._status()
-            return status is not None and not (leaving & {_address(u) for u in status})
+            return status is not None and not (leaving & set(status))
 
         wait_until(gone, 10, interval=0.02,
                    what=f"Traefik to stop routing to {', '.join(sorted(names))}")
@@ -186,25 +189,16 @@ class TraefikBalancer(LocalBalancer):
         wanted = {self._servers[n] for n in names if n in self._servers}
         if len(wanted) != len(names):
             return False
-        return {_address(u) for u in status} == wanted and \
-            all(s.upper() == "UP" for s in status.values())
+        return set(status) == wanted and all(s == "UP" for s in status.values())
 
     def view(self) -> list[BalancerRow]:
-        status = self._status() or {}
-        by_address = {a: n for n, a in self._servers.items()}
-        rows = []
-        for url, state in sorted(status.items()):
-            address = _address(url)
-            rows.append(BalancerRow(server=by_address.get(address, address), address=address,
-                                    status=state.upper()))  # Traefik counts nothing per server
-        return rows
+        return traefik_rows(self.api.service(f"{SERVICE}@file"),
+                            {a: n for n, a in self._servers.items()})
 
     def version(self) -> str | None:
         if self._version is None:
-            data = _get_json(f"{self.api}/api/version")
-            if isinstance(data, dict) and data.get("Version"):
-                self._version = str(data["Version"])
-            else:
+            self._version = self.api.version()
+            if self._version is None:
                 try:
                     out = subprocess.run([self.binary, "version"], capture_output=True,
                                          text=True, timeout=10).stdout
@@ -226,31 +220,21 @@ class TraefikBalancer(LocalBalancer):
                               for address in self._servers.values())
         else:
             servers = " []"
-        text = DYNAMIC.format(service=SERVICE, interval=f"{self.health_interval_ms}ms",
-                              servers=servers)
+        # Without a health path, nothing is checked: a replica is in rotation from the
+        # moment the harness found it healthy until it leaves (or dies).
+        check = HEALTH_CHECK.format(path=self.paths.health_path,
+                                    interval=f"{self.health_interval_ms}ms") \
+            if self.paths.health_path else ""
+        text = DYNAMIC.format(service=SERVICE, health_check=check, servers=servers)
         target = self.dynamic_dir / f"{SERVICE}.yml"
         tmp = self.dynamic_dir / f".{SERVICE}.yml.tmp"  # not .yml: the provider ignores it
         tmp.write_text(text)
         os.replace(tmp, target)
 
-    def _service(self) -> dict | None:
-        data = _get_json(f"{self.api}/api/http/services/{SERVICE}@file")
-        return data if isinstance(data, dict) else None
-
     def _status(self) -> dict[str, str] | None:
-        """url -> UP/DOWN for the servers Traefik has now; None if the API does not answer."""
-        service = self._service()
-        if service is None:
-            return None
-        status = service.get("serverStatus") or {}
-        # A server that has not been checked yet is not in serverStatus: count it as not UP.
-        for server in (service.get("loadBalancer") or {}).get("servers") or []:
-            status.setdefault(server.get("url", ""), "UNCHECKED")
-        return status
-
-
-def _address(url: str) -> str:
-    return url.split("://", 1)[-1].rstrip("/")
+        """address -> UP / DOWN / UNCHECKED for the servers Traefik has now; None if its
+        API does not answer."""
+        return traefik_status(self.api.service(f"{SERVICE}@file"))
 
 
 def _listening(port: int) -> bool:
@@ -259,19 +243,3 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def _get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError):
-        return None
-
-
-def _get_json(url: str):
-    text = _get(url)
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None

@@ -1,0 +1,236 @@
+"""The user's Compose file, as the harness runs it: their services, plus its balancer.
+
+The user's file is never touched. Compose resolves it first (``config``:
+variables, ``extends``, ``env_file``, relative paths made absolute), then this
+module writes the harness's copy into the run directory, changed only where the
+harness must change it:
+
+- the scaled service loses its host ``ports`` (a second replica could not bind
+  the same host port) and its ``container_name`` is refused (Compose cannot
+  scale a service whose containers all have one name);
+- the harness's balancer joins the scaled service's networks, published on
+  127.0.0.1 only: Traefik with its Docker provider (the service gets the labels
+  that name it to Traefik, on its container port, health-checked on the health
+  path), or HAProxy, which the harness feeds through its runtime API;
+- every other service stays as written (their database, their Redis under any
+  name, their environment).
+
+Why a resolved copy rather than an override next to the user's file: Compose v1
+(Debian's docker-compose 1.29) merges ``ports`` of an override *into* the
+original's, so an override cannot take a port away; v2 can (``!reset``), v1
+cannot. A resolved copy works with both, and the user's file stays as it is.
+
+Pure functions of the resolved configuration: tested without Docker.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+
+from loadtest.wire import REQUEST_ID_HEADER
+
+BALANCER_SERVICE = "scalecheck-balancer"
+TRAEFIK_ROUTER = "scalecheck"
+#: Where the balancer container writes what the harness reads (Traefik's access log).
+BALANCER_LOG_DIR = "/scalecheck/logs"
+HAPROXY_ADMIN_PORT = 9999
+
+
+class ComposeFileError(Exception):
+    """The Compose file cannot be run as asked; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ScaledService:
+    """What the harness learned of the service it scales."""
+
+    name: str
+    port: int                    # the container port the balancer sends requests to
+    port_source: str             # where that port came from
+    networks: list[str]          # its networks, as named in the file
+    has_healthcheck: bool        # a Docker healthcheck of its own (the file's or image's)
+    image: str | None = None
+    removed_ports: list[str] = field(default_factory=list)
+
+
+def services(config: dict) -> dict:
+    return config.get("services") or {}
+
+
+def scaled_service(config: dict, name: str, app_port: int | None = None,
+                   image_ports: list[int] | None = None,
+                   image_healthcheck: bool = False) -> ScaledService:
+    """Find the service to scale and the port its replicas listen on: ``--app-port``, else
+    the service's ``expose``, else the container side of its ``ports``, else the image's
+    ``EXPOSE``. One line (ComposeFileError) when it cannot be scaled or has no port."""
+    found = services(config)
+    if name not in found:
+        raise ComposeFileError(f"service {name!r} is not in the Compose file (it has: "
+                               f"{', '.join(sorted(found)) or 'no service'})")
+    svc = found[name] or {}
+    if svc.get("container_name"):
+        raise ComposeFileError(f"service {name!r} sets container_name "
+                               f"({svc['container_name']}): Compose cannot run two containers "
+                               "of one name, so it cannot be scaled; remove container_name")
+    port, source = _port(svc, app_port, image_ports or [])
+    if port is None:
+        raise ComposeFileError(f"service {name!r}: no container port found (no expose, no "
+                               "ports, no EXPOSE in its image); give it with --app-port")
+    health = svc.get("healthcheck")
+    has_health = bool(health) and not health.get("disable") and \
+        health.get("test") not in (["NONE"], "NONE")
+    if health is None:
+        has_health = image_healthcheck
+    return ScaledService(name, port, source, _networks(svc), has_health, svc.get("image"),
+                         [_port_text(p) for p in svc.get("ports") or []])
+
+
+def _port(svc: dict, app_port: int | None, image_ports: list[int]) -> tuple[int | None, str]:
+    if app_port:
+        return app_port, "--app-port"
+    for entry in svc.get("expose") or []:
+        number = _leading_int(str(entry))
+        if number:
+            return number, "expose"
+    for entry in svc.get("ports") or []:
+        number = entry.get("target") if isinstance(entry, dict) else _container_side(str(entry))
+        if number:
+            return int(number), "ports"
+    if image_ports:
+        return sorted(image_ports)[0], "the image's EXPOSE"
+    return None, ""
+
+
+def _container_side(text: str) -> int | None:
+    """``127.0.0.1:4000:8000/tcp`` -> 8000; ``5000`` -> 5000; ``8000-8001`` -> 8000."""
+    text = text.split("/", 1)[0]
+    return _leading_int(text.rsplit(":", 1)[-1])
+
+
+def _leading_int(text: str) -> int | None:
+    match = re.match(r"\s*(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def _port_text(entry) -> str:
+    if isinstance(entry, dict):
+        host = f"{entry.get('host_ip')}:" if entry.get("host_ip") else ""
+        return f"{host}{entry.get('published', '')}:{entry.get('target')}"
+    return str(entry)
+
+
+def _networks(svc: dict) -> list[str]:
+    nets = svc.get("networks")
+    if not nets:
+        return ["default"]  # Compose puts a service without networks on <project>_default
+    return list(nets) if isinstance(nets, dict) else [str(n) for n in nets]
+
+
+@dataclass(frozen=True)
+class BalancerSpec:
+    """How to run the harness's balancer beside the user's services."""
+
+    kind: str                    # traefik | haproxy
+    image: str
+    port: int                    # on 127.0.0.1
+    api_port: int                # on 127.0.0.1: Traefik's API, HAProxy's stats page
+    health_path: str | None = "/health"
+    project: str = ""
+    admin_port: int | None = None      # HAProxy's runtime API on 127.0.0.1
+    haproxy_cfg: str | None = None     # host path of the HAProxy configuration
+    log_dir: str | None = None         # host directory for the balancer's access log
+    docker_socket: str = "/var/run/docker.sock"
+
+
+def harness_config(config: dict, scaled: ScaledService, balancer: BalancerSpec) -> dict:
+    """The configuration the harness runs: a copy of ``config`` with its balancer added."""
+    out = copy.deepcopy(config)
+    svc = out["services"][scaled.name]
+    svc.pop("ports", None)
+    if balancer.kind == "traefik":
+        labels = {k: v for k, v in _labels(svc).items() if not k.startswith("traefik.")}
+        labels.update(traefik_labels(scaled.port, balancer.health_path))
+        svc["labels"] = labels
+    if BALANCER_SERVICE in out["services"]:
+        raise ComposeFileError(f"the Compose file already has a service named "
+                               f"{BALANCER_SERVICE}, the name the harness gives its balancer")
+    out["services"][BALANCER_SERVICE] = balancer_service(scaled, balancer)
+    if scaled.networks == ["default"]:
+        out.setdefault("networks", {}).setdefault("default", None)
+    return out
+
+
+def _labels(svc: dict) -> dict:
+    labels = svc.get("labels") or {}
+    if isinstance(labels, list):
+        labels = dict(item.split("=", 1) if "=" in item else (item, "") for item in labels)
+    return dict(labels)
+
+
+def traefik_labels(port: int, health_path: str | None) -> dict[str, str]:
+    """The labels that name the scaled service to Traefik. Without a health path, Traefik
+    relies on Docker's healthcheck (its Docker provider routes only to healthy containers)."""
+    prefix = f"traefik.http.services.{TRAEFIK_ROUTER}.loadbalancer"
+    labels = {
+        "traefik.enable": "true",
+        f"traefik.http.routers.{TRAEFIK_ROUTER}.rule": "PathPrefix(`/`)",
+        f"traefik.http.routers.{TRAEFIK_ROUTER}.entrypoints": "web",
+        f"traefik.http.routers.{TRAEFIK_ROUTER}.service": TRAEFIK_ROUTER,
+        f"{prefix}.server.port": str(port),
+    }
+    if health_path:
+        labels.update({f"{prefix}.healthcheck.path": health_path,
+                       f"{prefix}.healthcheck.interval": "1s",
+                       f"{prefix}.healthcheck.timeout": "1s"})
+    return labels
+
+
+def balancer_service(scaled: ScaledService, spec: BalancerSpec) -> dict:
+    svc: dict = {"image": spec.image, "networks": list(scaled.networks),
+                 "labels": {"scalecheck.role": "balancer"}}
+    if spec.kind == "traefik":
+        project = spec.project
+        svc["command"] = [
+            "--providers.docker=true",
+            "--providers.docker.exposedbydefault=false",
+            # Only this project's containers: another stack's labels must not leak in.
+            f"--providers.docker.constraints=Label(`com.docker.compose.project`,`{project}`)",
+            "--providers.providersThrottleDuration=200ms",
+            "--entrypoints.web.address=:80",
+            "--entrypoints.traefik.address=:8080",
+            "--api.dashboard=true", "--api.insecure=true", "--ping=true",
+            "--accesslog=true", "--accesslog.format=json",
+            f"--accesslog.filepath={BALANCER_LOG_DIR}/traefik-access.log",
+            "--accesslog.bufferingsize=0",
+            "--accesslog.fields.headers.defaultmode=drop",
+            f"--accesslog.fields.headers.names.{REQUEST_ID_HEADER}=keep",
+            "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
+        ]
+        if len(scaled.networks) > 1:  # which network Traefik reaches the replicas on
+            svc["command"].append(f"--providers.docker.network={project}_{scaled.networks[0]}")
+        svc["ports"] = [f"127.0.0.1:{spec.port}:80", f"127.0.0.1:{spec.api_port}:8080"]
+        svc["volumes"] = [f"{spec.docker_socket}:/var/run/docker.sock:ro"]
+        if spec.log_dir:
+            svc["volumes"].append(f"{spec.log_dir}:{BALANCER_LOG_DIR}")
+    elif spec.kind == "haproxy":
+        svc["command"] = ["haproxy", "-db", "-f", "/scalecheck/haproxy.cfg"]
+        svc["ports"] = [f"127.0.0.1:{spec.port}:80", f"127.0.0.1:{spec.api_port}:8404",
+                        f"127.0.0.1:{spec.admin_port}:{HAPROXY_ADMIN_PORT}"]
+        svc["volumes"] = [f"{spec.haproxy_cfg}:/scalecheck/haproxy.cfg:ro"]
+    else:
+        raise ComposeFileError(f"unknown balancer {spec.kind!r}: choose traefik or haproxy")
+    return svc
+
+
+def counter_location(text: str) -> tuple[str, str, str]:
+    """``redis:SERVICE:KEY`` (or ``redis:KEY``, in the service ``redis``) -> ("redis",
+    service, key); one line otherwise."""
+    parts = str(text).split(":")
+    if len(parts) == 2:
+        parts = [parts[0], "redis", parts[1]]
+    if len(parts) != 3 or parts[0] != "redis" or not parts[1] or not parts[2]:
+        raise ComposeFileError(f"--counter-read {text!r}: expected redis:SERVICE:KEY (e.g. "
+                               "redis:redis:counter)")
+    return parts[0], parts[1], parts[2]
