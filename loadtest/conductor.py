@@ -19,10 +19,10 @@ from collections.abc import Callable
 import gevent
 import gevent.lock
 
+from loadtest import events as ev
 from loadtest.plan import RunPlan, Stage
 from loadtest.rundir import RunRecord
 from loadtest.stack import Stack, StackError
-from loadtest.stack import events as ev
 
 log = logging.getLogger("scalecheck")
 PLAN_TICK = 0.1

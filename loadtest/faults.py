@@ -13,14 +13,13 @@ before the counter is read).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import gevent
 
+from loadtest import events as ev
 from loadtest.plan import FaultSpec
 from loadtest.stack import Stack, StackError
-from loadtest.stack import events as ev
 
 log = logging.getLogger("scalecheck")
 
@@ -137,4 +136,4 @@ class FaultInjector:
             log.error("scalecheck: undoing fault %d: %s", index, exc)
 
     def _event(self, name: str, index: int, **details) -> None:
-        self.events.append({"t": time.time(), "event": name, "fault": index, **details})
+        self.events.add(name, fault=index, **details)

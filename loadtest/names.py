@@ -30,8 +30,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loadtest import events as ev
 from loadtest.records import SCHEMA, part_files
-from loadtest.stack import events as ev
 from loadtest.wire import REQUEST_ID_HEADER
 
 ID_FIELD = f"request_{REQUEST_ID_HEADER}"

@@ -73,12 +73,14 @@ def add_arguments(parser) -> None:
     add("--run-dir", default="", metavar="DIR",
         help="Where to record the run (default: reports/<UTC timestamp>; "
              "reports/latest points at the newest)")
-    add("--hostname-field", default="json:hostname", metavar="SRC:NAME",
-        help="Where a response says which replica served it: json:FIELD or header:NAME "
-             "(default: json:hostname)")
-    add("--counter-field", default="json:visits", metavar="SRC:NAME",
+    add("--hostname-field", default="", metavar="SRC:NAME",
+        help="Where a response says which replica served it: json:FIELD, header:NAME, or "
+             "balancer (the harness's balancer names it; where the app says nothing, it "
+             "does anyway) (default: json:hostname for the hello app, balancer for another)")
+    add("--counter-field", default="", metavar="SRC:NAME",
         help="Where a response carries the counter value: json:FIELD, header:NAME, or none "
-             "if the app has no counter (default: json:visits)")
+             "if the app has no counter (default: json:visits for the hello app, none for "
+             "another)")
     add("--rate-per-user", default=0.0, type=float, metavar="RPS",
         help="Closed model: fixed requests/s per user (Locust's constant_throughput); "
              "0 = as fast as possible (default)")
@@ -168,6 +170,18 @@ class HarnessOptions:
         return out
 
 
+def app_is_ours(parsed, stack: str) -> bool:
+    """The hello app (which names its replica and carries the counter), or an app we did
+    not write. A URL we do not control is taken to be the hello app, as before."""
+    if stack == "local":
+        return not (getattr(parsed, "app_cmd", "") or "").strip()
+    if stack == "compose":
+        return not (getattr(parsed, "compose_file", "") or "").strip()
+    if stack == "swarm":
+        return not (getattr(parsed, "swarm_stack_file", "") or "").strip()
+    return True
+
+
 def parse_levels(text: str) -> list[int]:
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if not parts:
@@ -244,14 +258,21 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
         raise UsageError("--api-port must differ from --stack-port")
     if parsed.rate_per_user < 0:
         raise UsageError("--rate-per-user must be 0 (as fast as possible) or more")
+    ours = app_is_ours(parsed, stack)
     try:
-        hostname_field = FieldSpec.parse(parsed.hostname_field)
-        counter_field = FieldSpec.parse(parsed.counter_field)
+        hostname_field = FieldSpec.parse(getattr(parsed, "hostname_field", "") or
+                                         ("json:hostname" if ours else "balancer"))
+        counter_field = FieldSpec.parse(getattr(parsed, "counter_field", "") or
+                                        ("json:visits" if ours else "none"))
     except ValueError as exc:
         raise UsageError(f"--hostname-field/--counter-field: {exc}") from None
     if hostname_field.absent:
         raise UsageError("--hostname-field none: the harness needs to know which replica "
                          "served each request")
+    if hostname_field.source == "balancer" and not cls.controlled:
+        raise UsageError(f"--hostname-field balancer: the {stack} stack's balancer is not the "
+                         "harness's; name a field of the app's answers (json:FIELD, "
+                         "header:NAME)")
     host = getattr(parsed, "host", None) or None
     if host:
         url = urlparse(host)

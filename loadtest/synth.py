@@ -132,6 +132,8 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         "bytes": np.full(n, 70, dtype=np.int64),
         "t_intended": np.full(n, np.nan),
         "attempts": np.ones(n, dtype=np.int32),
+        "server": np.full(n, None, dtype=object),
+        "request_id": np.full(n, None, dtype=object),
     }
     consumed = _inject(cols, by_lin, lin, spec, rng, events)
     after = spec.counter_before + consumed - spec.anomalies.lost

@@ -92,15 +92,45 @@ def test_faulty_counter_modes_hand_out_duplicates(tmp_path, mode, no_leftovers):
     assert "FAIL  counter_lost_increments" in verdict.stdout
 
 
+def _processes_naming(text: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and text in " ".join(
+                    p.info["cmdline"] or []):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
 def test_processes_2_records_both_workers_in_master_dir(tmp_path, no_leftovers):
     run_dir = tmp_path / "dist"
     proc = run_locust([*locust_args(run_dir, "1,2", users=6), "--processes", "2"])
+    # The forked workers carry the master's command line (and so its run directory):
+    # none may outlive the master.
+    assert _processes_naming(str(run_dir)) == []
     assert proc.returncode == 0, proc.stderr[-2000:]
     run, df = load(run_dir)
     assert df.worker.nunique() == 2
     assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df)
     assert df.counter.is_unique
     assert set(df.stage) == {0, 1}
+
+
+def test_locust_run_time_ends_the_plan(tmp_path, no_leftovers):
+    """--run-time is Locust's own way to say how long: the plan ends there, and the levels
+    share it when no --stage-time is given."""
+    run_dir = tmp_path / "rt"
+    args = [a for a in locust_args(run_dir, "1,2") if a not in ("--stage-time", "4s")]
+    started = time.monotonic()
+    proc = run_locust([*args, "--run-time", "12s"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run, df = load(run_dir)
+    assert run["plan"]["duration"] == 12
+    assert [(s["t_start"], s["t_end"]) for s in run["plan"]["stages"]] == [(0, 6), (6, 12)]
+    assert 11 < df.t_end.max() - df.t_start.min() < 13.5
+    assert time.monotonic() - started < 60  # not the 30 s a stage the plan used to default to
 
 
 def _socket_dirs() -> set[str]:
@@ -363,6 +393,8 @@ def test_replace_dead_restores_the_level(tmp_path, no_leftovers):
     (["--balancer", "nginx"], "--balancer"),
     (["--fault", "99s:kill-replica"], "after the run ends"),
     (["--fault", "1s:explode"], "unknown fault"),
+    (["--run-time", "10s", "--scale-levels", "1,2,4", "--stage-time", "5s"],
+     "--run-time ends the run at 10s, before stage 3"),
     (["--autoscale", "hpa"], "--autoscale-target"),
     (["--load-model", "open"], "needs a rate"),
     (["--stack", "external"], "-H http://HOST:PORT"),

@@ -34,7 +34,8 @@ def test_workshop_by_hand(tmp_path, balancer, no_leftovers):
         assert "Hello world!" in page(port)
         seen = {re.search(r"hello-\d+", page(port)).group() for _ in range(4)}
         assert len(seen) == 2  # the hostname changes from one reload to the next
-        again = stack(tmp_path, "up", "-d", "--port", port)
+        # The balancer's port has the name it has under Locust; --port works too (above).
+        again = stack(tmp_path, "up", "-d", "--stack-port", port)
         assert again.returncode == 2 and "already running" in again.stderr
         scaled = stack(tmp_path, "scale", 3)
         assert scaled.returncode == 0 and "hello-3" in scaled.stdout

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from loadtest import events as ev
 from loadtest.analysis import verdict as v
 from loadtest.analysis.autoscaling import analyse_autoscaling
 from loadtest.analysis.consistency import EpochedCounter, store_resets
@@ -38,7 +39,6 @@ from loadtest.analysis.windows import (
     steady,
     transitions,
 )
-from loadtest.stack import events as ev
 
 SCHEMA_VERSION = 2
 PLOT_POINTS = 40_000

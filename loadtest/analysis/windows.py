@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from loadtest.stack import events as ev
+from loadtest import events as ev
 
 
 @dataclass(frozen=True)

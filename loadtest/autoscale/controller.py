@@ -14,12 +14,12 @@ import math
 import time
 from dataclasses import asdict
 
+from loadtest import events as ev
 from loadtest.autoscale.hpa import HpaKnobs, HpaState, Observation, hpa_step
 from loadtest.autoscale.kpa import KpaKnobs, KpaState, kpa_record, kpa_step
 from loadtest.autoscale.metrics import MetricSource, RecordTap
 from loadtest.plan import AutoscaleSettings
 from loadtest.stack import Stack
-from loadtest.stack import events as ev
 
 log = logging.getLogger("scalecheck")
 KPA_TICK = 2.0
@@ -98,10 +98,9 @@ class Autoscaler:
 
     def _event(self, decision, source: str, **extra) -> None:
         details = {k: v for k, v in asdict(decision).items() if k != "now"}
-        self.events.append({"t": decision.now, "event": ev.AUTOSCALE_DECISION,
-                            "policy": self.settings.policy, "metric": self.settings.metric,
-                            "target": self.settings.target, "source": source,
-                            **details, **extra})
+        self.events.add(ev.AUTOSCALE_DECISION, decision.now, policy=self.settings.policy,
+                        metric=self.settings.metric, target=self.settings.target,
+                        source=source, **details, **extra)
         log.info("scalecheck: autoscaler (%s on %s): %s -> %s %s", self.settings.policy,
                  self.settings.metric, extra.get("current", decision.__dict__.get("current")),
                  decision.final, "; ".join(decision.reasons))

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from loadtest.stack import events as ev
+from loadtest import events as ev
 
 
 class StackError(Exception):
@@ -122,7 +122,7 @@ class Stack(ABC):
     store_name: ClassVar[str] = "redis"
 
     def __init__(self) -> None:
-        self.events: list[dict] = []
+        self.events = ev.EventLog()
         self.balancer = ""
         self.log_dir: Path | None = None
         # Scaling, faults and teardown change the stack; one at a time.
@@ -274,9 +274,7 @@ class Stack(ABC):
     # -- shared helpers ----------------------------------------------------------
 
     def _event(self, kind: str, **details) -> dict:
-        event = {"t": time.time(), "event": kind, **details}
-        self.events.append(event)
-        return event
+        return self.events.add(kind, **details)
 
     def _claim_port(self, port: int) -> None:
         """Hold the balancer's port for this run, so a second run on it is refused.

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from loadtest.stack import events as ev
+from loadtest import events as ev
 from loadtest.stack.base import (
     BalancerRow,
     Replica,

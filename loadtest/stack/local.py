@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from loadtest.stack import events as ev
+from loadtest import events as ev
 from loadtest.stack import processes
 from loadtest.stack.app import AppSpec, listening_ports, parse_app_env
 from loadtest.stack.balancer import BalancerPaths, LocalBalancer

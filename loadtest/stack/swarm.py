@@ -40,7 +40,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.stack import events as ev
+from loadtest import events as ev
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
@@ -571,8 +571,7 @@ class SwarmStack(Stack):
         self._seen = {k: v for k, v in self._seen.items() if v >= since - 5}
 
     def _note(self, kind: str, t: float, **details) -> dict:
-        event = {"t": t, "event": kind, **details}
-        self.events.append(event)
+        event = self.events.add(kind, t, **details)
         self._unreported.append(event)
         return event
 

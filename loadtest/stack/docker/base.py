@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from loadtest.stack import events as ev
+from loadtest import events as ev
 from loadtest.stack.base import BalancerRow, Stack, StackError
 from loadtest.stack.docker import engine
 from loadtest.wire import SERVER_HEADER

@@ -187,6 +187,16 @@ def traefik_labels(port: int, health_path: str | None) -> dict[str, str]:
     return labels
 
 
+def traefik_access_log_args() -> list[str]:
+    """Traefik in a container logs, for each request, its id and the server that answered
+    (read after the run by ``loadtest.names``) into the bind-mounted log directory."""
+    return ["--accesslog=true", "--accesslog.format=json",
+            f"--accesslog.filepath={BALANCER_LOG_DIR}/traefik-access.log",
+            "--accesslog.bufferingsize=0",
+            "--accesslog.fields.headers.defaultmode=drop",
+            f"--accesslog.fields.headers.names.{REQUEST_ID_HEADER}=keep"]
+
+
 def balancer_service(scaled: ScaledService, spec: BalancerSpec) -> dict:
     svc: dict = {"image": spec.image, "networks": list(scaled.networks),
                  "labels": {"scalecheck.role": "balancer"}}
@@ -201,11 +211,7 @@ def balancer_service(scaled: ScaledService, spec: BalancerSpec) -> dict:
             "--entrypoints.web.address=:80",
             "--entrypoints.traefik.address=:8080",
             "--api.dashboard=true", "--api.insecure=true", "--ping=true",
-            "--accesslog=true", "--accesslog.format=json",
-            f"--accesslog.filepath={BALANCER_LOG_DIR}/traefik-access.log",
-            "--accesslog.bufferingsize=0",
-            "--accesslog.fields.headers.defaultmode=drop",
-            f"--accesslog.fields.headers.names.{REQUEST_ID_HEADER}=keep",
+            *traefik_access_log_args(),
             "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
         ]
         if len(scaled.networks) > 1:  # which network Traefik reaches the replicas on
