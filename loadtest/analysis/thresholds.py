@@ -64,6 +64,15 @@ class Thresholds:
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50
     """With --baseline: largest allowed relative rise of a level's p99 latency."""
+    bottleneck_limit_share: float = 0.9
+    """Bottleneck: a replica is near its CPU limit at this share of it (mean over a level)."""
+    bottleneck_throttled_share: float = 0.1
+    """Bottleneck: a replica throttled by its CPU limit this share of the time is limited."""
+    bottleneck_core_share: float = 0.9
+    """Bottleneck: the load generator (per Locust process), the store or the balancer (per
+    thread) is near a whole core at this share of one (a process or thread uses one)."""
+    bottleneck_idle_share: float = 0.05
+    """Bottleneck: the machine is saturated when idle at most this share of its cores."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -100,7 +109,8 @@ def from_pyproject(path: Path) -> dict:
 
 #: Thresholds that are shares (0 to 1): a rate, an index, a p-value, a relative drop.
 SHARES = {"max_error_rate", "max_unknown_rate", "min_jain", "min_chi2_p", "max_rps_drop",
-          "max_fault_error_rate"}
+          "max_fault_error_rate", "bottleneck_limit_share", "bottleneck_throttled_share",
+          "bottleneck_core_share", "bottleneck_idle_share"}
 
 
 def can_be_off(name: str) -> bool:
