@@ -244,7 +244,12 @@ def attribute(level: int, usage: dict, t: Thresholds, generator_processes: int =
 def bottleneck_findings(cpu: dict | None, segments: list[dict], levels: list[dict],
                         t: Thresholds) -> dict:
     """Per replica count: CPU by part, replicas against their limits, idle, the verdict
-    and its sentence. Without a ``cpu`` section: ``available`` False and the reason."""
+    and its sentence. Without a ``cpu`` section: ``available`` False and the reason.
+
+    Returns ``{"available", "reason", "cores", "generator_processes", "levels": [{level,
+    verdict, sentence, samples, seconds, parts: {generator, balancer, store: cores},
+    replicas_total, replicas: {hostname: {cores, limit_cpus, request_cpus, of_limit,
+    throttled_share}}, idle_cores, idle_share, cores, locust_cpu_warnings}]}``."""
     if not cpu:
         return {"available": False, "levels": [],
                 "reason": "the run recorded no CPU by part (run.json has no cpu section)"}

@@ -204,7 +204,13 @@ def capacity_findings(levels: list[dict], slo_p95_ms: float | None,
 
     ``rate``: the load to size for (default: the highest throughput of the run);
     ``replica_bound``: if given, the law is fitted only to the replica counts where
-    the replicas limited throughput (elsewhere throughput measures another part)."""
+    the replicas limited throughput (elsewhere throughput measures another part).
+
+    Returns ``{"capacity_per_replica": {slo_p95_ms, per_level: [{level, rps, p95_ms,
+    error_rate, per_replica, within_slo}], min, max, levels, reason}, "usl": {fitted,
+    points, replica_counts, sigma, kappa, lambda, r2, peak_replicas, peak_rps, exact,
+    reason}, "answer": {rate, rate_source, slo_p95_ms, replicas, how, sentence}}``
+    (``peak_replicas`` may be ``inf``: no coherency cost, no peak)."""
     capacity = capacity_within_slo(levels, slo_p95_ms, max_error_rate)
     fitted_on = levels if replica_bound is None else \
         [lv for lv in levels if lv.get("level") in replica_bound]
