@@ -109,8 +109,7 @@ def from_pyproject(path: Path) -> dict:
 
 #: Thresholds that are shares (0 to 1): a rate, an index, a p-value, a relative drop.
 SHARES = {"max_error_rate", "max_unknown_rate", "min_jain", "min_chi2_p", "max_rps_drop",
-          "max_fault_error_rate", "bottleneck_limit_share", "bottleneck_throttled_share",
-          "bottleneck_core_share", "bottleneck_idle_share"}
+          "max_fault_error_rate"}
 
 
 def can_be_off(name: str) -> bool:
@@ -144,7 +143,7 @@ def resolve(cli: dict, pyproject: Path | None = Path("pyproject.toml"),
         if not math.isfinite(number) or number < 0:
             raise ThresholdError(f"bad threshold value for {key}: {value!r} (a finite number, "
                                  "0 or more)")
-        if key in SHARES and number > 1:
+        if (key in SHARES or key.endswith("_share")) and number > 1:
             raise ThresholdError(f"bad threshold value for {key}: {value!r} (a share, between "
                                  "0 and 1)")
         out[key] = number
