@@ -305,3 +305,10 @@ def test_real_processes_a_busy_generator_is_named(no_leftovers):
     assert one["parts"]["generator"] > 0.8, one["parts"]
     assert one["replicas"]["hello-1"]["cores"] < 0.05
     assert one["verdict"] == "generator", one["sentence"]
+
+
+def test_bottleneck_thresholds_are_shares():
+    from loadtest.analysis.thresholds import ThresholdError, resolve
+    assert resolve({"bottleneck_idle_share": 0.2}, None).bottleneck_idle_share == 0.2
+    with pytest.raises(ThresholdError, match="a share, between 0 and 1"):
+        resolve({"bottleneck_core_share": 1.2}, None)
