@@ -147,6 +147,7 @@ class AutoscaleSettings:
     tolerance: float = 0.1
     stable_window: float = 60.0
     panic_threshold: float = 2.0
+    cpu_request: float | None = None  # cores per replica (--replica-cpu-request); None: 1
 
 
 # -- faults ------------------------------------------------------------------------

@@ -68,6 +68,15 @@ class Thresholds:
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50
     """With --baseline: largest allowed relative rise of a level's p99 latency."""
+    bottleneck_limit_share: float = 0.9
+    """Bottleneck: a replica is near its CPU limit at this share of it (mean over a level)."""
+    bottleneck_throttled_share: float = 0.1
+    """Bottleneck: a replica throttled by its CPU limit this share of the time is limited."""
+    bottleneck_core_share: float = 0.9
+    """Bottleneck: the load generator (per Locust process), the store or the balancer (per
+    thread) is near a whole core at this share of one (a process or thread uses one)."""
+    bottleneck_idle_share: float = 0.05
+    """Bottleneck: the machine is saturated when idle at most this share of its cores."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -138,7 +147,7 @@ def resolve(cli: dict, pyproject: Path | None = Path("pyproject.toml"),
         if not math.isfinite(number) or number < 0:
             raise ThresholdError(f"bad threshold value for {key}: {value!r} (a finite number, "
                                  "0 or more)")
-        if key in SHARES and number > 1:
+        if (key in SHARES or key.endswith("_share")) and number > 1:
             raise ThresholdError(f"bad threshold value for {key}: {value!r} (a share, between "
                                  "0 and 1)")
         out[key] = number

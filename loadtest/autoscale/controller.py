@@ -17,7 +17,7 @@ from dataclasses import asdict
 from loadtest import events as ev
 from loadtest.autoscale.hpa import HpaKnobs, HpaState, Observation, hpa_step
 from loadtest.autoscale.kpa import KpaKnobs, KpaState, kpa_record, kpa_step
-from loadtest.autoscale.metrics import MetricSource, RecordTap
+from loadtest.autoscale.metrics import CPU_SOURCE, MetricSource, RecordTap
 from loadtest.plan import AutoscaleSettings
 from loadtest.stack import Stack
 
@@ -33,7 +33,8 @@ class Autoscaler:
         self.events = events
         self.tap = RecordTap(horizon=max(120.0, settings.period * 2, settings.stable_window * 2))
         collector.taps.append(self.tap.feed)
-        self.source = MetricSource(settings.metric, stack, self.tap)
+        self.source = MetricSource(settings.metric, stack, self.tap,
+                                   cpu_request=settings.cpu_request)
         self.period = KPA_TICK if settings.policy == "kpa" else settings.period
         self._next_sample = 0.0
         self._next_decision = self.period
@@ -70,6 +71,16 @@ class Autoscaler:
 
     def _decide_hpa(self, now: float, current: int) -> int | None:
         since = self.stack.replica_since()
+        if self.settings.metric == "cpu":
+            # The Resource metric: each replica as a pod, with its start and ready times.
+            started = {r.hostname: r.started for r in self.stack.replicas()}
+            pods = self.source.cpu_pods(now - self.period, now, since, started, current)
+            obs = Observation(now=now, current=current, pods=pods)
+            self.state, decision = hpa_step(self.state, obs, self.knobs)
+            self._event(decision, CPU_SOURCE, ready=len(since),
+                        missing=len(decision.missing_pods),
+                        pending=sum(p.phase == "Pending" for p in pods))
+            return decision.final
         values, missing, source = self.source.per_replica(now - self.period, now, since)
         obs = Observation(now=now, current=current, samples=values, missing=missing,
                           pending=max(0, current - len(since)))

@@ -10,8 +10,11 @@ Per replica, over the last window (the HPA's sync period):
   ``scur``), sampled every second and averaged; where it has none, from the
   records by Little's law: busy time (the sum of latencies) / window.
 - ``cpu``: CPU time of each replica's processes (local: psutil over the
-  gunicorn process tree; Docker: the container's cgroup usage), in % of one
-  core over the window.
+  gunicorn process tree; Docker: the container's cgroup usage) over the
+  window, as the utilisation of the replica's CPU request (usage ÷ request,
+  in %; without a request, of one core), the HPA's Resource metric. For the
+  HPA each replica also carries what its pod would: start time, when it
+  became ready (routed), and the span its sample covers (``cpu_pods``).
 - ``p95``: the 95th percentile latency of each replica's responses in the
   window, from the records.
 
@@ -26,6 +29,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
+from loadtest.autoscale.hpa import LONG_AGO, Pod
 from loadtest.stack import Stack, StackError
 
 
@@ -86,8 +90,10 @@ class RecordTap:
 class MetricSource:
     """Samples the stack every second; answers per-replica values over a window."""
 
-    def __init__(self, metric: str, stack: Stack, tap: RecordTap) -> None:
+    def __init__(self, metric: str, stack: Stack, tap: RecordTap,
+                 cpu_request: float | None = None) -> None:
         self.metric = metric
+        self.cpu_request = cpu_request  # cores per replica; None: one core
         self.stack = stack
         self.tap = tap
         self.served: deque = deque(maxlen=400)    # (t, {server: served})
@@ -144,15 +150,12 @@ class MetricSource:
                     values[host] = sum(seen) / len(seen)
             return values, missing + len(full) - len(values), "balancer (in-flight per server)"
         if self.metric == "cpu":
-            if len(self.cpu) < 2:
-                return {}, len(replicas), "replica CPU time"
-            first = _at_or_after(self.cpu, start)
-            last = self.cpu[-1]
-            span = max(last[0] - first[0], 1e-9)
+            request = 1.0 if self.cpu_request is None else self.cpu_request
+            usage = cpu_usage(self.cpu, start, end)
             for host in full:
-                if host in first[1] and host in last[1]:
-                    values[host] = 100.0 * (last[1][host] - first[1][host]) / span
-            return values, missing + len(full) - len(values), "replica CPU time (% of a core)"
+                if host in usage:
+                    values[host] = 100.0 * usage[host][0] / request
+            return values, missing + len(full) - len(values), CPU_SOURCE
         # Records reach the tap when they are flushed (every second): leave the last
         # second out, or a rise of load would show only half.
         window = self.tap.window(start - 1, end - 1)
@@ -169,10 +172,66 @@ class MetricSource:
                   "p95": "records (p95 latency per replica)"}[self.metric]
         return values, missing + len(full) - len(values), source
 
+    def cpu_pods(self, start: float, end: float, since: dict[str, float | None],
+                 started: dict[str, float | None], current: int) -> tuple[Pod, ...]:
+        """The HPA's CPU input over [start, end]: every replica as a pod."""
+        return cpu_pods(cpu_usage(self.cpu, start, end), since, started, self.cpu_request,
+                        current, end)
+
     def service_value(self, second: int) -> float:
         """KPA: one service-wide value for a whole second (requests/s or in flight)."""
         count, busy = self.tap.service_second(second)
         return float(count) if self.metric == "rps" else busy / 1000.0
+
+
+CPU_SOURCE = "replica CPU time (% of the CPU request)"
+
+
+def cpu_usage(samples, start: float, end: float) -> dict[str, tuple[float, float, float]]:
+    """Per replica: (cores used, time of its last sample, span covered) over [start, end],
+    from cumulative CPU seconds sampled as ``(t, {hostname: seconds})``. A replica seen
+    in fewer than two samples of the window has no value (as metrics-server needs two
+    scrapes); one that joined during the window covers only the part it was there."""
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for t, values in samples:
+        if start <= t <= end:
+            for host, seconds in values.items():
+                seen.setdefault(host, []).append((t, seconds))
+    out = {}
+    for host, points in seen.items():
+        (t0, s0), (t1, s1) = points[0], points[-1]
+        if t1 > t0:
+            out[host] = (max(0.0, (s1 - s0) / (t1 - t0)), t1, t1 - t0)
+    return out
+
+
+def cpu_pods(usage: dict[str, tuple[float, float, float]], since: dict[str, float | None],
+             started: dict[str, float | None], request: float | None, current: int,
+             now: float) -> tuple[Pod, ...]:
+    """Each replica as the HPA sees its pod. ``usage``: from ``cpu_usage``; ``since``:
+    replicas in service and since when (they became ready then; None: long ago);
+    ``started``: when each was started (None or absent: when it became ready);
+    ``current``: replicas asked for, the ones not seen yet being pods still pending. A
+    replica with CPU time but not in service is running and not ready.
+
+    Unlike metrics-server, which scrapes every 15 s or so, CPU time is read every
+    second and only from replicas in service, so a new replica's first sample covers
+    only time after it became ready and counts within a second or two."""
+    pods = []
+    for host in sorted(set(since) | set(usage)):
+        ready_at = since.get(host)
+        start = started.get(host)
+        if ready_at is None and host in since:
+            ready_at = start if start is not None else LONG_AGO
+        if start is None:
+            start = ready_at if ready_at is not None else now
+        value, stamp, window = usage.get(host, (None, None, 0.0))
+        pods.append(Pod(host, value, request, ready=host in since,
+                        ready_changed=ready_at if ready_at is not None else start,
+                        started=start, sample_time=stamp, sample_window=window))
+    pods += [Pod(f"(pending {i + 1})", None, request, phase="Pending", ready=False)
+             for i in range(max(0, current - len(pods)))]
+    return tuple(pods)
 
 
 def _at_or_after(samples, start: float):
