@@ -73,9 +73,10 @@ FAULT_FAILED = "fault_failed"
 OUT_OF_SERVICE = (REPLICA_REMOVING, REPLICA_DIED)
 
 
-def make_event(kind: str, t: float | None = None, **payload) -> dict:
-    """The one shape of an event."""
-    return {"t": time.time() if t is None else t, "event": kind, **payload}
+def make_event(name: str, t: float | None = None, /, **payload) -> dict:
+    """The one shape of an event (``name`` and ``t`` are positional: a payload may carry
+    its own ``kind``, as a fault's does)."""
+    return {"t": time.time() if t is None else t, "event": name, **payload}
 
 
 class EventLog(list):
@@ -91,8 +92,8 @@ class EventLog(list):
         self._expected: dict[str, list[list[float]]] = {}
         self._unreported: list[dict] = []
 
-    def add(self, kind: str, t: float | None = None, **payload) -> dict:
-        event = make_event(kind, t, **payload)
+    def add(self, name: str, t: float | None = None, /, **payload) -> dict:
+        event = make_event(name, t, **payload)
         with self._lock:
             self.append(event)
             self._unreported.append(event)

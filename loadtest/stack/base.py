@@ -273,8 +273,8 @@ class Stack(ABC):
 
     # -- shared helpers ----------------------------------------------------------
 
-    def _event(self, kind: str, **details) -> dict:
-        return self.events.add(kind, **details)
+    def _event(self, name: str, /, **details) -> dict:
+        return self.events.add(name, **details)
 
     def _claim_port(self, port: int) -> None:
         """Hold the balancer's port for this run, so a second run on it is refused.
