@@ -36,17 +36,19 @@ PLAIN_HEADERS = {"date", "server", "content-length", "content-type"}
 
 
 class Replica:
-    """One shop process, as a team runs it: ``python -m shop`` in its folder."""
+    """One shop process, as a team runs it: ``python -m shop`` in its folder (or ``cmd``)."""
 
-    def __init__(self, redis_port: int | None, tmp: Path, **env: str) -> None:
+    def __init__(self, redis_port: int | None, tmp: Path, cmd: list[str] | None = None,
+                 **env: str) -> None:
         self.port = free_port()
         self.log_path = tmp / f"shop-{self.port}.log"
         redis_env = {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"} if redis_port else {}
         full_env = {**os.environ, "PORT": str(self.port), "BIND_HOST": "127.0.0.1",
                     **redis_env, **env}
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shop"], cwd=SHOP, env=full_env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            argv = [a.format(port=self.port) for a in cmd or [sys.executable, "-m", "shop"]]
+            self.proc = subprocess.Popen(argv, cwd=SHOP, env=full_env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         self.http = requests.Session()
 
     def url(self, path: str) -> str:
@@ -89,8 +91,8 @@ def replicas(tmp_path):
     """Start replicas with ``start(redis_port, **env)``; every one is stopped at the end."""
     started: list[Replica] = []
 
-    def start(redis_port: int | None, **env: str) -> Replica:
-        rep = Replica(redis_port, tmp_path, **env)
+    def start(redis_port: int | None, cmd: list[str] | None = None, **env: str) -> Replica:
+        rep = Replica(redis_port, tmp_path, cmd, **env)
         started.append(rep)
         return rep
 
@@ -223,6 +225,17 @@ def test_redis_unreachable_is_503_and_health_stays_up(replicas, redis_server):
                      REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_server))
     fixed.wait_healthy()
     assert fixed.get("/products").status_code == 200
+
+
+def test_uvicorns_own_command_line_serves_the_same_app(replicas, redis_server):
+    uvicorn = str(Path(sys.executable).parent / "uvicorn")
+    rep = replicas(redis_server, [uvicorn, "shop.asgi:app", "--host", "127.0.0.1",
+                                  "--port", "{port}"])
+    rep.wait_healthy()
+    assert len(rep.get("/products").json()["products"]) == 12
+    rep.proc.send_signal(signal.SIGTERM)
+    rep.proc.wait(10)
+    assert "Application shutdown complete" in rep.log()
 
 
 def test_bad_setting_exits_2_in_one_line(tmp_path):

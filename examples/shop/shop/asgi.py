@@ -4,6 +4,13 @@ Without ``python -m shop``'s drain: on SIGTERM uvicorn stops accepting at once,
 finishes the requests in flight, then stops.
 """
 
-from shop.app import create_app
+import sys
 
-app = create_app()
+from shop.app import create_app
+from shop.settings import SettingsError, settings_from_env
+
+try:
+    app = create_app(settings_from_env())
+except SettingsError as exc:  # one line, not an import traceback
+    print(f"shop: {exc}", file=sys.stderr)
+    sys.exit(2)
