@@ -322,14 +322,28 @@ def test_fault_errors_exactly_one_replica_fails_a_fifth(replicas, redis_server):
     # The faulty replica stops: another one takes the fault over, and only one.
     others = [rep for rep in reps if rep is not faulty]
     faulty.stop()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        shares = _error_shares(others, 20)
-        if any(shares):
-            break
-        time.sleep(0.2)
-    print(f"after the faulty replica stopped: error shares {shares}")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and not any(_error_shares(others, 5)):
+        time.sleep(0.1)
+    took = time.monotonic() - t0
+    shares = _error_shares(others, 100)  # once taken over, measured afresh
+    print(f"after the faulty replica stopped: taken over within {took:.1f} s, "
+          f"error shares {shares}")
     assert sorted(shares) == [0.0, 0.2]
+
+    # The new faulty replica dies (SIGKILL, no lease given back): the last one takes over
+    # once the lease has run out (3 s).
+    dead = others[shares.index(0.2)]
+    last = others[1 - shares.index(0.2)]
+    dead.proc.kill()
+    dead.proc.wait(5)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and not _error_shares([last], 5)[0]:
+        time.sleep(0.1)
+    took = time.monotonic() - t0
+    print(f"after the faulty replica was killed: taken over within {took:.1f} s")
+    assert 1.5 < took < 5
+    assert _error_shares([last], 100) == [0.2]
 
 
 def test_fault_errors_fail_before_any_state_changes(replicas, redis_server):
