@@ -1,0 +1,74 @@
+"""The shop's load test: shoppers browse the catalogue, fill a cart, check out.
+
+Three lines (marked ``scalecheck``) make it a scalecheck locustfile: the
+harness's listeners and the shape that follows its run plan. With them, the
+harness decides the load and the stack (see README.md), for example against a
+shop already running:
+
+    locust -f examples/shop/locustfile.py --headless -u 20 -r 5 --stage-time 1m \
+        --stack external -H http://127.0.0.1:5000 --counter-field none
+
+Without those lines it is an ordinary Locust file:
+
+    locust -f locustfile.py -H http://127.0.0.1:5000 --headless -u 20 -r 5 -t 1m
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from locust import FastHttpUser, between, events, task
+
+from loadtest import harness  # scalecheck
+from loadtest.shape import PlanShape  # noqa: F401 - scalecheck: Locust finds the shape here
+
+harness.install(events)  # scalecheck
+
+_shopper_ids = itertools.count(1)
+
+
+class Shopper(FastHttpUser):
+    wait_time = between(0.05, 0.25)
+
+    def on_start(self) -> None:
+        self.number = next(_shopper_ids)
+        self.name = f"shopper-{self.number}"
+        self.in_cart = 0
+        with self.client.get("/products", name="/products", catch_response=True) as resp:
+            if resp.status_code == 200:
+                self.product_ids = [p["id"] for p in resp.json()["products"]]
+            else:
+                resp.failure(f"no catalogue: HTTP {resp.status_code}")
+                self.product_ids = ["p01"]
+
+    def context(self) -> dict:
+        # Who sent each request, for scalecheck's per-user checks.
+        return {"user": self.number}
+
+    @task(6)
+    def browse(self) -> None:
+        self.client.get("/products", name="/products")
+
+    @task(2)
+    def view_product(self) -> None:
+        self.client.get(f"/products/{random.choice(self.product_ids)}", name="/products/[id]")
+
+    @task(3)
+    def add_to_cart(self) -> None:
+        body = {"product": random.choice(self.product_ids), "qty": random.randint(1, 3)}
+        resp = self.client.post(f"/cart/{self.name}", json=body, name="/cart/[user] add")
+        if resp.status_code == 201:
+            self.in_cart += 1
+
+    @task(2)
+    def view_cart(self) -> None:
+        self.client.get(f"/cart/{self.name}", name="/cart/[user]")
+
+    @task(1)
+    def checkout(self) -> None:
+        if not self.in_cart:
+            return
+        resp = self.client.post(f"/cart/{self.name}/checkout", name="/cart/[user]/checkout")
+        if resp.status_code in (201, 409):  # 409: the cart was empty after all
+            self.in_cart = 0
