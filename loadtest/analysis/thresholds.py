@@ -64,6 +64,8 @@ class Thresholds:
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50
     """With --baseline: largest allowed relative rise of a level's p99 latency."""
+    max_p50_increase: float | None = 0.50
+    """With --baseline: largest allowed relative rise of a level's p50 latency."""
 
     @classmethod
     def names(cls) -> list[str]:
