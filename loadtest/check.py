@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if known.help:
         print(__doc__.strip())
         return 0
-    if _value(locust_args, "--worker") is not None or "--worker" in locust_args:
+    if "--worker" in locust_args:
         print(f"{PROG}: error: --worker: run check on the master (or alone)", file=sys.stderr)
         return USAGE_EXIT
     locust = find_locust()

@@ -142,15 +142,25 @@ def test_twice_as_slow_is_a_regression_with_its_interval():
     assert rps.evidence["finding"].startswith("req/s at 3 replicas -5")
 
 
-def test_a_change_within_the_noise_around_the_threshold_is_not_checked():
-    # p99 +50 % with a very noisy p99: the interval straddles the 0.5 threshold.
-    base = _level(2, _series(12, 400, 10, 30, 1, noise=0.3))
-    new = _level(2, _series(12, 400, 10, 45, 2, noise=0.3))
-    check = next(c for c in regression_checks([new], {"levels": [base]}, Thresholds())
-                 if c.name == "regression_p99_level_2")
-    assert check.passed is None and "straddles" in check.reason
+def _p99_check(new_p99: float, noise: float):
+    base = _level(2, _series(12, 400, 10, 30, 1, noise=noise))
+    new = _level(2, _series(12, 400, 10, new_p99, 2, noise=noise))
+    return next(c for c in regression_checks([new], {"levels": [base]}, Thresholds())
+                if c.name == "regression_p99_level_2")
+
+
+def test_a_rise_beyond_the_threshold_but_within_the_noise_is_not_checked():
+    check = _p99_check(50, noise=0.3)  # about +67 %, very noisy
     low, high = check.evidence["ci"]
-    assert low < 0.5 < high
+    assert low < 0.5 < check.value < high
+    assert check.passed is None and "cannot be told from noise" in check.reason
+
+
+def test_a_rise_within_the_threshold_passes_and_says_what_it_cannot_exclude():
+    check = _p99_check(39, noise=0.3)  # about +30 %
+    low, high = check.evidence["ci"]
+    assert low < check.value < 0.5 < high
+    assert check.passed is True and "cannot be excluded" in check.detail
 
 
 def test_a_baseline_without_per_second_data_falls_back_to_the_ratio_and_says_so():

@@ -14,9 +14,12 @@ second by second (``per_second`` of each level, see ``buckets``):
 
 A regression is called only when the whole interval is beyond the threshold
 (``max_rps_drop``, ``max_p50_increase``, ``max_p99_increase``: the size of
-change that matters); the whole interval within it is a pass; an interval that
-straddles it is *not checked*: the runs are too short or too noisy to tell, and
-saying "pass" would be more confident than the evidence. So is a replica count
+change that matters). A change whose estimate is within the threshold passes
+(there is no evidence of a regression; when its interval reaches beyond, the
+detail says what could not be excluded). A change whose estimate is beyond the
+threshold but whose interval reaches back within it is *not checked*: it looks
+like a regression that cannot be told from noise at this length, and neither a
+pass nor a fail would be as confident as the evidence. So is a replica count
 held for fewer than ``MIN_SECONDS`` whole seconds on either side (a ratio of a
 few seconds is noise). A baseline without per-second data (an older
 summary.json) falls back to the plain ratio and says so.
@@ -221,14 +224,18 @@ def _check(metric: str, what: str, level: int, entry: dict, limit: float) -> Che
     evidence = {"finding": text, "ci": [round(lo, 4), round(hi, 4)],
                 "change": round(ci["change"], 4), "seconds": ci["seconds"],
                 "resamples": ci["resamples"], "seed": ci["seed"], "block_s": ci["block_s"]}
-    if lo > limit:
+    if lo > limit:  # the whole interval beyond: a regression
         return Check(name, False, value, limit, detail, evidence)
-    if hi <= limit:
+    if value <= limit:  # no evidence of a regression, and the best estimate is within
+        if hi > limit:
+            detail += (f"; the interval reaches {hi:+.2f}: a regression of that size cannot "
+                       "be excluded at this length")
         return Check(name, True, value, limit, detail, evidence)
     return Check(name, None, value, limit, detail, evidence,
-                 reason=f"the {ci['confidence'] * 100:.0f} % interval ({lo:+.2f} to "
-                        f"{hi:+.2f}) straddles the threshold {limit:g}: this difference "
-                        "cannot be told from noise at this length; run longer")
+                 reason=f"{value:+.2f} is beyond the threshold {limit:g} but its "
+                        f"{ci['confidence'] * 100:.0f} % interval ({lo:+.2f} to {hi:+.2f}) "
+                        "reaches within it: it cannot be told from noise at this length; "
+                        "run longer")
 
 
 __all__ = ["change_ci", "compare_levels", "finding", "regression_checks"]
