@@ -222,9 +222,9 @@ def test_step_summary_appended_within_githubs_limit(runs, tmp_path):
     assert text.startswith("earlier output") and "FAIL" in text[before:]
     assert step.stat().st_size <= STEP_SUMMARY_LIMIT
     # Almost full: what fits is appended, cut; the file never passes 1 MiB.
-    step.write_text("y" * (STEP_SUMMARY_LIMIT - 3000) + "\n")
+    step.write_text("y" * (STEP_SUMMARY_LIMIT - 1300) + "\n")
     assert analyze(runs["fail"], "--no-report", env=env).returncode == 1
-    assert STEP_SUMMARY_LIMIT - 3000 < step.stat().st_size <= STEP_SUMMARY_LIMIT
+    assert STEP_SUMMARY_LIMIT - 1300 < step.stat().st_size <= STEP_SUMMARY_LIMIT
     assert "Cut here" in step.read_text()[-400:]
     # Full: nothing appended, one warning line.
     step.write_text("z" * (STEP_SUMMARY_LIMIT - 100))
