@@ -1,7 +1,7 @@
 """make bench: what scalecheck costs and how fast the stacks react, with figures.
 
     python -m benchmarks [analysis] [collector] [scaleup] [balancers] [compose] [arrivals]
-                         [autoscaler] [soak] [--large]
+                         [autoscaler] [soak] [ci] [--large]
 
 Every comparison is a ratio measured in the same run (these machines are shared and
 noisy); absolute numbers are printed for the record only. With no names, all run
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LOCUST = str(Path(PY).parent / "locust")
 SECTIONS = ("analysis", "collector", "scaleup", "balancers", "compose", "arrivals",
-            "autoscaler", "soak")
+            "autoscaler", "soak", "ci")
 
 
 def run_measured(cmd: list[str], **kwargs) -> tuple[float, float, int]:
@@ -324,6 +324,14 @@ def bench_soak(runs: int = 20) -> None:
     print(f"  false alarms: {len(alarms)} of {runs}  (target 0)")
     for i, verdict, failed in alarms:
         print(f"    run {i}: {verdict}: {', '.join(failed)}")
+
+
+def bench_ci() -> None:
+    """The baseline comparison's false regressions and a slower build flagged
+    (benchmarks/ci.py)."""
+    from benchmarks.ci import bench_baseline_noise
+
+    bench_baseline_noise()
 
 
 def _docker_answers() -> bool:

@@ -4,6 +4,8 @@
     scalecheck stack up|ps|scale|logs|down   # the same as python -m loadtest.stack
     scalecheck options                       # the harness's Locust options
     scalecheck run [locust options]          # locust -f loadtest/hello.py ...
+    scalecheck check [locust options] [--baseline RUN_DIR] [--junit F] [--markdown F]
+                                             # run, analyse, exit 0/1/3/2 (a merge gate)
 
 Load tests run under Locust: ``locust -f loadtest/hello.py`` (or ``scalecheck run``).
 """
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return stack(argv)
     if command == "options":
         return print_options()
+    if command == "check":
+        from loadtest.check import main as check
+
+        return check(argv)
     if command == "run":
         locust = Path(sys.executable).parent / "locust"
         if not os.access(locust, os.X_OK):
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("-h", "--help", "help"):
         print(__doc__.strip())
         return 0
-    print(f"scalecheck: error: unknown command {command!r} (analyze, stack, options, run)",
+    print(f"scalecheck: error: unknown command {command!r} (analyze, check, stack, options, run)",
           file=sys.stderr)
     return 2
 

@@ -59,6 +59,19 @@ def build_parser(prog: str = "python analyze.py") -> argparse.ArgumentParser:
                         help="pyproject.toml with a [tool.scalecheck.thresholds] table "
                              "(default: ./pyproject.toml, if there is one)")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    ci = parser.add_argument_group(
+        "CI outputs", "also appended to $GITHUB_STEP_SUMMARY when it is set (GitHub Actions)")
+    ci.add_argument("--junit", type=Path, metavar="FILE",
+                    help="write the checks as a JUnit XML report (one test case per check; "
+                         "not checked = <error>, not applicable = <skipped>)")
+    ci.add_argument("--markdown", type=Path, metavar="FILE",
+                    help="write a GitHub-flavoured Markdown summary (verdict, table, failing "
+                         "and not-checked checks, Mermaid charts)")
+    ci.add_argument("--compare", type=Path, nargs="+", metavar="RUN_DIR",
+                    help="instead of one run: a side-by-side report of these runs (each "
+                         "after the first also compared with it), compare.html and compare.md")
+    ci.add_argument("--out", type=Path, metavar="DIR",
+                    help="--compare: where to write (default: the first run's directory)")
     group = parser.add_argument_group(
         "thresholds", "defaults shown; 'off' disables a check whose default may be off")
     for name in Thresholds.names():
@@ -73,6 +86,8 @@ def main(argv: list[str] | None = None, prog: str = "python analyze.py") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
+        if args.compare:
+            return _compare(args, prog)
         return _run(args, prog)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -136,6 +151,8 @@ def _run(args, prog: str) -> int:
     except OSError as exc:
         print(f"{prog}: error: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
         return USAGE_EXIT
+    if not _ci_outputs(summary, args, prog):
+        return USAGE_EXIT
     if args.quiet:
         print(f"verdict: {summary['verdict'].upper()}")
     else:
@@ -145,7 +162,71 @@ def _run(args, prog: str) -> int:
     return EXIT_CODES[summary["verdict"]]
 
 
-def _baseline_summary(path: Path, thresholds) -> dict:
+def _ci_outputs(summary: dict, args, prog: str) -> bool:
+    """--junit, --markdown and $GITHUB_STEP_SUMMARY; False (said in one line) if one cannot
+    be written."""
+    from loadtest.analysis.junit import write_junit
+    from loadtest.analysis.markdown import append_step_summary, write_markdown
+
+    target = None
+    try:
+        if args.junit:
+            target = args.junit
+            write_junit(summary, args.junit)
+        if args.markdown:
+            target = args.markdown
+            write_markdown(summary, args.markdown)
+        target = os.environ.get("GITHUB_STEP_SUMMARY") or None
+        if target and append_step_summary(summary) is None:
+            print(f"{prog}: warning: $GITHUB_STEP_SUMMARY is full (GitHub's 1 MiB per step): "
+                  "summary not appended", file=sys.stderr)
+    except OSError as exc:
+        print(f"{prog}: error: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _compare(args, prog: str) -> int:
+    """--compare RUN_A RUN_B ...: compare.html and compare.md side by side."""
+    from loadtest.analysis.load import AnalysisInputError
+    from loadtest.analysis.side_by_side import (
+        render_compare_html,
+        render_compare_markdown,
+        side_by_side,
+    )
+    from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
+
+    try:
+        thresholds = resolve({n: getattr(args, n) for n in Thresholds.names()},
+                             args.config or Path("pyproject.toml"),
+                             required=args.config is not None)
+        summaries = [_baseline_summary(p, thresholds, label="") for p in args.compare]
+    except (AnalysisInputError, ThresholdError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    names = [p.resolve().name if p.name in ("latest", "", ".") else p.name for p in args.compare]
+    if len(set(names)) < len(names):  # the same folder name under different parents
+        names = [str(p) for p in args.compare]
+    model = side_by_side(summaries, names)
+    out = args.out or args.compare[0]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.html").write_text(render_compare_html(model))
+        (out / "compare.md").write_text(render_compare_markdown(model))
+    except OSError as exc:
+        print(f"{prog}: error: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return USAGE_EXIT
+    if not args.quiet:
+        for run in model["runs"]:
+            print(f"{run['name']}: {(run['verdict'] or '?').upper()}")
+        for other in model["against_first"]:
+            for line in other["lines"]:
+                print(f"{other['name']} against {model['first']}: {line}")
+    print(f"wrote compare.html, compare.md in {out}")
+    return 0
+
+
+def _baseline_summary(path: Path, thresholds, label: str = "baseline") -> dict:
     """The baseline's summary.json, or analyse the baseline run if it has none."""
     from loadtest.analysis.load import AnalysisInputError, load_run
     from loadtest.analysis.summary import analyse
@@ -161,7 +242,7 @@ def _baseline_summary(path: Path, thresholds) -> dict:
     try:
         return analyse(load_run(path), thresholds).summary
     except AnalysisInputError as exc:
-        raise AnalysisInputError(f"baseline: {exc}") from None
+        raise AnalysisInputError(f"{label}: {exc}" if label else str(exc)) from None
 
 
 def _plain(value):

@@ -22,6 +22,8 @@ import pandas as pd
 from loadtest import events as ev
 from loadtest.analysis import verdict as v
 from loadtest.analysis.autoscaling import analyse_autoscaling
+from loadtest.analysis.buckets import PerSecond
+from loadtest.analysis.compare import regression_checks
 from loadtest.analysis.consistency import EpochedCounter, store_resets
 from loadtest.analysis.distribution import ReplicaChanges, window_distribution
 from loadtest.analysis.faults import analyse_faults, fault_slice_window
@@ -105,6 +107,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         for stage in stages_meta:
             by_level[0].append(steady(stage))
     level_slices = {lv: Slice(ws) for lv, ws in sorted(by_level.items())}
+    level_seconds = {lv: PerSecond(acc.windows, t_min) for lv, acc in level_slices.items()}
     all_slices = [*stage_slices, *seg_slices, *trans_slices, *fault_slices.values(),
                   *level_slices.values()]
     stage_changes = [ReplicaChanges(s["t_start"], s["t_end"], intervals) for s in stages_meta]
@@ -126,6 +129,8 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
                                      "latency that is not a finite number")
         for acc in all_slices:
             acc.add(chunk)
+        for per_second in level_seconds.values():
+            per_second.add(chunk)
         for change in stage_changes:
             change.add(chunk)
         timeline.add(chunk)
@@ -178,7 +183,8 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
             k: result[k] for k in ("requests", "seconds", "rps", "error_rate", "errors",
                                    "unknown_rate", "latency_ms", "per_replica")},
             **({"latency_from_intended_ms": result["latency_from_intended_ms"]}
-               if "latency_from_intended_ms" in result else {})})
+               if "latency_from_intended_ms" in result else {}),
+            "per_second": level_seconds[level].result()})
     if _constant_load(meta):
         scaling_efficiency(levels)
         scaling_efficiency(stages)
@@ -243,7 +249,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
               *v.transition_checks(trans_out, fault_results, t, t_max, t_min),
               *v.fault_checks(fault_results, t), *v.autoscaling_checks(autoscaling, t)]
     if baseline is not None:
-        checks.extend(v.regression_checks(levels, baseline, t))
+        checks.extend(regression_checks(levels, baseline, t))
     unknown_names = v.accept_unchecked(checks, settings.allow_unchecked)
     summary = {
         "schema_version": SCHEMA_VERSION,

@@ -77,6 +77,8 @@ class Thresholds:
     thread) is near a whole core at this share of one (a process or thread uses one)."""
     bottleneck_idle_share: float = 0.05
     """Bottleneck: the machine is saturated when idle at most this share of its cores."""
+    max_p50_increase: float | None = 0.50
+    """With --baseline: largest allowed relative rise of a level's p50 latency."""
 
     @classmethod
     def names(cls) -> list[str]:
