@@ -43,6 +43,7 @@ class Conductor:
         self.replace_dead = replace_dead
         self.users_now = users_now
         self.t0: float | None = None
+        self.held = 0.0                   # seconds the plan's clock stood still (min_steady)
         self.level = plan.first_level     # the replica count asked for last
         self.stage: Stage | None = None
         self.stage_record: dict | None = None
@@ -61,7 +62,8 @@ class Conductor:
         self._greenlets = [gevent.spawn(self._plan_loop), gevent.spawn(self._watch_loop)]
 
     def elapsed(self) -> float:
-        return 0.0 if self.t0 is None else time.time() - self.t0
+        """The plan's time: seconds since the start, less the time it was held."""
+        return 0.0 if self.t0 is None else time.time() - self.t0 - self.held
 
     def stop(self) -> None:
         """Stop deciding; end faults in progress (a frozen Redis must wake up) and
@@ -80,7 +82,7 @@ class Conductor:
 
     def _plan_loop(self) -> None:
         while not self._stopped:
-            t = self.elapsed()
+            t = self.plan_time()
             stage = self.plan.stage_at(t)
             if self.stage is None or stage.index != self.stage.index:
                 self._begin_stage(stage)
@@ -91,6 +93,26 @@ class Conductor:
             if self.faults is not None:
                 self.faults.apply_due(t)
             gevent.sleep(PLAN_TICK)
+
+    def plan_time(self) -> float:
+        """Where the plan is now (what the shape and the schedule ask about)."""
+        return self._hold(self.elapsed())
+
+    def _hold(self, t: float) -> float:
+        """``min_steady``: a stage does not end before its replicas have served steadily for
+        that long; until then the plan's clock stands still at the stage's end (the later
+        stages, the load and the end of the run move back by as much). What a slow rescale
+        costs is then time, not a level that was never judged."""
+        stage, record = self.stage, self.stage_record
+        need = self.plan.min_steady
+        if not need or stage is None or record is None or t < stage.t_end or \
+                stage.index == len(self.plan.stages) - 1 and t < self.plan.duration:
+            return t
+        ready = record.get("t_ready")
+        if ready is not None and time.time() >= ready + need:
+            return t
+        self.held += t - (stage.t_end - 1e-6)  # stand still just before the stage's end
+        return stage.t_end - 1e-6
 
     def _begin_stage(self, stage: Stage) -> None:
         self.stage = stage

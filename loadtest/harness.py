@@ -206,6 +206,7 @@ class ControllerRole:
                                  log_dir=run_dir / "logs", workdir=run_dir / "stack",
                                  app_port=opts.app_port, health_path=opts.health_path,
                                  counter_read=opts.counter_read,
+                                 ready_timeout=opts.ready_timeout,
                                  options={**opts.backend_options,
                                           "store_proxy": any(f.kind in ("latency", "reset")
                                                              for f in self.plan.faults)})
@@ -365,7 +366,9 @@ class ControllerRole:
         self.arrivals.start()
 
     def tick(self) -> tuple[int, float] | None:
-        t = time.time() - self._clock()
+        self._clock()
+        t = self.conductor.plan_time() if self.conductor is not None and \
+            self.conductor.t0 is not None else time.time() - self.t0
         if self._fatal:
             # Locust stops the users (and, headless, quits) when the shape says it is over:
             # the one way to end a test that does not race with Locust's own stopping.

@@ -64,6 +64,10 @@ def add_arguments(parser) -> None:
     add("--stage-time", default="", metavar="TIME",
         help="How long each stage lasts, e.g. 20s, 1m30s (default: Locust's --run-time "
              f"shared among the levels, else {DEFAULT_STAGE_TIME})")
+    add("--min-steady", default="0s", metavar="TIME",
+        help="Fixed levels: a stage does not end before its replicas served steadily this "
+             "long; a slow rescale then moves the later stages back rather than leaving a "
+             "level unjudged (default 0s: the plan's times hold)")
     add("--max-replicas", default=0, type=int, metavar="N",
         help="Highest replica count allowed, for levels and the autoscaler (default, or 0: "
              f"what half the free memory holds at ~{REPLICA_MEMORY_MB} MB a replica, at most "
@@ -153,9 +157,11 @@ class HarnessOptions:
     kpa_panic_threshold: float
     slo_p95_ms: float
     run_time: float | None  # Locust's --run-time: where the plan ends
+    min_steady: float
     app_port: int | None
     health_path: str | None
     counter_read: str | None
+    ready_timeout: float | None
     faults: list[str]
     host: str | None
     users: int | None
@@ -388,7 +394,11 @@ def validate(parsed, check_dir: bool = True) -> HarnessOptions:
         hpa_tolerance=tolerance,
         kpa_stable_window=stable_window,
         kpa_panic_threshold=panic, slo_p95_ms=slo, run_time=float(run_time) if run_time else None,
-        app_port=app_port, health_path=health_path, counter_read=counter_read, faults=faults,
+        min_steady=parse_duration(getattr(parsed, "min_steady", "0s") or "0s", "--min-steady",
+                                  allow_zero=True),
+        app_port=app_port, health_path=health_path, counter_read=counter_read,
+        ready_timeout=parse_duration(parsed.ready_timeout, "--ready-timeout")
+        if getattr(parsed, "ready_timeout", "") else None, faults=faults,
         host=host, users=users,
         spawn_rate=spawn_rate, backend_options=backend_options,
     )

@@ -250,6 +250,7 @@ class RunPlan:
     spawn_rate: float
     controlled: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    min_steady: float = 0.0            # a stage holds until its level served this long
 
     @property
     def open_model(self) -> bool:
@@ -285,6 +286,7 @@ class RunPlan:
             "faults": [f.to_dict() for f in self.faults],
             "duration": self.duration,
             "controlled": self.controlled,
+            "min_steady": self.min_steady,
         }
 
 
@@ -362,6 +364,11 @@ def build_plan(opts, controlled: bool | None = None) -> RunPlan:
         pool = 0
         steep = load.steepest() if load.explicit else 0.0
         spawn_rate = float(opts.spawn_rate or max(steep, load.peak, 1.0))
+    min_steady = float(getattr(opts, "min_steady", 0.0) or 0.0)
+    if min_steady and (load.explicit or run_time or autoscale is not None):
+        raise PlanError("--min-steady moves the stages back when a rescale is slow: it "
+                        "cannot hold a --load-profile, a --run-time or an autoscaler to their "
+                        "times")
     return RunPlan(load=load, stages=tuple(stages), autoscale=autoscale, faults=faults,
                    duration=float(duration), pool=int(pool), spawn_rate=spawn_rate,
-                   controlled=controlled)
+                   controlled=controlled, min_steady=min_steady)

@@ -322,7 +322,7 @@ def test_the_example_ci_files_run_scalecheck_check():
 def _check(args: list[str], env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "loadtest.cli", "check", "-u", "4", "-r", "4",
            "--stack-port", str(free_port()), "--api-port", str(free_port()), "--only-summary",
-           *args]
+           "--min-steady", "2s", *args]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env or _env())
 

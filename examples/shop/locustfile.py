@@ -1,14 +1,15 @@
 """The shop's load test: shoppers browse the catalogue, fill a cart, check out.
 
-Three lines (marked ``scalecheck``) make it a scalecheck locustfile: the
-harness's listeners and the shape that follows its run plan. With them, the
+Four lines (marked ``scalecheck``) make it a scalecheck locustfile: the
+harness's listeners, the shape that follows its run plan, and a user class that
+counts every attempt on the wire and sends the request id the balancer logs. With them, the
 harness decides the load and the stack (see README.md), for example against a
 shop already running:
 
     locust -f examples/shop/locustfile.py --headless -u 20 -r 5 --stage-time 1m \
         --stack external -H http://127.0.0.1:5000 --counter-field none
 
-Without those lines it is an ordinary Locust file:
+Without those lines (and with ``FastHttpUser``) it is an ordinary Locust file:
 
     locust -f locustfile.py -H http://127.0.0.1:5000 --headless -u 20 -r 5 -t 1m
 """
@@ -18,17 +19,18 @@ from __future__ import annotations
 import itertools
 import random
 
-from locust import FastHttpUser, between, events, task
+from locust import between, events, task
 
 from loadtest import harness  # scalecheck
 from loadtest.shape import PlanShape  # noqa: F401 - scalecheck: Locust finds the shape here
+from loadtest.users import ScalecheckHttpUser  # scalecheck: a FastHttpUser that tells all
 
 harness.install(events)  # scalecheck
 
 _shopper_ids = itertools.count(1)
 
 
-class Shopper(FastHttpUser):
+class Shopper(ScalecheckHttpUser):
     wait_time = between(0.05, 0.25)
 
     def on_start(self) -> None:

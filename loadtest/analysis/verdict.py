@@ -206,7 +206,8 @@ def load_checks(segments: list[dict], t: Thresholds,
     worst = max(steady, key=lambda s: s["error_rate"], default=None)
     out.append(at_most("error_rate", worst["error_rate"] if worst else None, t.max_error_rate,
                        "worst steady segment (faults and scale changes judged apart)",
-                       reason="no steady segment to judge", segment=_where(worst)))
+                       reason="no steady segment to judge", segment=_where(worst),
+                       errors_by_replica=_by_replica(worst, "errors")))
     worst = max(steady, key=lambda s: s["unknown_rate"], default=None)
     out.append(at_most("unknown_rate", worst["unknown_rate"] if worst else None,
                        t.max_unknown_rate,
@@ -480,6 +481,14 @@ def regression_checks(levels: list[dict], baseline: dict, t: Thresholds) -> list
                                t.max_p99_increase,
                                f"relative rise of p99 ({p_old:.1f} -> {p_new:.1f} ms)"))
     return out
+
+
+def _by_replica(segment: dict | None, key: str) -> dict:
+    """Which replicas the requests went wrong on, worst first (a faulty replica named)."""
+    if segment is None:
+        return {}
+    counts = {h: r[key] for h, r in segment["per_replica"].items() if r.get(key)}
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _where(segment: dict | None) -> dict | None:

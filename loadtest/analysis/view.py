@@ -140,6 +140,14 @@ def findings(summary: dict) -> list[str]:
     else:
         out.append("No request failed, in steady segments or around scale changes"
                    + (" or faults." if summary["faults"] else "."))
+    errors = _check(summary, "error_rate")
+    if errors and errors["status"] == "fail":
+        where = errors["evidence"].get("segment") or {}
+        by = errors["evidence"].get("errors_by_replica") or {}
+        out.append(f"Requests failed in steady operation: {errors['value']:.1%} with "
+                   f"{replicas_word(where.get('level', 0))} (segment {where.get('segment')})"
+                   + (": " + ", ".join(f"{h} {n:,}" for h, n in list(by.items())[:5])
+                      if by else "") + ".")
     moved = _check(summary, "transition_errors")
     if moved and moved["status"] == "fail":
         out.append(f"Requests were cut while the stack was rescaled: {moved['reason']}.")

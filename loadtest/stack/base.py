@@ -88,6 +88,7 @@ class StackSettings:
     app_port: int | None = None             # where the app's replicas listen (if known)
     health_path: str | None = None          # the app's health path (None: the backend's default)
     counter_read: str | None = None         # redis:SERVICE:KEY, where the shared counter lives
+    ready_timeout: float | None = None      # how long a new replica gets (None: the backend's)
     options: dict[str, Any] = field(default_factory=dict)  # the backend's own, by dest name
 
 
@@ -103,6 +104,9 @@ def app_arguments(add: OptionAdder) -> None:
         help="Where a replica says it is healthy, e.g. /healthz (default: /health for the "
              "hello app; for another app, none: a replica is healthy once it accepts "
              "connections, or by Docker's own healthcheck where it has one)")
+    add("--ready-timeout", default="", metavar="TIME",
+        help="How long a new replica gets to become healthy and routed (default: 30s on the "
+             "embedded stack, 90s on Compose, 120s on Swarm)")
     add("--counter-read", default="", metavar="redis:SERVICE:KEY",
         help="Where the app's shared counter lives, read before and after the run (default "
              "for the hello app: redis:redis:counter; for another app, not read: the "

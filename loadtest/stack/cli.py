@@ -158,7 +158,9 @@ def cmd_up(args) -> int:
             port=args.port, balancer=args.balancer, api_port=args.api_port or None,
             workdir=state_dir / "stack", log_dir=state_dir / "logs",
             app_port=args.app_port or None, health_path=args.health_path or None,
-            counter_read=args.counter_read or None, options=options))
+            counter_read=args.counter_read or None,
+            ready_timeout=_seconds(args.ready_timeout) if args.ready_timeout else None,
+            options=options))
     except StackError as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
         return 2
@@ -194,7 +196,8 @@ def _up_detached(args, state_dir: Path) -> int:
     forwarded = ["--stack", args.stack, "--balancer", args.balancer]
     for flag, value in (("--api-port", args.api_port), ("--app-port", args.app_port),
                         ("--health-path", args.health_path),
-                        ("--counter-read", args.counter_read)):
+                        ("--counter-read", args.counter_read),
+                        ("--ready-timeout", args.ready_timeout)):
         if value:
             forwarded += [flag, str(value)]
     for action in _backend_actions():
@@ -291,6 +294,16 @@ def cmd_logs(args) -> int:
         for line in path.read_text(errors="replace").splitlines()[-args.tail:]:
             print(f"{name} | {line}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    from loadtest.plan import seconds
+
+    try:
+        return seconds(text)
+    except (ValueError, TypeError):
+        print(f"stack: error: {text!r} is not a duration (e.g. 30s)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _backend_actions() -> list[argparse.Action]:

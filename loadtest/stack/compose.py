@@ -140,7 +140,9 @@ class ComposeStack(DockerStack):
                    log_dir=settings.log_dir, balancer=settings.balancer,
                    workdir=settings.workdir, app_port=settings.app_port,
                    health_path=settings.health_path,
-                   counter_read=settings.counter_read)
+                   counter_read=settings.counter_read,
+                   **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
+                      else {}))
 
     def describe(self) -> dict:
         scaled = self._scaled
@@ -214,7 +216,7 @@ class ComposeStack(DockerStack):
             return cf.BalancerSpec("traefik", self.env.get("TRAEFIK_IMAGE") or "traefik:v3.7",
                                    self.port, self.api_port, self.health_path,
                                    project=self.project, log_dir=str(log_dir),
-                                   docker_socket=_socket_path(self.env))
+                                   docker_socket=engine.socket_path(self.env))
         admin_port = free_port()
         cfg = self.workdir / "haproxy.cfg"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -529,12 +531,6 @@ def _number(container) -> int:
         return int(container.labels.get("com.docker.compose.container-number", 0))
     except ValueError:
         return 0
-
-
-def _socket_path(env: dict[str, str]) -> str:
-    """The engine's socket as the engine's host sees it, for Traefik to mount."""
-    host = env.get("DOCKER_HOST", "")
-    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
 
 
 __all__ = ["ComposeStack", "DEFAULT_FILE"]

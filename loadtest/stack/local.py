@@ -155,7 +155,9 @@ class LocalStack(Stack):
         return cls(port=settings.port, workdir=settings.workdir, log_dir=settings.log_dir,
                    app_env=settings.app_env, balancer=settings.balancer,
                    api_port=settings.api_port,
-                   store_proxy=bool(opts.get("store_proxy")), app=app, counter_key=key)
+                   store_proxy=bool(opts.get("store_proxy")), app=app, counter_key=key,
+                   **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
+                      else {}))
 
     @property
     def url(self) -> str:

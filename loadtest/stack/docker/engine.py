@@ -71,6 +71,12 @@ def run_cli(argv: list[str], env: dict[str, str], what: str, cwd: str | None = N
     return proc.stdout or ""
 
 
+def socket_path(env: dict[str, str]) -> str:
+    """The engine's socket as the engine's host sees it, for Traefik to mount."""
+    host = env.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
+
+
 def has_image(client, name: str) -> bool:
     import docker
 

@@ -1,0 +1,195 @@
+"""The harness on an app we did not write: examples/shop (Starlette on uvicorn, its Redis
+under another name, no hostname in its answers), run the way its team runs it, its
+replicas named by the balancer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+SHOP = ROOT / "examples" / "shop"
+SHOP_LOCUSTFILE = SHOP / "locustfile.py"
+SHOP_CMD = f"{sys.executable} -m shop"
+
+
+def run_shop(args: list[str], timeout: float = 300, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
+    import os
+
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(SHOP_LOCUSTFILE),
+           "--headless", "--only-summary", "--stack-port", str(free_port()),
+           "--api-port", str(free_port()), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+def local_shop(run_dir: Path, balancer: str, levels: str = "1,3,2", *extra: str) -> list[str]:
+    return ["-u", "6", "-r", "6", "--scale-levels", levels, "--stage-time", "6s",
+            "--min-steady", "2s", "--balancer", balancer, "--run-dir", str(run_dir),
+            "--app-cmd", SHOP_CMD, "--app-dir", str(SHOP), "--with-redis",
+            "--health-path", "/healthz", *extra]
+
+
+def analyse(run_dir: Path) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
+                          capture_output=True, text=True, timeout=180)
+    return proc.returncode, json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("balancer", ["traefik", "haproxy"])
+def test_app_cmd_levels_named_by_the_balancer(tmp_path, balancer, no_leftovers):
+    """Levels 1 -> 3 -> 2 of the shop as processes: each stage served by exactly its level
+    of replicas as the balancer names them, no request cut, a pass."""
+    run_dir = tmp_path / "shop"
+    proc = run_shop(local_shop(run_dir, balancer))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    df = pd.read_parquet(run_dir / "requests")
+    assert run["stack"]["app_cmd"] == SHOP_CMD and run["options"]["hostname_field"] == "balancer"
+    assert df.hostname.isna().all()  # the shop never names itself
+    assert df.server.notna().all(), df[df.server.isna()][["status", "error"]].head()
+    assert set(df.server) <= {f"app-{n}" for n in range(1, 10)}
+    for stage in run["stages"]:
+        steady = df[(df.stage == stage["index"]) & (df.t_start >= stage["t_ready"])]
+        assert steady.server.nunique() == stage["level"], stage
+    assert (df.status < 400).all(), df[df.status >= 400][["server", "status", "error"]]
+    code, summary = analyse(run_dir)
+    assert code == 0, [c for c in summary["checks"] if c["status"] != "pass"]
+    assert summary["totals"]["naming"]["balancer"] == len(df)
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["counter_duplicates"]["status"] == "not applicable"  # no counter: said so
+    assert checks["transition_errors"]["status"] == "pass"
+
+
+def test_a_faulty_replica_is_caught_and_named(tmp_path, no_leftovers):
+    """One shop replica of three answers 500 to every fifth request: the verdict fails and
+    the report names that replica by the balancer's name."""
+    run_dir = tmp_path / "faulty"
+    proc = run_shop(local_shop(run_dir, "haproxy", "3", "--app-env", "FAULT=errors"))
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    df = pd.read_parquet(run_dir / "requests")
+    bad = df[df.status == 500].server.value_counts()
+    assert len(bad) == 1, bad  # exactly one replica answers 500
+    faulty = bad.index[0]
+    code, summary = analyse(run_dir)
+    assert code == 1
+    check = next(c for c in summary["checks"] if c["name"] == "error_rate")
+    assert check["status"] == "fail"
+    assert list(check["evidence"]["errors_by_replica"]) == [faulty]
+    html = (run_dir / "report.html").read_text()
+    assert faulty in html
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--app-cmd", f"{sys.executable} -m http.server 47123 --bind 127.0.0.1"],
+     "must use {port}, or the app must read PORT"),
+    (["--app-cmd", f"{sys.executable} -c 'import time; time.sleep(60)'"],
+     "never became healthy"),
+    (["--app-cmd", "'unbalanced"], "does not parse"),
+    (["--app-cmd", "/nonexistent/server {port}"], "cannot be started"),
+])
+def test_bad_app_commands_are_one_line(tmp_path, args, message, no_leftovers):
+    run_dir = tmp_path / "bad"
+    proc = run_shop(["-u", "1", "--scale-levels", "1", "--stage-time", "3s",
+                     "--run-dir", str(run_dir), "--health-path", "/healthz",
+                    "--ready-timeout", "8s", *args], timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert message in last, last
+    if message == "never became healthy":
+        assert str(run_dir / "logs" / "app-1.log") in last  # the line names the replica's log
+
+
+# -- the team's own Compose file -------------------------------------------------------
+
+from tests.docker_engine import engine_for_module  # noqa: E402
+
+engine = pytest.fixture(scope="module", name="engine")(engine_for_module)
+OFFLINE = {"REDIS_IMAGE": "scalecheck/base:bookworm",
+           "HAPROXY_IMAGE": "scalecheck/base:bookworm",
+           "TRAEFIK_IMAGE": "scalecheck/traefik:latest"}
+
+
+@pytest.fixture(scope="module")
+def shop_image(engine):
+    proc = subprocess.run(["sh", str(SHOP / "build-image.sh")], capture_output=True, text=True,
+                          timeout=1200, cwd=ROOT, env={**__import__("os").environ,
+                                                       "PYTHON": sys.executable})
+    if proc.returncode != 0:
+        pytest.fail("could not build scalecheck/shop: " + proc.stderr[-1500:])
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _leftovers(project: str) -> list[str]:
+    out = []
+    for kind in ("ps -a", "network ls", "volume ls"):
+        proc = subprocess.run(f"docker {kind} -q --filter label=com.docker.compose.project="
+                              f"{project}", shell=True, capture_output=True, text=True)
+        out += proc.stdout.split()
+    return out
+
+
+@pytest.mark.parametrize("balancer", ["haproxy", "traefik"])
+def test_the_team_s_compose_file_unchanged(shop_image, tmp_path, balancer):
+    """Their file (ports 5000:5000, Redis called `cache`, no balancer) through the harness,
+    levels 1 -> 3 -> 2: a pass, the file byte for byte as it was, nothing left behind."""
+    compose_file = SHOP / "docker-compose.yml"
+    before = _digest(compose_file)
+    run_dir = tmp_path / "compose"
+    proc = run_shop(["-u", "6", "-r", "6", "--stack", "compose", "--compose-file",
+                     str(compose_file), "--compose-service", "shop", "--balancer", balancer,
+                     "--health-path", "/healthz", "--scale-levels", "1,3,2", "--stage-time",
+                     "10s", "--min-steady", "3s", "--run-dir", str(run_dir)],
+                    env=OFFLINE, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _digest(compose_file) == before
+    run = json.loads((run_dir / "run.json").read_text())
+    stack = run["stack"]
+    assert stack["app_port"] == 5000 and stack["app_port_source"] == "ports"
+    assert stack["removed_ports"] == ["5000:5000/tcp"] or stack["removed_ports"] == ["5000:5000"]
+    assert (run_dir / "stack" / "compose.yml").exists()  # the harness's copy, in the run dir
+    df = pd.read_parquet(run_dir / "requests")
+    assert df.server.notna().all()
+    for stage in run["stages"]:
+        steady = df[(df.stage == stage["index"]) & (df.t_start >= stage["t_ready"])]
+        assert steady.server.nunique() == stage["level"], stage
+    code, summary = analyse(run_dir)
+    assert code == 0, [c for c in summary["checks"] if c["status"] != "pass"]
+    assert _leftovers(stack["project"]) == []
+    assert not list(SHOP.glob("*.override.yml")) and not list(SHOP.glob(".scalecheck*"))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.replace("  shop:\n", "  shop:\n    container_name: the-shop\n"),
+     "sets container_name"),
+    (lambda t: t + "\n  oops: [\n", "does not parse"),
+])
+def test_a_compose_file_that_cannot_be_scaled_is_one_line(engine, tmp_path, change, message):
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(change((SHOP / "docker-compose.yml").read_text()))
+    proc = run_shop(["-u", "1", "--stack", "compose", "--compose-file", str(broken),
+                     "--compose-service", "shop", "--run-dir", str(tmp_path / "r")],
+                    env=OFFLINE, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_service_not_in_the_file_is_one_line(engine, tmp_path):
+    proc = run_shop(["-u", "1", "--stack", "compose", "--compose-file",
+                     str(SHOP / "docker-compose.yml"), "--compose-service", "web",
+                     "--run-dir", str(tmp_path / "r")], env=OFFLINE, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "service 'web' is not in the Compose file (it has: cache, shop)" in \
+        proc.stderr.strip().splitlines()[-1]
