@@ -332,7 +332,8 @@ def test_time_to_scale_unknown_without_a_capacity():
     # p95 is never within a 1 ms SLO: no capacity can be measured, so no rise is known
     a = _autoscaled_run(offered, [(0, 1)], plan=cpu)(slo_ms=1.0)
     assert a["capacity_per_replica"] is None and a["max_time_to_scale_s"] is None
-    (check,) = [c for c in autoscaling_checks(a, Thresholds(max_time_to_scale_s=30))
+    (check,) = [c for c in autoscaling_checks({"autoscaling": a},
+                                              Thresholds(max_time_to_scale_s=30))
                 if c.name == "time_to_scale_s"]
     assert check.passed is None and "capacity" in check.reason
 
@@ -343,7 +344,8 @@ def test_a_rise_unmet_at_the_end_fails_only_once_it_outlasted_the_limit():
 
     def check(offered):
         a = _autoscaled_run(offered, [(0, 1)])()
-        return next(c for c in autoscaling_checks(a, Thresholds(max_time_to_scale_s=30))
+        return next(c for c in autoscaling_checks({"autoscaling": a},
+                                                  Thresholds(max_time_to_scale_s=30))
                     if c.name == "time_to_scale_s")
     assert check([100] * 60 + [400] * 10).passed is None
     assert check([100] * 60 + [400] * 40).passed is False

@@ -21,8 +21,8 @@ from loadtest.analysis.compare import (
     compare_levels,
     regression_checks,
 )
+from loadtest.analysis.passes import Chunk
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.analysis.throughput import Chunk
 from loadtest.analysis.windows import Window
 from loadtest.synth import SynthSpec, generate
 

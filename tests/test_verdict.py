@@ -13,8 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from loadtest.analysis.consistency import CounterChecker, classify, explained_gaps
+from loadtest.analysis.consistency import CounterChecker, explained_gaps
 from loadtest.analysis.load import load_run
+from loadtest.analysis.outcomes import classify
+from loadtest.analysis.passes import Chunk
 from loadtest.analysis.summary import Settings, analyse
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.verdict import Check, accept_unchecked, compose
@@ -88,11 +90,11 @@ def _records(rows: list[dict]) -> pd.DataFrame:
 
 
 def _check(df: pd.DataFrame, before: int, after: int) -> dict:
-    ok, fail, unknown = classify(df)
+    chunk = Chunk.of(df)
     checker = CounterChecker(before, after, df["counter"].min(), df["counter"].max(), 0.0)
-    checker.add(df, ok, fail, unknown)
+    checker.add(chunk, chunk.ok, chunk.fail, chunk.unknown)
     checker.prepare()
-    checker.collect(df, ok)
+    checker.collect(chunk, chunk.ok)
     return checker.result()
 
 
@@ -327,7 +329,8 @@ def _fault_check(observed_after_s, recovery_s=None):
     from loadtest.analysis.verdict import fault_checks
     fault = {"spec": "5s:pause-redis:2s", "applied": 5.0, "recovery_s": recovery_s,
              "error_rate": 0.5, "observed_after_s": observed_after_s}
-    return {c.name: c for c in fault_checks([fault], Thresholds())}["fault_recovery_s"]
+    return {c.name: c for c in fault_checks({"faults": [fault]},
+                                            Thresholds())}["fault_recovery_s"]
 
 
 def test_a_fault_at_the_very_end_is_not_a_failed_recovery():
@@ -433,14 +436,31 @@ def test_requests_in_flight_across_a_redis_reset_belong_to_neither_history():
     new = [{"t_start": 12.1 + i * 0.1, "t_end": 12.15 + i * 0.1, "counter": i + 4,
             "user": i % 3} for i in range(50)]                    # 4..53
     df = _records(old + stuck + new)
-    ok, fail, unknown = classify(df)
+    chunk = Chunk.of(df)
     checker = EpochedCounter(0, 53, [{"t": 10.0, "counter_before": 100, "counter_after": 0}],
                              df["counter"].min(), df["counter"].max(), 0.0)
-    checker.add(df, ok, fail, unknown)
-    checker.prepare()
-    checker.collect(df, ok)
+    checker.add(chunk)
+    checker.plan()
+    checker.collect(chunk)
     c = checker.result()
     assert c["straddling_reset"] == 3 and c["unknown"] == 3 and c["ok"] == 150
     for key in ("duplicates", "order_violations", "user_violations", "unexplained_gaps",
                 "lost", "unexplained_increments"):
         assert c[key] == 0, (key, c)
+
+
+def test_a_checker_that_raises_is_not_checked_and_the_others_stand(tmp_path, monkeypatch):
+    """Jepsen's check-safe: one broken checker is one check "not checked" with the
+    exception as evidence, never an aborted analysis and never a pass."""
+    from loadtest.analysis import verdict
+
+    def broken_checks(findings, thresholds):
+        raise KeyError("no such finding")
+
+    monkeypatch.setattr(verdict, "CHECKERS", [*verdict.CHECKERS, broken_checks])
+    s = analyse(load_run(synth(tmp_path)), Thresholds()).summary
+    broken = checks_of(s)["broken"]
+    assert broken["status"] == "not checked"
+    assert "KeyError" in broken["evidence"]["exception"]
+    assert s["verdict"] == "inconclusive"
+    assert checks_of(s)["counter_duplicates"]["status"] == "pass"

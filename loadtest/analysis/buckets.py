@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from loadtest.analysis.throughput import Chunk
+from loadtest.analysis.passes import Accumulator, Chunk
 from loadtest.analysis.windows import Window
 
 QUANTILES = (0.50, 0.99)
@@ -31,7 +31,9 @@ def bucket_quantiles(bucket: np.ndarray, latency: np.ndarray,
     order statistics, as numpy's default). Returns (bucket ids, counts, [values per q])."""
     if len(bucket) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), [np.empty(0) for _ in qs]
-    order = np.lexsort((latency, bucket))
+    # One float key (bucket, then latency within it) sorts twice as fast as a lexsort;
+    # latencies closer than 1e-12 of the largest may swap, which moves no quantile.
+    order = np.argsort(bucket + latency / (float(latency.max()) * (1 + 1e-9) + 1e-12))
     b, lat = bucket[order], latency[order]
     ids, starts, counts = np.unique(b, return_index=True, return_counts=True)
     out = []
@@ -81,7 +83,7 @@ class _WindowSeconds:
             self.pending_id, self.pending = None, np.empty(0)
 
 
-class PerSecond:
+class PerSecond(Accumulator):
     """Accumulates 1 s buckets over one or more windows (e.g. every steady segment with 3
     replicas), fed the same ``Chunk``s as ``Slice.add``. ``t0``: the time the result's
     ``t`` counts from (the run's first request)."""

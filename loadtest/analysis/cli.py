@@ -146,7 +146,9 @@ def _run(args, prog: str) -> int:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain))
         if not args.no_report:
             progress("figures and report")
-            images = report.figures(analysis, out / "figures")
+            from loadtest.analysis import figures
+
+            images = figures.figures(analysis, out / "figures")
             (out / "report.html").write_text(report.render_html(analysis, images))
     except OSError as exc:
         print(f"{prog}: error: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)

@@ -38,49 +38,19 @@ Memory: 2 bytes per possible counter value, plus 8 bytes per unknown request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+from loadtest.analysis.outcomes import attempts_counted
+from loadtest.analysis.passes import Accumulator
+
+if TYPE_CHECKING:
+    from loadtest.analysis.passes import Chunk
 
 EXAMPLES = 20
-NO_SERVER_STATUSES = (404, 503)
 COUNTER_CHECKS = ("duplicates", "unexpected", "gaps", "reconciliation", "final", "order",
                   "user_order")
-
-
-def classify(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boolean masks (ok, fail, unknown), one entry per record."""
-    ok = df["counter"].notna().to_numpy()
-    status = df["status"].to_numpy()
-    refused = (status == 0) & matches(df["error"], r"ConnectionRefused|Connection refused")
-    no_server = np.isin(status, NO_SERVER_STATUSES) & df["hostname"].isna().to_numpy()
-    fail = ~ok & (refused | no_server)
-    return ok, fail, ~ok & ~fail
-
-
-def matches(series: pd.Series, pattern: str) -> np.ndarray:
-    """Regex match on a (categorical) string column, evaluated once per distinct value."""
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        cats = series.cat.categories
-        if len(cats) == 0:
-            return np.zeros(len(series), dtype=bool)
-        hit = np.asarray(pd.Series(cats.astype(str)).str.contains(pattern, regex=True))
-        codes = series.cat.codes.to_numpy()
-        return np.where(codes >= 0, hit[np.clip(codes, 0, None)], False)
-    return series.astype("string").str.contains(pattern, regex=True).fillna(False).to_numpy()
-
-
-def hidden_attempts(df: pd.DataFrame) -> np.ndarray:
-    """Per record, the attempts it put on the wire beyond the one that answered (a client's
-    silent resend): each may have reached the app, an unknown outcome. 0 where not counted."""
-    if "attempts" not in df:
-        return np.zeros(len(df), dtype=np.int64)
-    attempts = df["attempts"].to_numpy(dtype=float, na_value=np.nan)
-    return np.where(np.isnan(attempts), 0, np.maximum(attempts - 1, 0)).astype(np.int64)
-
-
-def attempts_counted(df: pd.DataFrame) -> int:
-    """How many records say how many attempts they took."""
-    return int(df["attempts"].notna().sum()) if "attempts" in df else 0
 
 
 _NONE = np.iinfo(np.int64).min  # "no value yet" for running maxima
@@ -199,44 +169,47 @@ class CounterChecker:
         self._gap_next: np.ndarray | None = None
         self._deadline: dict[int, float] = {}
 
-    def add(self, df: pd.DataFrame, ok: np.ndarray, fail: np.ndarray,
+    def add(self, chunk: Chunk, ok: np.ndarray, fail: np.ndarray,
             unknown: np.ndarray) -> None:
         self.n_ok += int(ok.sum())
         self.n_fail += int(fail.sum())
         self.n_unknown += int(unknown.sum())
         if unknown.any():
-            self.unknown_starts.append(df["t_start"].to_numpy()[unknown])
-        hidden = hidden_attempts(df)
-        self.n_counted += attempts_counted(df)
+            self.unknown_starts.append(chunk.t_start[unknown])
+        hidden = chunk.hidden
+        self.n_counted += attempts_counted(chunk.df)
         if hidden.any():
             self.n_hidden += int(hidden.sum())
             self.n_unknown += int(hidden.sum())
-            self.unknown_starts.append(np.repeat(df["t_start"].to_numpy(), hidden))
-        if not ok.any():
+            self.unknown_starts.append(np.repeat(chunk.t_start, hidden))
+        if not ok.any() or len(self.seen) == 0:  # no counter value anywhere: nothing to order
             return
-        okdf = df.loc[ok]
-        values = okdf["counter"].to_numpy(dtype=np.int64)
+        rows = np.flatnonzero(ok)
+        values = chunk.counter[rows]
         np.add.at(self.seen, values - self.lo, 1)
-        t_start, t_end = okdf["t_start"].to_numpy(), okdf["t_end"].to_numpy()
+        t_start, t_end = chunk.t_start[rows], chunk.t_end[rows]
 
         flags = self.global_order.feed(t_start, t_end, values)
-        workers = okdf["worker"].astype(str).to_numpy()
-        for name in np.unique(workers):
-            idx = np.flatnonzero(workers == name)
-            checker = self.worker_order.setdefault(name, OrderChecker(0.0))
+        # This run's id of each worker (its categorical codes differ from window to window).
+        ids = np.array([self.worker_ids.setdefault(name, len(self.worker_ids))
+                        for name in chunk.worker_names] or [0], dtype=np.int64)
+        wid = ids[chunk.worker_codes[rows]]
+        for worker in np.unique(wid).tolist():
+            idx = np.flatnonzero(wid == worker)
+            checker = self.worker_order.setdefault(worker, OrderChecker(0.0))
             flags[idx] |= checker.feed(t_start[idx], t_end[idx], values[idx])
         if flags.any():
             self.order_violations += int(flags.sum())
             self.order_points.add(np.column_stack([t_end[flags], values[flags]]))
-            if len(self.order_examples) < EXAMPLES:
-                for row in okdf[flags].head(EXAMPLES - len(self.order_examples)).itertuples():
-                    self.order_examples.append({"t_start": float(row.t_start),
-                                                "value": int(row.counter),
-                                                "hostname": _s(row.hostname)})
+            for i in rows[flags][:max(0, EXAMPLES - len(self.order_examples))].tolist():
+                code = chunk.host_codes[i]
+                self.order_examples.append({"t_start": float(chunk.t_start[i]),
+                                            "value": int(chunk.counter[i]),
+                                            "hostname": chunk.host_names[code]
+                                            if code >= 0 else None})
 
         # One user's requests are sequential: values must increase (no clocks needed).
-        wid = np.array([self.worker_ids.setdefault(w, len(self.worker_ids)) for w in workers])
-        key = wid.astype(np.int64) * (1 << 32) + okdf["user"].to_numpy(dtype=np.int64)
+        key = wid * (1 << 32) + chunk.user[rows]
         order = np.lexsort((t_start, key))
         k, v = key[order], values[order]
         bad = int(((k[1:] == k[:-1]) & (v[1:] <= v[:-1])).sum())
@@ -271,19 +244,20 @@ class CounterChecker:
         follows = present & prev_missing & (idx - 1 > low)
         self._gap_next = idx[follows]
 
-    def collect(self, df: pd.DataFrame, ok: np.ndarray) -> None:
+    def collect(self, chunk: Chunk, ok: np.ndarray) -> None:
         """Pass 2: where the duplicates and out-of-range values are; gaps' deadlines."""
         if not ok.any() or len(self.seen) == 0:
             return
-        values = df["counter"].to_numpy()[ok].astype(np.int64)
-        t_end = df["t_end"].to_numpy()[ok]
+        values = chunk.counter[ok]
+        t_end = chunk.t_end[ok]
         dup = self.seen[values - self.lo] > 1
         if dup.any():
             self.dup_points.add(np.column_stack([t_end[dup], values[dup]]))
-            hosts = df["hostname"].astype(object).to_numpy()[ok][dup]
-            for value, host in zip(values[dup], hosts):
-                if int(value) in self.dup_hosts or len(self.dup_hosts) < EXAMPLES:
-                    self.dup_hosts.setdefault(int(value), set()).add(str(host))
+            codes = chunk.host_codes[ok][dup]
+            for value, code in zip(values[dup].tolist(), codes.tolist()):
+                if value in self.dup_hosts or len(self.dup_hosts) < EXAMPLES:
+                    self.dup_hosts.setdefault(value, set()).add(
+                        chunk.host_names[code] if code >= 0 else "None")
         if self.before is not None:
             out = (values <= self.before) | (values > self._high())
             if out.any():
@@ -311,7 +285,7 @@ class CounterChecker:
             result["lost"] = max(0, self.before + self.n_ok - self.after)
             result["unexplained_increments"] = max(
                 0, self.after - (self.before + self.n_ok + self.n_unknown))
-        if self.n_ok == 0:
+        if self.n_ok == 0 or not self.seen.any():  # no counter value came back
             result["not_checked"] = ["duplicates", "unexpected", "gaps", "final", "order",
                                      "user_order", *result["not_checked"]]
             return result
@@ -370,7 +344,7 @@ class CounterChecker:
                 "unexpected": self.unexpected_points.result()}
 
 
-class EpochedCounter:
+class EpochedCounter(Accumulator):
     """The counter checks across resets of the store (a restart without persistence).
 
     Records are routed to an epoch by when they started; each epoch has its own
@@ -391,11 +365,13 @@ class EpochedCounter:
         self.straddling = 0  # requests in flight across a reset
         self._counted_twice = 0  # of those, the unknowns also counted in a later epoch
 
-    def _split(self, df: pd.DataFrame):
+    second_pass = True  # where the duplicates are; the gaps' deadlines
+
+    def _split(self, chunk: Chunk):
         """(epoch, rows, straddling, came in): each epoch's rows (those that started in
         it, and those in flight when it began), which of them straddle one of its edges,
         and which were already counted in an earlier epoch."""
-        starts, ends = df["t_start"].to_numpy(), df["t_end"].to_numpy()
+        starts, ends = chunk.t_start, chunk.t_end
         edges = [-np.inf, *self.bounds, np.inf]
         for i, epoch in enumerate(self.epochs):
             lo, hi = edges[i], edges[i + 1]
@@ -405,27 +381,28 @@ class EpochedCounter:
             if rows.any():
                 yield epoch, rows, (came_in | (own & (ends >= hi)))[rows], came_in[rows]
 
-    def add(self, df: pd.DataFrame, ok, fail, unknown) -> None:
+    def add(self, chunk: Chunk) -> None:
+        ok, fail, unknown = chunk.ok, chunk.fail, chunk.unknown
         if not self.bounds:  # one history: no copy
-            self.epochs[0].add(df, ok, fail, unknown)
+            self.epochs[0].add(chunk, ok, fail, unknown)
             return
-        for epoch, rows, either, came_in in self._split(df):
+        for epoch, rows, either, came_in in self._split(chunk):
             ok_r, unknown_r = ok[rows], unknown[rows]
             self.straddling += int((either & ~came_in).sum())
             self._counted_twice += int((came_in & (ok_r | unknown_r)).sum())
-            epoch.add(df[rows], ok_r & ~either, fail[rows] & ~came_in,
+            epoch.add(chunk.subset(rows), ok_r & ~either, fail[rows] & ~came_in,
                       unknown_r | (ok_r & either))
 
-    def prepare(self) -> None:
+    def plan(self) -> None:
         for epoch in self.epochs:
             epoch.prepare()
 
-    def collect(self, df: pd.DataFrame, ok) -> None:
+    def collect(self, chunk: Chunk) -> None:
         if not self.bounds:
-            self.epochs[0].collect(df, ok)
+            self.epochs[0].collect(chunk, chunk.ok)
             return
-        for epoch, rows, either, _ in self._split(df):
-            epoch.collect(df[rows], ok[rows] & ~either)
+        for epoch, rows, either, _ in self._split(chunk):
+            epoch.collect(chunk.subset(rows), chunk.ok[rows] & ~either)
 
     def result(self) -> dict:
         parts = [e.result() for e in self.epochs]

@@ -33,11 +33,13 @@ class Quantiles:
         self._found: dict[int, list[np.ndarray]] = {}
         self._cum: np.ndarray | None = None
 
-    def add(self, latency: np.ndarray) -> None:
+    def add(self, latency: np.ndarray, bins: np.ndarray | None = None) -> None:
+        """``bins``: ``bin_index(latency)``, when the caller has it already."""
         if len(latency) == 0:
             return
         self.n += len(latency)
-        self.hist += np.bincount(bin_index(latency), minlength=len(self.hist))
+        self.hist += np.bincount(bin_index(latency) if bins is None else bins,
+                                 minlength=len(self.hist))
         self.max = max(self.max, float(latency.max()))
         self.sum += float(latency.sum())
 
@@ -49,10 +51,10 @@ class Quantiles:
             for rank in {int(np.floor(pos)), int(np.ceil(pos))}:
                 self._wanted.add(int(np.searchsorted(self._cum, rank, side="right")))
 
-    def collect(self, latency: np.ndarray) -> None:
+    def collect(self, latency: np.ndarray, bins: np.ndarray | None = None) -> None:
         if not self._wanted or len(latency) == 0:
             return
-        bins = bin_index(latency)
+        bins = bin_index(latency) if bins is None else bins
         for b in self._wanted:
             hit = latency[bins == b]
             if len(hit):

@@ -1,12 +1,16 @@
 """Put the answers together: the summary.json contract, from a loaded run.
 
-Two passes over the records, a time window at a time, so memory does not grow
-with the run: the first feeds every accumulator; the second finds the exact
-latency percentiles and where the counter anomalies are, for the figures.
+Three steps, each a function of its own:
 
-The unit of analysis is the *segment* (constant replicas, no change under
-way); the user's *stages* are reported as such; *levels* aggregate the
-segments by replica count; *transitions* and *faults* are judged apart.
+1. the run's *windows*, from run.json alone (stages, segments, transitions, faults);
+2. one *loop* over the records (``passes.run_passes``), a time window at a time, in
+   two passes, through every accumulator: memory does not grow with the run;
+3. the *findings* (stages, segments, levels, transitions, consistency, faults,
+   autoscaling, capacity, bottleneck), which every checker reads (``verdict``).
+
+The unit of analysis is the *segment* (constant replicas, no change under way); the
+user's *stages* are reported as such; *levels* aggregate the segments by replica
+count; *transitions* and *faults* are judged apart.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import pandas as pd
 from loadtest import events as ev
 from loadtest.analysis import verdict as v
 from loadtest.analysis.autoscaling import analyse_autoscaling
+from loadtest.analysis.bottleneck import bottleneck_findings
 from loadtest.analysis.buckets import PerSecond
-from loadtest.analysis.compare import regression_checks
+from loadtest.analysis.capacity import capacity_findings
 from loadtest.analysis.consistency import EpochedCounter, store_resets
 from loadtest.analysis.distribution import ReplicaChanges, window_distribution
 from loadtest.analysis.faults import analyse_faults, fault_slice_window
 from loadtest.analysis.load import NEEDED, AnalysisInputError, LoadedRun
+from loadtest.analysis.passes import Accumulator, Chunk, InputError, run_passes
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.analysis.throughput import Chunk, Slice, Timeline, scaling_efficiency
+from loadtest.analysis.throughput import Slice, Timeline, scaling_efficiency
 from loadtest.analysis.windows import (
     Window,
     fault_span,
@@ -63,128 +69,181 @@ class Analysis:
     anomalies: dict[str, np.ndarray]  # (t_end, value) pairs per anomaly kind
 
 
+@dataclass
+class RunWindows:
+    """Step 1: when things happened, from run.json alone."""
+
+    t_min: float
+    t_max: float
+    events: list[dict]
+    stages: list[dict]
+    intervals: dict[str, dict]
+    segments: list
+    transitions: list[dict]
+    faults: list[dict]
+    resets: list[dict]
+
+    @classmethod
+    def of(cls, meta: dict, stats: dict, t: Thresholds) -> RunWindows:
+        t_min, t_max = float(stats["t_min"]), float(stats["t_max"])
+        events = meta.get("stack_events") or []
+        stages = stage_windows(meta, t_min, t_max)
+        return cls(t_min, t_max, events, stages, service_intervals(events),
+                   segments(meta, stages, t_min, t_max, t.transition_margin_s,
+                            t.fault_settle_s, t.fault_lead_s),
+                   [tr for tr in transitions(events, t.transition_margin_s)
+                    if tr["t_start"] < t_max],
+                   fault_windows(events), store_resets(events))
+
+
+@dataclass
+class Accumulators:
+    """Step 2's accumulators, by what they answer."""
+
+    stages: list[Slice]
+    segments: list[Slice]
+    transitions: list[Slice]
+    faults: dict[int, Slice]
+    levels: dict[int, Slice]
+    per_second: dict[int, PerSecond]
+    changes: list[ReplicaChanges]
+    timeline: Timeline
+    counter: EpochedCounter
+
+    @classmethod
+    def build(cls, w: RunWindows, meta: dict, stats: dict, t: Thresholds,
+              controlled: bool) -> Accumulators:
+        trans = [Slice(Window(f"transition {i}", tr["t_start"], min(tr["t_end"], w.t_max),
+                              int(tr.get("level") or 0))) for i, tr in enumerate(w.transitions)]
+        faults: dict[int, Slice] = {}
+        applied = [f for f in w.faults if f["applied"] is not None]
+        for i, fault in enumerate(applied):
+            nxt = applied[i + 1]["applied"] if i + 1 < len(applied) else None
+            window = fault_slice_window(fault, nxt, w.t_max, settle_s=t.fault_settle_s,
+                                        lead_s=t.fault_lead_s)
+            if window is not None:
+                faults[fault["index"]] = Slice(window)
+        by_level: dict[int, list[Window]] = defaultdict(list)
+        for s in w.segments:
+            if s.seconds >= t.min_segment_s and not s.faults and s.level:
+                by_level[s.level].append(s.window())
+        if not controlled:  # nothing known of the replicas: the stages are the levels
+            for stage in w.stages:
+                by_level[0].append(steady(stage))
+        levels = {lv: Slice(ws) for lv, ws in sorted(by_level.items())}
+        changes = [ReplicaChanges(s["t_start"], s["t_end"], w.intervals) for s in w.stages]
+        if changes:  # what happened after the last stage's end still counts
+            changes[-1] = ReplicaChanges(w.stages[-1]["t_start"], w.t_max + 1, w.intervals)
+        counter = meta.get("counter") or {}
+        return cls([Slice(steady(s)) for s in w.stages], [Slice(s.window()) for s in w.segments],
+                   trans, faults, levels,
+                   {lv: PerSecond(acc.windows, w.t_min) for lv, acc in levels.items()},
+                   changes, Timeline(w.t_min, w.t_max),
+                   EpochedCounter(counter.get("before"), counter.get("after"), w.resets,
+                                  stats["counter_min"], stats["counter_max"], t.clock_skew_ms))
+
+    def all(self) -> list[Accumulator]:
+        return [*self.stages, *self.segments, *self.transitions, *self.faults.values(),
+                *self.levels.values(), *self.per_second.values(), *self.changes,
+                self.timeline, self.counter]
+
+
+class PlotSample:
+    """A spread-out sample of (t_end, counter, hostname) of the ok requests, for figures."""
+
+    def __init__(self, rows: int) -> None:
+        self.stride = max(1, rows // PLOT_POINTS)
+        self.seen = 0
+        self.parts: list[pd.DataFrame] = []
+
+    def __call__(self, chunk: Chunk) -> None:
+        index = np.arange(self.seen, self.seen + len(chunk.t_start))
+        self.seen += len(chunk.t_start)
+        pick = chunk.df.loc[(index % self.stride == 0) & chunk.ok,
+                            ["t_end", "counter", "hostname"]]
+        self.parts.append(pick.assign(hostname=pick["hostname"].astype(object)))
+
+    def result(self) -> pd.DataFrame:
+        return pd.concat(self.parts, ignore_index=True) if self.parts else pd.DataFrame()
+
+
 def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None,
             progress: Callable[[str], None] = lambda _msg: None,
             settings: Settings | None = None) -> Analysis:
     settings = settings or Settings()
-    t = thresholds
-    meta, source = run.meta, run.records
+    t, meta, source = thresholds, run.meta, run.records
     st = source.stats
-    t_min, t_max = float(st["t_min"]), float(st["t_max"])
-    events = meta.get("stack_events") or []
-    options = meta.get("options") or {}
     stack = meta.get("stack") or {}
     controlled = bool(stack.get("controlled", True))
-    counter_absent = str(options.get("counter_field", "")) == "none"
-
-    stages_meta = stage_windows(meta, t_min, t_max)
-    intervals = service_intervals(events)
-    segs = segments(meta, stages_meta, t_min, t_max, t.transition_margin_s, t.fault_settle_s,
-                    t.fault_lead_s)
-    trans = [tr for tr in transitions(events, t.transition_margin_s) if tr["t_start"] < t_max]
-    faults = fault_windows(events)
-    resets = store_resets(events)
-    counter = meta.get("counter") or {}
-
-    stage_slices = [Slice(steady(s)) for s in stages_meta]
-    seg_slices = [Slice(s.window()) for s in segs]
-    trans_slices = [Slice(Window(f"transition {i}", tr["t_start"], min(tr["t_end"], t_max),
-                                 int(tr.get("level") or 0)))
-                    for i, tr in enumerate(trans)]
-    fault_slices: dict[int, Slice] = {}
-    applied = [f for f in faults if f["applied"] is not None]
-    for i, fault in enumerate(applied):
-        nxt = applied[i + 1]["applied"] if i + 1 < len(applied) else None
-        window = fault_slice_window(fault, nxt, t_max, settle_s=t.fault_settle_s,
-                                    lead_s=t.fault_lead_s)
-        if window is not None:
-            fault_slices[fault["index"]] = Slice(window)
-    by_level: dict[int, list[Window]] = defaultdict(list)
-    for s in segs:
-        if s.seconds >= t.min_segment_s and not s.faults and s.level:
-            by_level[s.level].append(s.window())
-    if not controlled:  # nothing known of the replicas: the stages are the levels
-        for stage in stages_meta:
-            by_level[0].append(steady(stage))
-    level_slices = {lv: Slice(ws) for lv, ws in sorted(by_level.items())}
-    level_seconds = {lv: PerSecond(acc.windows, t_min) for lv, acc in level_slices.items()}
-    all_slices = [*stage_slices, *seg_slices, *trans_slices, *fault_slices.values(),
-                  *level_slices.values()]
-    stage_changes = [ReplicaChanges(s["t_start"], s["t_end"], intervals) for s in stages_meta]
-    if stage_changes:  # what happened after the last stage's end still counts
-        stage_changes[-1] = ReplicaChanges(stages_meta[-1]["t_start"], t_max + 1, intervals)
-    timeline = Timeline(t_min, t_max)
-    checker = EpochedCounter(counter.get("before"), counter.get("after"), resets,
-                             st["counter_min"], st["counter_max"], t.clock_skew_ms)
-    stride = max(1, st["rows"] // PLOT_POINTS)
-    plot_parts, seen_rows = [], 0
-
-    progress(f"pass 1 of 2 over {st['rows']:,} records")
-    for df in source.windows(NEEDED):
-        chunk = Chunk.of(df)
-        bad_numbers = int((~np.isfinite(chunk.t_start) | ~np.isfinite(chunk.t_end)
-                           | ~np.isfinite(chunk.latency)).sum())
-        if bad_numbers:  # bad input, not the app's fault: judging it would blame the app
-            raise AnalysisInputError(f"{run.path}: {bad_numbers} record(s) have a time or a "
-                                     "latency that is not a finite number")
-        for acc in all_slices:
-            acc.add(chunk)
-        for per_second in level_seconds.values():
-            per_second.add(chunk)
-        for change in stage_changes:
-            change.add(chunk)
-        timeline.add(chunk)
-        checker.add(df, chunk.ok, chunk.fail, chunk.unknown)
-        index = np.arange(seen_rows, seen_rows + len(df))
-        seen_rows += len(df)
-        pick = df.loc[(index % stride == 0) & chunk.ok, ["t_end", "counter", "hostname"]]
-        plot_parts.append(pick.assign(hostname=pick["hostname"].astype(object)))
-
+    w = RunWindows.of(meta, st, t)
+    accs = Accumulators.build(w, meta, st, t, controlled)
+    plot = PlotSample(st["rows"])
+    progress(f"reading {st['rows']:,} records")
+    try:
+        seen_rows = run_passes(lambda: source.windows(NEEDED), accs.all(), progress, plot,
+                               counted=str((meta.get("options") or {}).get("counter_field"))
+                               != "none")
+    except InputError as exc:
+        raise AnalysisInputError(f"{run.path}: {exc}") from None
     if seen_rows != st["rows"]:  # a scan by time skips rows whose time is not a number
         raise AnalysisInputError(f"{run.path}: {st['rows'] - seen_rows} record(s) could not "
                                  "be placed in time (t_start is not a finite number)")
-    progress("pass 2 of 2: exact percentiles, anomalies")
-    for acc in all_slices:
-        acc.plan()
-    checker.prepare()
-    for df in source.windows(NEEDED):
-        chunk = Chunk.of(df)
-        for acc in all_slices:
-            acc.collect(chunk)
-        checker.collect(df, chunk.ok)
+    f = findings(run, w, accs, t, settings, baseline)
+    checks = v.check_all(f, t)
+    unknown_names = v.accept_unchecked(checks, settings.allow_unchecked)
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": meta.get("run_id") or run.path.name,
+        "requests": st["rows"],
+        "verdict": v.compose(checks),
+        **{k: f[k] for k in ("stages", "segments", "levels", "transitions", "changes",
+                             "deaths", "consistency", "faults", "autoscaling", "capacity",
+                             "bottleneck")},
+        "checks": [c.to_dict() for c in checks],
+        "totals": f["totals"],
+        "run": f["run"],
+        "thresholds": asdict(t),
+        "settings": {"balance": settings.balance, "weights": settings.weights,
+                     "allow_unchecked": sorted(settings.allow_unchecked),
+                     "unknown_allow_unchecked": unknown_names},
+        "timeline": f["timeline"],
+        "generated_at": time.time(),
+    }
+    if baseline is not None:
+        summary["baseline"] = {"run_id": baseline.get("run_id"),
+                               "verdict": baseline.get("verdict"),
+                               "levels": [_brief(s) for s in baseline.get("levels")
+                                          or baseline.get("stages") or []]}
+    return Analysis(summary, plot.result(), f["anomalies"])
 
-    policy, weights = settings.balance, settings.weights
+
+def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
+             settings: Settings, baseline: dict | None) -> dict:
+    """Step 3: everything the checkers read (documented in ``verdict``)."""
+    meta, st = run.meta, run.records.stats
+    stack = meta.get("stack") or {}
+    options = meta.get("options") or {}
+    controlled = bool(stack.get("controlled", True))
+    intervals = w.intervals if controlled else {}
 
     def spread(result: dict, window: Window, hosts: list[str] | None) -> dict:
-        return window_distribution(result["per_replica"], window, intervals if controlled else {},
-                                   policy, weights, expected_hosts=hosts)
+        return window_distribution(result["per_replica"], window, intervals,
+                                   settings.balance, settings.weights, expected_hosts=hosts)
 
-    stages = []
-    for stage, acc, change in zip(stages_meta, stage_slices, stage_changes):
-        result = acc.result()
-        stages.append({"index": stage["index"], "level": stage["level"],
-                       "t_start": stage["t_start"], "t_ready": stage["t_ready"],
-                       "t_end": stage["t_end"], "users": stage["users"], **result,
-                       **spread(result, acc.window, None), "changes": change.result()})
-    segments_out = []
-    for seg, acc in zip(segs, seg_slices):
-        result = acc.result()
-        segments_out.append({
-            "index": seg.index, "t_start": seg.start, "t_end": seg.end,
-            "seconds": round(seg.seconds, 3), "level": seg.level if controlled else
-            len(result["per_replica"]), "planned_level": seg.planned_level, "stage": seg.stage,
-            "replicas": seg.hostnames, "faults": seg.faults,
-            "short": seg.seconds < t.min_segment_s, **result,
-            **spread(result, acc.window, seg.hostnames if controlled else None)})
-    levels = []
-    for level, acc in level_slices.items():
-        result = acc.result()
-        levels.append({"level": level, "segments": len(acc.windows), **{
-            k: result[k] for k in ("requests", "seconds", "rps", "error_rate", "errors",
-                                   "unknown_rate", "latency_ms", "per_replica")},
-            **({"latency_from_intended_ms": result["latency_from_intended_ms"]}
-               if "latency_from_intended_ms" in result else {}),
-            "per_second": level_seconds[level].result()})
+    stages = [{"index": s["index"], "level": s["level"], "t_start": s["t_start"],
+               "t_ready": s["t_ready"], "t_end": s["t_end"], "users": s["users"],
+               **(r := acc.result()), **spread(r, acc.window, None),
+               "changes": change.result()}
+              for s, acc, change in zip(w.stages, accs.stages, accs.changes)]
+    segments_out = [{"index": s.index, "t_start": s.start, "t_end": s.end,
+                     "seconds": round(s.seconds, 3),
+                     "level": s.level if controlled else len(r["per_replica"]),
+                     "planned_level": s.planned_level, "stage": s.stage,
+                     "replicas": s.hostnames, "faults": s.faults,
+                     "short": s.seconds < t.min_segment_s, **(r := acc.result()),
+                     **spread(r, acc.window, s.hostnames if controlled else None)}
+                    for s, acc in zip(w.segments, accs.segments)]
+    levels = _levels(accs)
     if _constant_load(meta):
         scaling_efficiency(levels)
         scaling_efficiency(stages)
@@ -192,22 +251,68 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         for row in (*levels, *stages):
             row["scaling_efficiency"] = None
     trans_out = [{"index": i, "t_start": tr["t_start"], "t_ready": tr["t_ready"],
-                  "t_end": min(tr["t_end"], t_max), "level": tr.get("level"),
+                  "t_end": min(tr["t_end"], w.t_max), "level": tr.get("level"),
                   "previous": tr.get("previous"), "by": tr.get("by"),
                   "failed": tr.get("failed", False),
                   "ready_after_s": None if tr["t_ready"] is None
                   else round(tr["t_ready"] - tr["t_start"], 3), **acc.result()}
-                 for i, (tr, acc) in enumerate(zip(trans, trans_slices))]
-
-    consistency = checker.result()
-    anomalies = checker.anomaly_points()
-    timeline_out = timeline.result()
+                 for i, (tr, acc) in enumerate(zip(w.transitions, accs.transitions))]
+    anomalies = accs.counter.anomaly_points()
+    timeline = accs.timeline.result()
     run_info = {k: meta.get(k) for k in ("status", "stack", "url", "options", "locust_version",
-                                         "started", "ended", "error", "plan", "warnings")}
-    run_info["stages_missing"] = _stages_missing(meta, stages_meta)
-    fault_results = analyse_faults(faults, {i: s.result() for i, s in fault_slices.items()},
-                                   timeline_out, events, resets, anomalies, t.fault_p95_margin)
-    for fault in fault_results:  # a slow recovery disturbs segments past the settle time
+                                         "started", "ended", "error", "plan", "warnings",
+                                         "naming")}
+    run_info["stages_missing"] = _stages_missing(meta, w.stages)
+    faults = analyse_faults(w.faults, {i: s.result() for i, s in accs.faults.items()},
+                            timeline, w.events, w.resets, anomalies, t.fault_p95_margin)
+    _mark_slow_recoveries(faults, segments_out, t, w.t_max)
+    slo = t.slo_p95_ms if t.slo_p95_ms is not None else (options.get("slo_p95_ms") or None)
+    bottleneck = bottleneck_findings(meta.get("cpu"), segments_out, levels, t)
+    changes = {kind: [c for stage in stages for c in stage["changes"][kind]]
+               for kind in ("added", "removed", "died")}
+    killed = {f["details"].get("hostname") for f in w.faults if f["kind"] == "kill-replica"}
+    plan = meta.get("plan") or {}
+    return {
+        "run": run_info, "totals": _totals(meta, st, run),
+        "stages": stages, "segments": segments_out, "levels": levels,
+        "transitions": trans_out, "changes": changes,
+        "deaths": [{"hostname": e["hostname"], "t": e["t"], "planned": e["hostname"] in killed}
+                   for e in w.events if e.get("event") == ev.REPLICA_DIED],
+        "consistency": accs.counter.result(), "anomalies": anomalies, "faults": faults,
+        "autoscaling": analyse_autoscaling(meta, timeline, slo, t.capacity_per_replica,
+                                           t.flap_window_s),
+        "bottleneck": bottleneck,
+        "capacity": capacity_findings(levels, slo, replica_bound={
+            b["level"] for b in bottleneck.get("levels", []) if b["verdict"] == "replicas"}),
+        "timeline": timeline, "t_min": w.t_min, "t_max": w.t_max,
+        "controlled": controlled, "known_replicas": set(w.intervals),
+        "counter_absent": str(options.get("counter_field", "")) == "none",
+        "expect_replicas": settings.expect_replicas or stack.get("expect_replicas"),
+        "answered": sorted({h for s in segments_out for h in s["per_replica"]}, key=natural),
+        "planned_levels": [int(s["level"]) for s in plan.get("stages") or []
+                           if isinstance(s, dict) and s.get("level")]
+        if controlled and not plan.get("autoscale") else None,
+        "bad_parts": run.bad_parts, "baseline": baseline,
+    }
+
+
+def _levels(accs: Accumulators) -> list[dict]:
+    out = []
+    for level, acc in accs.levels.items():
+        result = acc.result()
+        out.append({"level": level, "segments": len(acc.windows), **{
+            k: result[k] for k in ("requests", "seconds", "rps", "error_rate", "errors",
+                                   "unknown_rate", "latency_ms", "per_replica")},
+            **({"latency_from_intended_ms": result["latency_from_intended_ms"]}
+               if "latency_from_intended_ms" in result else {}),
+            "per_second": accs.per_second[level].result()})
+    return out
+
+
+def _mark_slow_recoveries(faults: list[dict], segments_out: list[dict], t: Thresholds,
+                          t_max: float) -> None:
+    """A slow recovery disturbs segments past the settle time: they are the fault's."""
+    for fault in faults:
         if fault["applied"] is None:
             continue
         start, end = fault_span(fault, t.fault_lead_s, max(
@@ -217,71 +322,18 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
             if seg["t_start"] < end and seg["t_end"] > start \
                     and fault["index"] not in seg["faults"]:
                 seg["faults"].append(fault["index"])
-    slo = t.slo_p95_ms if t.slo_p95_ms is not None else (options.get("slo_p95_ms") or None)
-    autoscaling = analyse_autoscaling(meta, timeline_out, slo, t.capacity_per_replica,
-                                      t.flap_window_s)
+
+
+def _totals(meta: dict, st: dict, run: LoadedRun) -> dict:
     totals = dict(meta.get("totals") or {})
     if totals.get("recorded") is None:
         totals["recorded"] = st["rows"]
     totals.setdefault("locust", None)
     totals["analysed"] = st["rows"]
-    totals["naming"] = dict(source.naming)  # who named each record's replica
+    totals["naming"] = dict(run.records.naming)  # who named each record's replica
     if run.bad_parts:
         totals["bad_parts"] = run.bad_parts
-
-    changes = {kind: [c for st in stages for c in st["changes"][kind]]
-               for kind in ("added", "removed", "died")}
-    killed = {f["details"].get("hostname") for f in faults if f["kind"] == "kill-replica"}
-    deaths = [{"hostname": e["hostname"], "t": e["t"], "planned": e["hostname"] in killed}
-              for e in events if e.get("event") == ev.REPLICA_DIED]
-    answered = sorted({h for s in segments_out for h in s["per_replica"]}, key=natural)
-    expect = settings.expect_replicas or stack.get("expect_replicas")
-
-    planned = [int(s["level"]) for s in (meta.get("plan") or {}).get("stages") or []
-               if isinstance(s, dict) and s.get("level")] \
-        if controlled and not (meta.get("plan") or {}).get("autoscale") else None
-    checks = [*v.run_checks(run_info, run.bad_parts), v.records_check(totals),
-              *v.counter_checks(consistency, counter_absent,
-                                incomplete=v.records_incomplete(totals)),
-              *v.load_checks(segments_out, t, planned), *v.level_checks(levels, t),
-              *v.stack_checks(changes, deaths, controlled, expect, answered,
-                              v.judged(segments_out, t), set(intervals)),
-              *v.transition_checks(trans_out, fault_results, t, t_max, t_min),
-              *v.fault_checks(fault_results, t), *v.autoscaling_checks(autoscaling, t)]
-    if baseline is not None:
-        checks.extend(regression_checks(levels, baseline, t))
-    unknown_names = v.accept_unchecked(checks, settings.allow_unchecked)
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": meta.get("run_id") or run.path.name,
-        "requests": st["rows"],
-        "verdict": v.compose(checks),
-        "stages": stages,
-        "segments": segments_out,
-        "levels": levels,
-        "transitions": trans_out,
-        "changes": changes,
-        "deaths": deaths,
-        "consistency": consistency,
-        "faults": fault_results,
-        "autoscaling": autoscaling,
-        "checks": [c.to_dict() for c in checks],
-        "totals": totals,
-        "run": run_info,
-        "thresholds": asdict(t),
-        "settings": {"balance": policy, "weights": weights,
-                     "allow_unchecked": sorted(settings.allow_unchecked),
-                     "unknown_allow_unchecked": unknown_names},
-        "timeline": timeline_out,
-        "generated_at": time.time(),
-    }
-    if baseline is not None:
-        summary["baseline"] = {"run_id": baseline.get("run_id"),
-                               "verdict": baseline.get("verdict"),
-                               "levels": [_brief(s) for s in baseline.get("levels")
-                                          or baseline.get("stages") or []]}
-    points = pd.concat(plot_parts, ignore_index=True) if plot_parts else pd.DataFrame()
-    return Analysis(summary, points, anomalies)
+    return totals
 
 
 def _constant_load(meta: dict) -> bool:
@@ -315,4 +367,4 @@ def _brief(stage: dict) -> dict:
                                       "latency_ms", "fairness", "scaling_efficiency")}
 
 
-__all__ = ["Analysis", "Settings", "analyse"]
+__all__ = ["Analysis", "Settings", "analyse", "findings"]

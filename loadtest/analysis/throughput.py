@@ -10,52 +10,14 @@ the time an arrival waited for a free user (coordinated-omission free).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from loadtest.analysis.consistency import classify, matches
 from loadtest.analysis.latency import COARSE, Quantiles
+from loadtest.analysis.outcomes import matches
+from loadtest.analysis.passes import Accumulator, Chunk
 from loadtest.analysis.windows import Window, natural
-from loadtest.records import is_error
-
-
-@dataclass
-class Chunk:
-    """One window of records, sorted by t_start, with the arrays accumulators share."""
-
-    df: pd.DataFrame
-    t_start: np.ndarray
-    t_end: np.ndarray
-    latency: np.ndarray
-    status: np.ndarray
-    err: np.ndarray
-    ok: np.ndarray
-    fail: np.ndarray
-    unknown: np.ndarray
-    host_codes: np.ndarray      # -1: no hostname
-    host_names: list[str]
-    intended: np.ndarray        # NaN where the record has none
-
-    @classmethod
-    def of(cls, df: pd.DataFrame) -> Chunk:
-        ok, fail, unknown = classify(df)
-        hosts = df["hostname"]
-        if not isinstance(hosts.dtype, pd.CategoricalDtype):
-            hosts = hosts.astype("category")
-        intended = df["t_intended"].to_numpy(dtype=float, na_value=np.nan) \
-            if "t_intended" in df else np.full(len(df), np.nan)
-        status = df["status"].to_numpy()
-        return cls(df, df["t_start"].to_numpy(), df["t_end"].to_numpy(),
-                   df["latency_ms"].to_numpy(), status, is_error(status), ok, fail, unknown,
-                   hosts.cat.codes.to_numpy().astype(np.int64),
-                   [str(c) for c in hosts.cat.categories], intended)
-
-    def span(self, start: float, end: float) -> tuple[int, int]:
-        """Rows whose t_start is in [start, end)."""
-        return (int(np.searchsorted(self.t_start, start, "left")),
-                int(np.searchsorted(self.t_start, end, "left")))
 
 
 def error_kinds(df: pd.DataFrame, mask: np.ndarray) -> Counter:
@@ -87,9 +49,11 @@ class HostStats:
                 "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
 
 
-class Slice:
+class Slice(Accumulator):
     """Accumulates requests that started in one or more time windows: totals, latency,
     errors, and each replica. (Several windows: e.g. every segment with 3 replicas.)"""
+
+    second_pass = True  # exact percentiles
 
     def __init__(self, window: Window | list[Window]) -> None:
         self.windows = window if isinstance(window, list) else [window]
@@ -115,7 +79,7 @@ class Slice:
         if hi <= lo:
             return
         sl = slice(lo, hi)
-        latency = chunk.latency[sl]
+        latency, bins = chunk.latency[sl], chunk.bins[sl]
         err = chunk.err[sl]
         self.requests += hi - lo
         n_err = int(err.sum())
@@ -132,17 +96,15 @@ class Slice:
             first, last = float(starts[0]), float(starts[-1])  # rows are in t_start order
             self.cut_first = first if self.cut_first is None else min(self.cut_first, first)
             self.cut_last = last if self.cut_last is None else max(self.cut_last, last)
-        self.latency.add(latency)
+        self.latency.add(latency, bins)
         self.from_intended.add(_from_intended(chunk, sl))
-        for code in np.unique(codes):
-            if code < 0:
-                continue
+        for code in _codes(codes, len(chunk.host_names)):
             mine = codes == code
             host = self.hosts.setdefault(chunk.host_names[code], HostStats())
             host.requests += int(mine.sum())
             host.errors += int(err[mine].sum())
             host.busy_ms += float(latency[mine].sum())
-            host.latency.add(latency[mine])
+            host.latency.add(latency[mine], bins[mine])
 
     def plan(self) -> None:
         self.latency.plan()
@@ -158,13 +120,14 @@ class Slice:
         if hi <= lo:
             return
         sl = slice(lo, hi)
-        latency = chunk.latency[sl]
-        self.latency.collect(latency)
+        latency, bins = chunk.latency[sl], chunk.bins[sl]
+        self.latency.collect(latency, bins)
         self.from_intended.collect(_from_intended(chunk, sl))
         codes = chunk.host_codes[sl]
-        for code in np.unique(codes):
-            if code >= 0 and chunk.host_names[code] in self.hosts:
-                self.hosts[chunk.host_names[code]].latency.collect(latency[codes == code])
+        for code in _codes(codes, len(chunk.host_names)):
+            if chunk.host_names[code] in self.hosts:
+                mine = codes == code
+                self.hosts[chunk.host_names[code]].latency.collect(latency[mine], bins[mine])
 
     def result(self) -> dict:
         n = self.requests
@@ -189,6 +152,14 @@ class Slice:
         return out
 
 
+def _codes(codes: np.ndarray, names: int) -> list[int]:
+    """The replica codes present (a count, not a sort: np.unique sorts a million rows)."""
+    if len(codes) == 0 or names == 0:
+        return []
+    present = np.bincount(codes[codes >= 0], minlength=names)
+    return np.flatnonzero(present).tolist()
+
+
 def _from_intended(chunk: Chunk, sl: slice) -> np.ndarray:
     """Latency (ms) from each open-model request's intended start; empty otherwise."""
     intended = chunk.intended[sl]
@@ -207,7 +178,7 @@ def scaling_efficiency(rows: list[dict]) -> None:
             row["scaling_efficiency"] = row["rps"] / ideal if ideal else None
 
 
-class Timeline:
+class Timeline(Accumulator):
     """Per 1 s bucket (by completion time): requests, errors, unknown outcomes, requests
     per hostname, a coarse latency histogram (for p95 over time), and arrivals that
     were due (open model, by intended start)."""

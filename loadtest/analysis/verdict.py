@@ -1,10 +1,18 @@
 """Named checks and the verdict, composed as Jepsen composes its checkers.
 
-Each check is a function of the analysis' results to a ``Check``: valid
-(True), invalid (False) or unknown (None: it applies, but could not be
-made), with the value, the threshold and its evidence. A check can also be
-*not applicable* (it does not concern this run: no counter by design, no
-faults scheduled, a check the user accepted with ``--allow-unchecked``).
+Every checker has one signature: ``checker(findings, thresholds) -> list[Check]``,
+where the findings are the plain dict ``summary.findings`` builds (``run``,
+``totals``, ``stages``, ``segments``, ``levels``, ``transitions``, ``changes``,
+``deaths``, ``consistency``, ``faults``, ``autoscaling``, ``bottleneck``,
+``capacity``, ``state``, ``t_min``/``t_max``, ``controlled``, ``known_replicas``,
+``counter_absent``, ``expect_replicas``, ``answered``, ``planned_levels``,
+``bad_parts``, ``baseline``). ``check_all`` runs them all, each made safe: a checker
+that raises gives one check *not checked*, with the exception as evidence.
+
+A ``Check`` is valid (True), invalid (False) or unknown (None: it applies, but could
+not be made), with the value, the threshold and its evidence. A check can also be
+*not applicable* (it does not concern this run: no counter by design, no faults
+scheduled, a check the user accepted with ``--allow-unchecked``).
 
 The verdict: ``fail`` if any check is invalid; else ``inconclusive`` if any
 applicable check could not be made; else ``pass``. An unknown never reads
@@ -14,6 +22,7 @@ as valid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from loadtest.analysis.faults import HOLD_S
@@ -102,7 +111,8 @@ _NEEDS = {"duplicates": "duplicates", "unexpected": "unexpected", "unexplained_g
           "user_violations": "user_order"}
 
 
-def run_checks(run: dict, bad_parts: list[str]) -> list[Check]:
+def run_checks(f: dict, t: Thresholds) -> list[Check]:
+    run, bad_parts = f["run"], f["bad_parts"]
     status = run.get("status")
     missing = run.get("stages_missing") or []
     ok = status == "completed" and not missing
@@ -116,6 +126,10 @@ def run_checks(run: dict, bad_parts: list[str]) -> list[Check]:
                          "every record file could be read", {"bad_parts": bad_parts[:20]},
                          reason=f"{len(bad_parts)} record file(s) skipped (--skip-bad-parts)"))
     return out
+
+
+def records_checks(f: dict, t: Thresholds) -> list[Check]:
+    return [records_check(f["totals"])]
 
 
 def records_check(totals: dict) -> Check:
@@ -152,7 +166,9 @@ def records_incomplete(totals: dict) -> bool:
 NEEDS_ALL_RECORDS = {"unexpected", "unexplained_gaps", "lost", "unexplained_increments"}
 
 
-def counter_checks(c: dict, counter_absent: bool, incomplete: bool = False) -> list[Check]:
+def counter_checks(f: dict, t: Thresholds) -> list[Check]:
+    c, counter_absent = f["consistency"], f["counter_absent"]
+    incomplete = records_incomplete(f["totals"])
     out = []
     for name, key, why in COUNTER:
         if counter_absent:
@@ -186,12 +202,12 @@ def judged(segments: list[dict], t: Thresholds) -> list[dict]:
             and s["requests"]]
 
 
-def load_checks(segments: list[dict], t: Thresholds,
-                planned_levels: list[int] | None = None) -> list[Check]:
+def load_checks(f: dict, t: Thresholds) -> list[Check]:
     """Errors, unknown outcomes, spread and coverage over the steady segments.
     ``planned_levels``: the replica counts a fixed plan asked for; each must have had a
     steady segment judged, or the run says nothing about it."""
-    steady = judged(segments, t)
+    planned_levels = f["planned_levels"]
+    steady = judged(f["segments"], t)
     out = []
     if planned_levels:
         seen = {s["level"] for s in steady}
@@ -242,20 +258,20 @@ def load_checks(segments: list[dict], t: Thresholds,
     return out
 
 
-def level_checks(levels: list[dict], t: Thresholds) -> list[Check]:
-    if t.min_scaling_efficiency is None:
-        return []
-    effs = [lv["scaling_efficiency"] for lv in levels[1:] if lv.get("scaling_efficiency")]
-    return [at_least("scaling_efficiency", min(effs) if effs else None,
-                     t.min_scaling_efficiency, "lowest against the first replica count")]
+def scaling_checks(f: dict, t: Thresholds) -> list[Check]:
+    """Scaling efficiency, judged only where the replicas were the bottleneck."""
+    from loadtest.analysis.bottleneck import scaling_efficiency_checks
+
+    return scaling_efficiency_checks(f["levels"], f["bottleneck"], t)
 
 
-def stack_checks(changes: dict, deaths: list[dict], controlled: bool,
-                 expect: int | None, answered: list[str],
-                 steady: list[dict] | None = None,
-                 known: set[str] | frozenset = frozenset()) -> list[Check]:
-    """``known``: every replica the stack ever reported; one of them answering after it
-    left is ``served_after_removal``'s to judge, a name never reported is a stray."""
+def stack_checks(f: dict, t: Thresholds) -> list[Check]:
+    """``known_replicas``: every replica the stack ever reported; one of them answering
+    after it left is ``served_after_removal``'s to judge, a name never reported is a
+    stray."""
+    changes, deaths, controlled = f["changes"], f["deaths"], f["controlled"]
+    expect, answered, known = f["expect_replicas"], f["answered"], f["known_replicas"]
+    steady = judged(f["segments"], t)
     out = []
     if controlled:
         stray = sorted({h for seg in steady or [] for h in seg.get("unexpected_hostnames", [])
@@ -280,13 +296,13 @@ def stack_checks(changes: dict, deaths: list[dict], controlled: bool,
     return out
 
 
-def transition_checks(transitions: list[dict], faults: list[dict], t: Thresholds,
-                      t_max: float, t0: float) -> list[Check]:
+def transition_checks(f: dict, t: Thresholds) -> list[Check]:
     """Every scale change, from the moment it was asked until it was ready plus the margin:
     the requests cut there (errors or unknown outcomes), against
     ``max_transition_error_rate``. A change a fault caused or overlaps is judged with that
     fault (its errors are the fault's); a change that could not be observed to its end
     (never ready, or too close to the end of the run) is not checked."""
+    transitions, faults, t_max, t0 = f["transitions"], f["faults"], f["t_max"], f["t_min"]
     name = "transition_errors"
     detail = "requests cut while a scale change was under way (asked → ready + margin)"
     if not transitions:
@@ -380,7 +396,8 @@ def _change_line(c: dict) -> str:
     return text
 
 
-def fault_checks(faults: list[dict], t: Thresholds) -> list[Check]:
+def fault_checks(f: dict, t: Thresholds) -> list[Check]:
+    faults = f["faults"]
     if not faults:
         return []
     out = []
@@ -421,7 +438,8 @@ def fault_checks(faults: list[dict], t: Thresholds) -> list[Check]:
     return out
 
 
-def autoscaling_checks(a: dict | None, t: Thresholds) -> list[Check]:
+def autoscaling_checks(f: dict, t: Thresholds) -> list[Check]:
+    a = f["autoscaling"]
     if a is None:
         return []
     out = []
@@ -455,31 +473,34 @@ def autoscaling_checks(a: dict | None, t: Thresholds) -> list[Check]:
     return out
 
 
-def regression_checks(levels: list[dict], baseline: dict, t: Thresholds) -> list[Check]:
-    """Per replica count present in both runs: req/s must not drop, p99 must not rise, much."""
-    base = {lv["level"]: lv for lv in baseline.get("levels") or baseline.get("stages") or []}
-    common = [lv["level"] for lv in levels if (base.get(lv["level"]) or {}).get("rps")]
-    if not common:
-        return [Check("regression", None, None, None,
-                      "req/s and p99 per replica count against the baseline",
-                      {"levels": [lv["level"] for lv in levels], "baseline_levels": sorted(base)},
-                      reason="no replica count in common with the baseline: nothing compared")]
-    out = []
-    for level in levels:
-        old = base.get(level["level"])
-        if old is None or not old.get("rps"):
-            continue
-        drop = 1 - level["rps"] / old["rps"]
-        out.append(at_most(f"regression_rps_level_{level['level']}", round(drop, 4),
-                           t.max_rps_drop,
-                           f"relative drop of requests/s ({old['rps']:.0f} -> "
-                           f"{level['rps']:.0f})"))
-        p_new, p_old = level["latency_ms"]["p99"], old["latency_ms"]["p99"]
-        if p_new is not None and p_old:
-            rise = p_new / p_old - 1
-            out.append(at_most(f"regression_p99_level_{level['level']}", round(rise, 4),
-                               t.max_p99_increase,
-                               f"relative rise of p99 ({p_old:.1f} -> {p_new:.1f} ms)"))
+def regression_checks(f: dict, t: Thresholds) -> list[Check]:
+    """Against ``--baseline``: each replica count's req/s and latency, with confidence."""
+    if f.get("baseline") is None:
+        return []
+    from loadtest.analysis.compare import regression_checks as compared
+
+    return compared(f["levels"], f["baseline"], t)
+
+
+#: Every checker: a function of the findings and the thresholds to checks. Composed as
+#: Jepsen composes its checkers; one that raises is "not checked", never a pass.
+CHECKERS: list[Callable[[dict, Thresholds], list[Check]]] = [
+    run_checks, records_checks, counter_checks, load_checks, scaling_checks, stack_checks,
+    transition_checks, fault_checks, autoscaling_checks, regression_checks]
+
+
+def check_all(f: dict, t: Thresholds, checkers=None) -> list[Check]:
+    """Every checker's checks, each made safe: an exception becomes one check, not
+    checked, with the exception as evidence (Jepsen's ``check-safe``)."""
+    out: list[Check] = []
+    for checker in checkers or CHECKERS:
+        try:
+            out.extend(checker(f, t))
+        except Exception as exc:  # noqa: BLE001 - one broken checker must not hide the rest
+            name = checker.__name__.removesuffix("_checks")
+            out.append(Check(name, None, detail=f"the {name} checker", evidence={
+                "exception": f"{type(exc).__name__}: {exc}"[:500]},
+                reason=f"the checker failed: {type(exc).__name__}: {exc}"[:300]))
     return out
 
 

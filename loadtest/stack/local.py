@@ -96,6 +96,8 @@ class LocalStack(Stack):
         self.app_env = {**os.environ, **(app_env or {})}
         self.app = app or AppSpec()
         self.counter_key = counter_key or self.app_env.get("COUNTER_KEY", "counter")
+        # Our app's counter is known; another app's is read only where the user says.
+        self.reads_counter = self.app.ours or counter_key is not None
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.store_proxy = store_proxy
@@ -225,7 +227,7 @@ class LocalStack(Stack):
                 if p.replica.state in ("up", "paused")]
 
     def read_counter(self) -> int | None:
-        if self._redis_port is None:
+        if self._redis_port is None or not self.reads_counter:
             return None
         client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=2,
                              retry=None)

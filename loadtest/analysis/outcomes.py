@@ -1,0 +1,55 @@
+"""Each record's outcome, as Jepsen classifies an operation, and the attempts it hid.
+
+- ok: a counter value came back (an app without a counter: it answered, below 400);
+- fail: it surely never reached the app (connection refused, or the balancer's
+  own answer without a replica name: 503 "no server available", 404 "no route",
+  which a restarting Traefik gives before it has loaded its routes);
+- unknown: anything else without a value (timeouts, resets, 502/504, a Redis
+  error inside the app): it may or may not have taken effect.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+NO_SERVER_STATUSES = (404, 503)
+
+
+def classify(df: pd.DataFrame, counted: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks (ok, fail, unknown), one entry per record. ``counted``: the app
+    carries a counter, and only a value that came back is ok; an app without one (its
+    counter field ``none``) is ok where it answered below 400."""
+    status = df["status"].to_numpy()
+    ok = df["counter"].notna().to_numpy() if counted else (status > 0) & (status < 400)
+    refused = (status == 0) & matches(df["error"], r"ConnectionRefused|Connection refused")
+    no_server = np.isin(status, NO_SERVER_STATUSES) & df["hostname"].isna().to_numpy()
+    fail = ~ok & (refused | no_server)
+    return ok, fail, ~ok & ~fail
+
+
+def matches(series: pd.Series, pattern: str) -> np.ndarray:
+    """Regex match on a (categorical) string column, evaluated once per distinct value."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        cats = series.cat.categories
+        if len(cats) == 0:
+            return np.zeros(len(series), dtype=bool)
+        hit = np.asarray(pd.Series(cats.astype(str)).str.contains(pattern, regex=True))
+        codes = series.cat.codes.to_numpy()
+        return np.where(codes >= 0, hit[np.clip(codes, 0, None)], False)
+    return series.astype("string").str.contains(pattern, regex=True).fillna(False).to_numpy()
+
+
+def hidden_attempts(df: pd.DataFrame) -> np.ndarray:
+    """Per record, the attempts it put on the wire beyond the one that answered (a client's
+    silent resend): each may have reached the app, an unknown outcome. 0 where not counted."""
+    if "attempts" not in df:
+        return np.zeros(len(df), dtype=np.int64)
+    attempts = df["attempts"].to_numpy(dtype=float, na_value=np.nan)
+    return np.where(np.isnan(attempts), 0, np.maximum(attempts - 1, 0)).astype(np.int64)
+
+
+def attempts_counted(df: pd.DataFrame) -> int:
+    """How many records say how many attempts they took."""
+    return int(df["attempts"].notna().sum()) if "attempts" in df else 0
