@@ -117,8 +117,10 @@ def run_passes(windows: Callable[[], Iterable[pd.DataFrame]],
     ``windows()`` yields the records in time order (called once per pass)."""
     rows = 0
     progress("pass 1 of 2")
-    for df in windows():
+    kept: list[Chunk] = []  # a run that fits in one window is read once, not twice
+    for n, df in enumerate(windows()):
         chunk = Chunk.of(df, counted)
+        kept = [chunk] if n == 0 else []
         bad = int((~np.isfinite(chunk.t_start) | ~np.isfinite(chunk.t_end)
                    | ~np.isfinite(chunk.latency)).sum())
         if bad:  # bad input, not the app's fault: judging it would blame the app
@@ -134,8 +136,8 @@ def run_passes(windows: Callable[[], Iterable[pd.DataFrame]],
     second = [acc for acc in accumulators if acc.second_pass]
     if second:
         progress("pass 2 of 2: exact percentiles, anomalies")
-        for df in windows():
-            chunk = Chunk.of(df, counted)
+        again = kept or (Chunk.of(df, counted) for df in windows())
+        for chunk in again:
             for acc in second:
                 acc.collect(chunk)
     return rows

@@ -98,7 +98,10 @@ class RecordSource:
                 if name in self.optional and frame[name].dtype == object and \
                         not pa.types.is_string(SCHEMA.field(name).type):
                     frame[name] = pd.to_numeric(frame[name])
-            yield frame.sort_values("t_start", kind="stable", ignore_index=True)
+            starts = frame["t_start"].to_numpy()
+            if len(starts) > 1 and not (starts[1:] >= starts[:-1]).all():
+                frame = frame.sort_values("t_start", kind="stable", ignore_index=True)
+            yield frame  # parts are written in time order: most windows need no sort
         self.naming = naming
 
 

@@ -3,6 +3,7 @@ project's pyproject.toml, then the command line, each overriding the one before.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, fields, replace
@@ -86,12 +87,23 @@ class Thresholds:
 
     @classmethod
     def doc(cls, name: str) -> str:
-        import inspect
+        """The docstring under a field (read once from this file, for --help)."""
+        return _field_docs().get(name, "")
 
-        src = inspect.getsource(cls)
-        marker = f"    {name}:"
-        after = src.split(marker, 1)[1].split('"""')
-        return after[1].strip() if len(after) > 1 else ""
+
+@functools.lru_cache(maxsize=1)
+def _field_docs() -> dict[str, str]:
+    import ast
+
+    tree = ast.parse(Path(__file__).read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef)
+                and n.name == "Thresholds").body
+    out = {}
+    for field_node, doc in zip(body, body[1:]):
+        if isinstance(field_node, ast.AnnAssign) and isinstance(doc, ast.Expr) and \
+                isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str):
+            out[field_node.target.id] = " ".join(doc.value.value.split())
+    return out
 
 
 class ThresholdError(Exception):

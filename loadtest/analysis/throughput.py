@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from loadtest.analysis.latency import COARSE, Quantiles
+from loadtest.analysis.latency import COARSE, Quantiles, log_bins
 from loadtest.analysis.outcomes import matches
 from loadtest.analysis.passes import Accumulator, Chunk
 from loadtest.analysis.windows import Window, natural
@@ -202,7 +202,7 @@ class Timeline(Accumulator):
         self.errors += np.bincount(bucket[chunk.err], minlength=self.n)
         self.unknown += np.bincount(bucket[chunk.unknown], minlength=self.n)
         width = self.hist.shape[1]
-        flat = bucket * width + np.searchsorted(COARSE, chunk.latency, side="right")
+        flat = bucket * width + log_bins(chunk.latency, -2.0, 120 / 7, len(COARSE))
         self.hist += np.bincount(flat, minlength=self.n * width).reshape(self.n, width) \
             .astype(np.int32)
         has = ~np.isnan(chunk.intended)
