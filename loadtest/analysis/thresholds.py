@@ -64,6 +64,12 @@ class Thresholds:
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50
     """With --baseline: largest allowed relative rise of a level's p99 latency."""
+    linearizable_max_states: float = 1_000_000
+    """Shared state: most configurations the linearizability search explores for one key;
+    a key that needs more reads not checked."""
+    linearizable_budget_s: float = 10.0
+    """Shared state: most seconds the linearizability search spends on one key; a key that
+    needs longer reads not checked."""
 
     @classmethod
     def names(cls) -> list[str]:
