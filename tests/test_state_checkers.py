@@ -122,6 +122,9 @@ def test_unknown_writes_may_apply_late_or_never():
     # An unknown write cannot take effect before it started.
     early = history(r("b", 1, 0, 1), w("a", 1, 2, 3, outcome="unknown"))
     assert check_register(early)["valid"] is False
+    # The same within one segment (a long write keeps the key busy throughout).
+    early = history(w("x", 5, 0, 20), r("b", 1, 1, 2), w("a", 1, 3, 4, outcome="unknown"))
+    assert check_register(early)["valid"] is False
 
 
 def test_operations_still_pending_at_the_end():
@@ -176,8 +179,10 @@ def test_margin_forgives_clock_disagreement_between_processes_only():
 
 
 def test_a_search_that_hits_its_bound_is_not_checked():
-    # Twelve concurrent writes and a read: many orders to explore.
-    ops = [w(f"p{i}", i, 0, 10 + i) for i in range(12)] + [r("q", 99, 1, 30)]
+    # Twelve concurrent writes, reads of each, and a read of a value never written: every
+    # order of the writes must be tried before the search can say no.
+    ops = [w(f"p{i}", i, 0, 10 + i) for i in range(12)] + \
+        [r(f"q{i}", i, 1, 19) for i in range(12)] + [r("q", 99, 1, 30)]
     result = check_register(history(*ops), max_states=50)
     assert result["valid"] is None
     assert result["keys_not_checked"] == 1
@@ -185,8 +190,10 @@ def test_a_search_that_hits_its_bound_is_not_checked():
     assert "not checked" in result["reason"] or "key(s) not checked" in result["reason"]
     timed = check_register(history(*ops), budget_s=0.0)
     assert timed["valid"] is None and "time budget" in timed["not_checked"][0]["reason"]
-    # The same history with room enough: a definite answer (99 was never written).
-    assert check_register(history(*ops))["valid"] is False
+    # A smaller one of the same kind, within the bounds: a definite answer.
+    ops = [w(f"p{i}", i, 0, 10 + i) for i in range(6)] + \
+        [r(f"q{i}", i, 1, 19) for i in range(6)] + [r("q", 99, 1, 30)]
+    assert check_register(history(*ops), max_states=50_000)["valid"] is False
 
 
 def test_no_register_operations_is_not_checked():
@@ -501,7 +508,8 @@ def test_state_checks_over_a_mixed_history():
 
 
 def test_state_check_not_checked_carries_the_reason():
-    ops = [w(f"p{i}", i, 0, 10 + i) for i in range(12)] + [r("q", 99, 1, 30)]
+    ops = [w(f"p{i}", i, 0, 10 + i) for i in range(12)] + \
+        [r(f"q{i}", i, 1, 19) for i in range(12)] + [r("q", 99, 1, 30)]
     findings = state_findings(history(*ops), max_states=50)
     check = next(c for c in state_checks(findings, Thresholds())
                  if c.name == "register_linearizable")

@@ -64,6 +64,7 @@ generators that may disagree; a process's own operations keep their order.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -104,8 +105,7 @@ class _Entry:
     f: str
     arg: Hashable         # write: value; read: value seen; cas: (old, new)
     start: float
-    ret: float            # t_end + margin; infinite for an unknown operation
-    pred: int             # serial of the process's previous ok op that ended before this began
+    ret: float            # t_end + margin (at most the process's next start); unknown: inf
 
 
 class _Key:
@@ -116,9 +116,11 @@ class _Key:
         self.name = name
         self.seg: list[_Entry] = []
         self.open: list[_Entry] = []
-        self.configs: list[tuple[Hashable, frozenset]] = [(initial, frozenset())]
+        # (value, carried operations already linearized, H: see _search)
+        self.configs: list[tuple[Hashable, frozenset, float]] = [
+            (initial, frozenset(), -math.inf)]
         self.max_ret = -math.inf
-        self.last_ok: dict[str, tuple[int, float]] = {}
+        self.last_ok: dict[str, _Entry] = {}
         self.recent: deque[_Entry] = deque(maxlen=RECENT)
         self.nodes = 0
         self.seconds = 0.0
@@ -169,17 +171,18 @@ class RegisterChecker:
                 return
         arg = (freeze(op.seen) if op.f == "read" else cas_pair(op.value) if op.f == "cas"
                else freeze(op.value))
-        pred = -1
-        if not unknown:
-            prev = key.last_ok.get(op.process)
-            if prev is not None and prev[1] < op.t_start:
-                pred = prev[0]
-            key.last_ok[op.process] = (key.serial, op.t_end)
+        prev = key.last_ok.get(op.process)
+        if prev is not None and prev.ret >= op.t_start and prev.op.t_end < op.t_start:
+            # The margin never lets a process's operation overlap its next one.
+            prev.ret = math.nextafter(op.t_start, -math.inf)
         ret = math.inf if unknown else op.t_end + self.margin
-        key.seg.append(_Entry(key.serial, op, unknown, op.f, arg, op.t_start, ret, pred))
+        entry = _Entry(key.serial, op, unknown, op.f, arg, op.t_start, ret)
+        key.seg.append(entry)
         key.serial += 1
         if not unknown:
-            key.max_ret = max(key.max_ret, ret)
+            key.last_ok[op.process] = entry
+        if not unknown and ret > key.max_ret:
+            key.max_ret = ret
 
     def result(self) -> dict:
         for key in self.keys.values():
@@ -191,10 +194,13 @@ class RegisterChecker:
 
     def _advance(self, key: _Key, stop_at: float) -> None:
         """Search the key's open operations and segment up to ``stop_at``; carry the rest."""
+        if not key.open and len(key.seg) == 1 and len(key.configs) == 1 and \
+                self._step_alone(key, stop_at):
+            return
         entries = key.open + key.seg
         started = time.perf_counter()
         try:
-            if key.seconds > self.budget_s:
+            if key.seconds >= self.budget_s:
                 raise _Bound(f"its time budget of {self.budget_s:g} s ran out")
             outcome = self._search(key, entries, stop_at)
         except _Bound as bound:
@@ -212,6 +218,30 @@ class RegisterChecker:
         key.seg = []
         key.max_ret = max((e.ret for e in key.open if not e.unknown), default=-math.inf)
 
+    def _step_alone(self, key: _Key, stop_at: float) -> bool:
+        """The common case, one operation alone from one known value: no search needed.
+        False when it does not apply (or does not fit: the search then says why)."""
+        e = key.seg[0]
+        if e.unknown or e.ret >= stop_at:
+            return False
+        state = key.configs[0][0]
+        if e.f == "write":
+            state = e.arg
+        elif e.f == "read":
+            if state != e.arg:
+                return False
+        elif state == e.arg[0]:
+            state = e.arg[1]
+        else:
+            return False
+        key.configs = [(state, frozenset(), -math.inf)]
+        key.recent.append(e)
+        key.seg = []
+        key.max_ret = -math.inf
+        key.nodes += 1
+        self.states += 1
+        return True
+
     def _search(self, key: _Key, entries: list[_Entry], stop_at: float):
         ok = sorted((e for e in entries if not e.unknown), key=lambda e: (e.ret, e.start))
         unk = [e for e in entries if e.unknown]
@@ -222,7 +252,11 @@ class RegisterChecker:
         ret = [e.ret for e in ok]
         start = [e.start for e in ok]
         kinds = [(e.f, e.arg) for e in ok]
-        predbit = [(1 << bit_of[e.pred]) if e.pred in bit_of else 0 for e in ok]
+        reads = sum(1 << i for i, e in enumerate(ok) if e.f == "read")
+        ok_writes: dict[Hashable, list[int]] = {}
+        for i, e in enumerate(ok):
+            if e.f == "write":
+                ok_writes.setdefault(e.arg, []).append(i)
         unk_writes: dict[Hashable, list[tuple[int, float]]] = {}
         unk_cas = []
         for j, e in enumerate(unk):
@@ -231,29 +265,29 @@ class RegisterChecker:
             elif e.f == "cas":
                 unk_cas.append((1 << (m + j), e.start, e.arg[0], e.arg[1]))
 
-        seen: set[tuple[int, Hashable]] = set()
-        stack: list[tuple[int, Hashable]] = []
-        for state, done in key.configs:
-            node = (sum(1 << bit_of[s] for s in done if s in bit_of), state)
-            if node not in seen:
-                seen.add(node)
-                stack.append(node)
-        finals: list[tuple[int, Hashable]] = []
+        best: dict[tuple[int, Hashable], float] = {}   # (linearized, value) -> highest H
+        stack: list[tuple[int, Hashable, float]] = []
+
+        def push(lin: int, state: Hashable, h: float) -> None:
+            node = (lin, state)
+            if node in best and best[node] >= h:
+                return
+            best[node] = h
+            stack.append((lin, state, h))
+
+        for state, done, h in key.configs:
+            push(sum(1 << bit_of[s] for s in done if s in bit_of), state, h)
+        finals: list[tuple[int, Hashable, float]] = []
         deepest, deepest_states = -1, set()
         cands: dict[int, int] = {}
         nodes = 0
         limit = self.max_states - key.nodes
         clock = time.perf_counter
         deadline = clock() + max(0.0, self.budget_s - key.seconds)
-
-        def child(lin: int, state: Hashable) -> None:
-            node = (lin, state)
-            if node not in seen:
-                seen.add(node)
-                stack.append(node)
-
         while stack:
-            lin, state = stack.pop()
+            lin, state, h = stack.pop()
+            if best[(lin, state)] > h:
+                continue  # explored again with more writes it may absorb
             nodes += 1
             if nodes > limit:
                 key.nodes += nodes
@@ -267,7 +301,9 @@ class RegisterChecker:
             free = ~lin & okmask
             f = (free & -free).bit_length() - 1 if free else m
             if f == m or ret[f] >= stop_at:
-                finals.append((lin, state))
+                finals.append((lin, state, h))
+                if stop_at == math.inf:
+                    break  # the end of the history: one linearization is enough
                 continue
             if f > deepest:
                 deepest, deepest_states = f, {state}
@@ -281,37 +317,66 @@ class RegisterChecker:
                     if start[j] <= horizon:
                         mask |= 1 << j
                 cands[f] = mask
-            c = mask & ~lin
-            while c:
-                low = c & -c
-                c ^= low
+            pending = mask & ~lin
+            # 1. Reads of the current value: linearized now, without branching.
+            eager, rest = 0, pending & reads
+            while rest:
+                low = rest & -rest
+                rest ^= low
                 j = low.bit_length() - 1
-                need = predbit[j]
-                if need and not lin & need:
-                    continue
-                fname, arg = kinds[j]
-                if fname == "write":
-                    child(lin | low, arg)
-                    continue
-                expect = arg if fname == "read" else arg[0]
-                after = arg if fname == "read" else arg[1]
-                if state == expect:
-                    child(lin | low, after)
-                    continue
-                for ubit, ustart in unk_writes.get(expect, ()):
-                    if not lin & ubit and ustart <= horizon:
-                        child(lin | low | ubit, after)  # the unknown write, just in time
-                        break
+                if kinds[j][1] == state:
+                    eager |= low
+            if eager:
+                push(lin | eager, state, h)
+                continue
+            # 2. The first operation to return: it must be linearized now.
+            need: set[Hashable] = set()
+            fbit = 1 << f
+            fname, farg = kinds[f]
+            if fname == "write":
+                push(lin | fbit, farg, horizon)
+                if start[f] <= h:  # unread, it sat just before the last write: no effect
+                    push(lin | fbit, state, h)
+            elif fname == "read":
+                need.add(farg)
+            elif state == farg[0]:
+                push(lin | fbit, farg[1], h)
+            else:
+                need.add(farg[0])
+            # 3. Other operations called before it: a compare-and-set that applies, and
+            # the values that pending reads and compare-and-sets wait for.
+            rest = pending & ~fbit
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                j = low.bit_length() - 1
+                kind, arg = kinds[j]
+                if kind == "read":
+                    need.add(arg)
+                elif kind == "cas":
+                    if state == arg[0]:
+                        push(lin | low, arg[1], h)
+                    else:
+                        need.add(arg[0])
             for ubit, ustart, old, new in unk_cas:
                 if lin & ubit or ustart > horizon:
                     continue
                 if state == old:
-                    child(lin | ubit, new)
+                    push(lin | ubit, new, h)
                 else:
-                    for wbit, wstart in unk_writes.get(old, ()):
-                        if not lin & wbit and wstart <= horizon:
-                            child(lin | ubit | wbit, new)
-                            break
+                    need.add(old)
+            # 4. A write of a value waited for, just in time for its readers.
+            for value in need:
+                if value == state:
+                    continue
+                for j in ok_writes.get(value, ()):
+                    low = 1 << j
+                    if pending & low:
+                        push(lin | low, value, horizon)
+                for ubit, ustart in unk_writes.get(value, ()):
+                    if not lin & ubit and ustart <= horizon:
+                        push(lin | ubit, value, horizon)
+                        break  # unknown writes of one value are interchangeable
         key.nodes += nodes
         self.states += nodes
         if not finals:
@@ -319,14 +384,17 @@ class RegisterChecker:
                                    deepest_states)
         # Carry the operations still open at the cut and the configurations reached.
         carried = [e for e in ok if e.ret >= stop_at] + unk
-        configs = {(state, frozenset(e.serial for e in carried if lin >> bit_of[e.serial] & 1))
-                   for lin, state in finals}
-        done_everywhere = frozenset.intersection(*(d for _, d in configs))
+        open_writes = sorted(e.start for e in carried if not e.unknown and e.f == "write")
+        configs = {(state, frozenset(e.serial for e in carried if lin >> bit_of[e.serial] & 1),
+                    _absorbing(h, open_writes))
+                   for lin, state, h in finals}
+        done_everywhere = frozenset.intersection(*(d for _, d, _ in configs))
         gone = {e.serial for e in unk if e.serial in done_everywhere}
         if gone:
             carried = [e for e in carried if e.serial not in gone]
-            configs = {(s, d - gone) for s, d in configs}
-        kept = _prune(configs, {e.serial for e in carried if e.unknown})
+            configs = {(s, d - gone, h) for s, d, h in configs}
+        kept = list(configs) if len(configs) == 1 else \
+            _prune(configs, {e.serial for e in carried if e.unknown})
         if len(kept) > MAX_CONFIGS:
             raise _Bound(f"more than {MAX_CONFIGS:,} configurations to carry across a cut")
         return carried, kept
@@ -401,20 +469,28 @@ class RegisterChecker:
         return out
 
 
-def _prune(configs: set[tuple[Hashable, frozenset]], unknowns: set[int]) -> list:
+def _absorbing(h: float, open_writes: list[float]) -> float:
+    """``h`` reduced to what matters after a cut: the latest start, at or before it, of an
+    open write (only those can still be absorbed); -inf if none."""
+    i = bisect.bisect_right(open_writes, h)
+    return open_writes[i - 1] if i else -math.inf
+
+
+def _prune(configs: set[tuple[Hashable, frozenset, float]], unknowns: set[int]) -> list:
     """Drop a configuration when another has the same value and the same open operations
-    done, and a subset of its unknown operations done (so it allows all it allows)."""
-    groups: dict[tuple, list[frozenset]] = {}
-    for state, done in configs:
-        groups.setdefault((state, done - unknowns), []).append(done & unknowns)
+    done, a subset of its unknown operations done and as many writes it may absorb (so
+    it allows all it allows)."""
+    groups: dict[tuple, list[tuple[frozenset, float]]] = {}
+    for state, done, h in configs:
+        groups.setdefault((state, done - unknowns), []).append((done & unknowns, h))
     kept = []
-    for (state, fixed), used in groups.items():
-        used.sort(key=len)
-        minimal: list[frozenset] = []
-        for u in used:
-            if not any(m <= u for m in minimal):
-                minimal.append(u)
-        kept.extend((state, fixed | u) for u in minimal)
+    for (state, fixed), options in groups.items():
+        options.sort(key=lambda o: (len(o[0]), -o[1]))
+        best: list[tuple[frozenset, float]] = []
+        for used, h in options:
+            if not any(b <= used and bh >= h for b, bh in best):
+                best.append((used, h))
+        kept.extend((state, fixed | used, h) for used, h in best)
     return kept
 
 
