@@ -138,6 +138,13 @@ def test_operations_still_pending_at_the_end():
     assert check_register(h)["valid"] is False
 
 
+def test_a_write_of_the_value_already_held():
+    # Found by the brute-force comparison: the writes of None must go before the cas.
+    h = history(op("p0", "cas", 0, 0, value=(None, 0)), w("p1", None, 0, 0),
+                w("p2", None, 0, 0), r("p3", 0, 1, 1))
+    assert check_register(h)["valid"] is True
+
+
 def test_failed_operations_are_dropped():
     h = history(w("a", 1, 0, 1), w("b", 2, 2, 3, outcome="fail"), r("c", 1, 4, 5))
     result = check_register(h)

@@ -10,21 +10,31 @@ so each key is checked on its own.
 The search is Wing & Gong's depth-first search over the history's call and
 return events, with Lowe's memo of (set of operations linearized, register
 value) so that no configuration is explored twice, and Lowe's just-in-time
-linearization: operations are linearized only as far as the first return not
-yet linearized demands (everything called before it is a candidate, nothing
-called after it). Two reductions keep it small:
+linearization: operations are linearized only as the first return not yet
+linearized (the *frontier*) demands, among those called before it. Each
+rule below keeps at least one linearization if any exists (they were checked
+against a brute-force search on random histories):
 
 - ``fail`` operations surely had no effect and are dropped; an ``unknown``
   read saw nothing and is dropped.
+- A read of the value the register holds is linearized at once, without
+  branching: moving a pending read earlier, to a point where its value is
+  held, never breaks a linearization (it is pure, and everything that must
+  precede it already has).
+- A write is linearized only when it is the frontier, just before an
+  operation that reads its value (a read, or the old value of a
+  compare-and-set), or when it writes the value the register already holds.
+  A write that nothing reads is *absorbed* when it becomes the frontier: it
+  sat unread just before the last write linearized after its call (the
+  search keeps, per configuration, the time up to which calls may be
+  absorbed so).
 - An ``unknown`` write never returns: it may take effect at any point after
-  its start, or never (Jepsen's ``:info``). Such a write is linearized only
-  immediately before an operation that reads its value (a read, or the old
-  value of a compare-and-set). This loses nothing: in any linearization, an
-  unknown write that is read can be moved forward to just before its first
-  reader (nothing between them observes the register, or the write would
-  have been overwritten or read earlier), and one that is overwritten before
-  anything reads it can be left out. Unknown compare-and-sets are tried
-  anywhere after their start.
+  its start, or never (Jepsen's ``:info``), so it is linearized only just
+  before a reader of its value; unknown writes of one value are
+  interchangeable. Unknown compare-and-sets are tried anywhere after their
+  start.
+- At the end of a history one linearization is enough: the search stops at
+  the first.
 
 Memory does not grow with the history. Each key's history is cut into
 segments, at a quiescent point (the next operation starts after every
@@ -41,11 +51,12 @@ of those configurations (the operations after the cut all started at or
 after ``s``, so none of them can precede it), and any configuration extended
 by a linearization of the rest is a linearization of the whole. Only the
 configurations, the open operations and the current segment are kept; a
-configuration whose unknown operations are a superset of another's, with the
-same value and the same open operations done, is dropped (the other allows
-everything it allows). Unknown writes stay carried until linearized in every
-configuration, since they may apply at any time: memory grows with the
-unknown writes never read, a small share of a run.
+configuration is dropped when another has the same value and the same open
+operations done, a subset of its unknown operations done and at least its
+time for absorbing writes (the other allows everything it allows). Unknown
+writes stay carried until linearized in every configuration, since they may
+apply at any time: memory grows with the unknown writes never read, a small
+share of a run.
 
 The search is bounded per key: ``max_states`` configurations explored and
 ``budget_s`` seconds, over all of the key's segments. A key whose search hits
@@ -59,7 +70,8 @@ concurrent with it, the last writes and reads that completed before it, and
 the latest write of the value it saw.
 
 ``margin`` (s) widens every operation's end, for clocks of different load
-generators that may disagree; a process's own operations keep their order.
+generators that may disagree; never past the start of the same process's
+next operation on the key, so a process's own operations keep their order.
 """
 
 from __future__ import annotations
@@ -377,6 +389,12 @@ class RegisterChecker:
                     if not lin & ubit and ustart <= horizon:
                         push(lin | ubit, value, horizon)
                         break  # unknown writes of one value are interchangeable
+            # 5. A write of the value the register holds: it changes nothing now, and the
+            # writes called before it may sit, unread, just before it.
+            for j in ok_writes.get(state, ()):
+                low = 1 << j
+                if pending & low and j != f:
+                    push(lin | low, state, horizon)
         key.nodes += nodes
         self.states += nodes
         if not finals:
