@@ -99,8 +99,10 @@ def test_cpu_and_wait_cost_per_request(redis_server):
 # -- keyed data and sessions: KV_MODE and SESSION_MODE ----------------------------------
 
 def replicas(redis_port: int, n: int = 2, **settings):
-    """``n`` app instances on one Redis, as replicas behind a balancer would be."""
-    return [client_for(redis_port, HOSTNAME=f"hello-{i + 1}", **settings)
+    """``n`` app instances on one Redis, as replicas behind a balancer would be; cookies
+    are sent by hand, as each user's own."""
+    return [create_app({"REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_port,
+                        "HOSTNAME": f"hello-{i + 1}", **settings}).test_client(use_cookies=False)
             for i in range(n)]
 
 
@@ -187,7 +189,7 @@ def test_state_modes_are_checked():
 
 def test_state_requests_time_out_once_without_retry(redis_server):
     """A frozen Redis (the pause-redis fault): each request answers 503 within about
-    REDIS_TIMEOUT, and Redis receives each command exactly once, even with the counter's
+    REDIS_TIMEOUT, and Redis receives each command at most once, even with the counter's
     retrying mode (whose client retries)."""
     import os
     import signal
@@ -220,9 +222,11 @@ def test_state_requests_time_out_once_without_retry(redis_server):
     def calls(stats, name):
         return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
 
-    # Two SETs (the frozen PUT and the login) and one GET, each once.
-    assert calls(after, "set") - calls(before, "set") == 2
-    assert calls(after, "get") - calls(before, "get") == 1
+    # The PUT's SET went out once on the open connection; after its timeout the
+    # connection is dropped, and the next ones may time out while connecting, before
+    # their command is sent: never more than one of each.
+    assert 1 <= calls(after, "set") - calls(before, "set") <= 2
+    assert calls(after, "get") - calls(before, "get") <= 1
 
 
 def _drive(clients, ops_per_thread: int, threads: int, seed: int) -> list:
