@@ -122,12 +122,13 @@ class _Entry:
 
 class _Key:
     __slots__ = ("name", "seg", "open", "configs", "max_ret", "last_ok", "recent", "nodes",
-                 "seconds", "status", "detail", "serial", "ops")
+                 "seconds", "status", "detail", "serial", "ops", "open_ok")
 
     def __init__(self, name: str, initial: Hashable) -> None:
         self.name = name
         self.seg: list[_Entry] = []
         self.open: list[_Entry] = []
+        self.open_ok = 0          # ok operations among them
         # (value, carried operations already linearized, H: see _search)
         self.configs: list[tuple[Hashable, frozenset, float]] = [
             (initial, frozenset(), -math.inf)]
@@ -206,7 +207,7 @@ class RegisterChecker:
 
     def _advance(self, key: _Key, stop_at: float) -> None:
         """Search the key's open operations and segment up to ``stop_at``; carry the rest."""
-        if not key.open and len(key.seg) == 1 and len(key.configs) == 1 and \
+        if len(key.seg) == 1 and len(key.configs) == 1 and not key.open_ok and \
                 self._step_alone(key, stop_at):
             return
         entries = key.open + key.seg
@@ -227,12 +228,15 @@ class RegisterChecker:
             key.seg, key.open, key.configs = [], [], []
             return
         key.open, key.configs = outcome
+        key.open_ok = sum(1 for e in key.open if not e.unknown)
         key.seg = []
         key.max_ret = max((e.ret for e in key.open if not e.unknown), default=-math.inf)
 
     def _step_alone(self, key: _Key, stop_at: float) -> bool:
         """The common case, one operation alone from one known value: no search needed.
-        False when it does not apply (or does not fit: the search then says why)."""
+        Unknown operations still carried stay carried: applying some of them first could
+        only reach the same value with fewer of them left. False when it does not apply
+        (or does not fit: the search then says why)."""
         e = key.seg[0]
         if e.unknown or e.ret >= stop_at:
             return False
@@ -246,7 +250,7 @@ class RegisterChecker:
             state = e.arg[1]
         else:
             return False
-        key.configs = [(state, frozenset(), -math.inf)]
+        key.configs = [(state, key.configs[0][1], -math.inf)]
         key.recent.append(e)
         key.seg = []
         key.max_ret = -math.inf
