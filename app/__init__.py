@@ -3,7 +3,10 @@
 It knows nothing of the harness. ``GET /`` answers HTML to browsers and JSON
 to clients that ask for it; ``GET /health`` says whether this replica should
 receive traffic, and stays up when Redis is down (the page still renders and
-says the counter is unavailable, as in the workshop).
+says the counter is unavailable, as in the workshop). Beside the counter, the
+state a real app has: keyed values and lists (``app/kv.py``, ``KV_MODE``) and
+logins (``app/session.py``, ``SESSION_MODE``), each with a correct and a faulty
+mode.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from flask import Flask, jsonify, render_template_string, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app import kv, session
 from app.cost import spend
 from app.counter import make_counter
 
@@ -40,6 +44,10 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict:
         "REDIS_TIMEOUT": float(env.get("REDIS_TIMEOUT", "0.5")),
         "COUNTER_KEY": env.get("COUNTER_KEY", "counter"),
         "COUNTER_MODE": env.get("COUNTER_MODE", "atomic"),
+        "KV_MODE": env.get("KV_MODE", "redis"),
+        "KV_CACHE_TTL": float(env.get("KV_CACHE_TTL", "2")),
+        "SESSION_MODE": env.get("SESSION_MODE", "redis"),
+        "SESSION_TTL": float(env.get("SESSION_TTL", "3600")),
         # What each GET / costs: CPU burnt and time waited (as for a database call), in ms.
         "CPU_MS": float(env.get("CPU_MS", "0")),
         "WAIT_MS": float(env.get("WAIT_MS", "0")),
@@ -65,6 +73,20 @@ def create_app(
         **_retry_policy(config["COUNTER_MODE"]),
     )
     counter = make_counter(config["COUNTER_MODE"], client, config["COUNTER_KEY"])
+    # Keyed data and sessions: one attempt per command whatever COUNTER_MODE is.
+    state_client = redis.Redis(
+        host=config["REDIS_HOST"],
+        port=config["REDIS_PORT"],
+        socket_timeout=config["REDIS_TIMEOUT"],
+        socket_connect_timeout=config["REDIS_TIMEOUT"],
+        **_retry_policy("atomic"),
+    )
+    app.register_blueprint(kv.blueprint(
+        kv.make_store(config["KV_MODE"], state_client, config["KV_CACHE_TTL"]),
+        config["HOSTNAME"]))
+    app.register_blueprint(session.blueprint(
+        session.make_sessions(config["SESSION_MODE"], state_client, config["SESSION_TTL"]),
+        config["HOSTNAME"]))
 
     @app.get("/")
     def hello():

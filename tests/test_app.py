@@ -94,3 +94,226 @@ def test_cpu_and_wait_cost_per_request(redis_server):
     assert cpu >= 0.030, f"burnt only {cpu * 1000:.1f} ms of CPU"
     assert wall >= 0.070, f"took only {wall * 1000:.1f} ms in all"
     assert client.get("/health").status_code == 200
+
+
+# -- keyed data and sessions: KV_MODE and SESSION_MODE ----------------------------------
+
+def replicas(redis_port: int, n: int = 2, **settings):
+    """``n`` app instances on one Redis, as replicas behind a balancer would be; cookies
+    are sent by hand, as each user's own."""
+    return [create_app({"REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_port,
+                        "HOSTNAME": f"hello-{i + 1}", **settings}).test_client(use_cookies=False)
+            for i in range(n)]
+
+
+def put(client, key, value):
+    import json
+
+    return client.put(f"/kv/{key}", data=json.dumps(value),
+                      content_type="application/json")
+
+
+def test_kv_redis_mode_every_replica_reads_the_last_write(redis_server):
+    a, b = replicas(redis_server)
+    assert b.get("/kv/cart").get_json() == {"key": "cart", "value": None,
+                                            "hostname": "hello-2"}
+    resp = put(a, "cart", {"items": [1, 2]})
+    assert resp.status_code == 200 and resp.headers["X-Served-By"] == "hello-1"
+    assert b.get("/kv/cart").get_json()["value"] == {"items": [1, 2]}
+    put(b, "cart", "v2")
+    assert a.get("/kv/cart").get_json()["value"] == "v2"
+    bad = a.put("/kv/cart", data="not json")
+    assert bad.status_code == 400 and bad.get_json()["hostname"] == "hello-1"
+
+
+def test_kv_cached_mode_serves_stale_values_until_the_copy_expires(redis_server):
+    import time
+
+    a, b = replicas(redis_server, KV_MODE="cached", KV_CACHE_TTL=0.5)
+    put(a, "k", "v1")
+    assert b.get("/kv/k").get_json()["value"] == "v1"     # b keeps a copy
+    put(a, "k", "v2")
+    assert a.get("/kv/k").get_json()["value"] == "v2"     # a reads its own write
+    assert b.get("/kv/k").get_json()["value"] == "v1"     # b: stale
+    time.sleep(0.6)
+    assert b.get("/kv/k").get_json()["value"] == "v2"     # copy expired
+
+
+def test_sets_append_in_order_and_cached_mode_misses_new_elements(redis_server):
+    import json
+
+    a, b = replicas(redis_server)
+    for element in ("x", "y", "x"):
+        resp = a.post("/set/s", data=json.dumps(element), content_type="application/json")
+        assert resp.status_code == 200
+    assert resp.get_json() == {"key": "s", "value": "x", "length": 3, "hostname": "hello-1"}
+    assert b.get("/set/s").get_json()["value"] == ["x", "y", "x"]
+    c, d = replicas(redis_server, KV_MODE="cached", KV_CACHE_TTL=30)
+    assert d.get("/set/t").get_json()["value"] == []
+    c.post("/set/t", data=json.dumps(1), content_type="application/json")
+    assert c.get("/set/t").get_json()["value"] == [1]
+    assert d.get("/set/t").get_json()["value"] == []       # d's copy is stale
+
+
+def test_sessions_in_redis_are_known_to_every_replica(redis_server):
+    a, b = replicas(redis_server)
+    resp = a.post("/login", data={"user": "ada"})
+    assert resp.status_code == 200 and resp.get_json() == {"user": "ada",
+                                                           "hostname": "hello-1"}
+    sid = resp.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    cookie = {"Cookie": f"hello_session={sid}"}
+    me = b.get("/me", headers=cookie)
+    assert me.status_code == 200 and me.get_json() == {"user": "ada", "hostname": "hello-2"}
+    assert a.post("/login", json={"user": "bob"}).get_json()["user"] == "bob"
+    fresh = client_for(redis_server).get("/me")
+    assert fresh.status_code == 401 and fresh.get_json()["user"] is None
+    assert a.post("/login", data={}).status_code == 400
+
+
+def test_sessions_in_memory_are_lost_on_another_replica(redis_server):
+    a, b = replicas(redis_server, SESSION_MODE="memory")
+    sid = a.post("/login", data={"user": "ada"}).headers["Set-Cookie"].split(";")[0]
+    cookie = {"Cookie": sid}
+    assert a.get("/me", headers=cookie).status_code == 200
+    other = b.get("/me", headers=cookie)
+    assert other.status_code == 401 and other.get_json() == {"user": None,
+                                                             "hostname": "hello-2"}
+
+
+def test_state_modes_are_checked():
+    with pytest.raises(ValueError, match="KV_MODE"):
+        client_for(1, KV_MODE="eventual")
+    with pytest.raises(ValueError, match="SESSION_MODE"):
+        client_for(1, SESSION_MODE="sticky")
+
+
+def test_state_requests_time_out_once_without_retry(redis_server):
+    """A frozen Redis (the pause-redis fault): each request answers 503 within about
+    REDIS_TIMEOUT, and Redis receives each command at most once, even with the counter's
+    retrying mode (whose client retries)."""
+    import os
+    import signal
+    import time
+
+    import redis
+
+    direct = redis.Redis(host="127.0.0.1", port=redis_server)
+    pid = direct.info("server")["process_id"]
+    app = client_for(redis_server, REDIS_TIMEOUT=0.3, COUNTER_MODE="retrying")
+    assert put(app, "warm", 0).status_code == 200       # connection open before the freeze
+    app.post("/login", data={"user": "warm"})
+    before = direct.info("commandstats")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        timings = []
+        for call in (lambda: put(app, "frozen", 1), lambda: app.get("/kv/frozen"),
+                     lambda: app.post("/login", data={"user": "ada"})):
+            started = time.perf_counter()
+            resp = call()
+            timings.append(time.perf_counter() - started)
+            assert resp.status_code == 503 and resp.get_json()["hostname"] == "hello-test"
+            assert "Timeout" in resp.get_json()["error"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert max(timings) < 0.9, f"took {timings}: retried?"
+    time.sleep(0.2)
+    after = direct.info("commandstats")
+
+    def calls(stats, name):
+        return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+    # The PUT's SET went out once on the open connection; after its timeout the
+    # connection is dropped, and the next ones may time out while connecting, before
+    # their command is sent: never more than one of each.
+    assert 1 <= calls(after, "set") - calls(before, "set") <= 2
+    assert calls(after, "get") - calls(before, "get") <= 1
+
+
+def _drive(clients, ops_per_thread: int, threads: int, seed: int) -> list:
+    """Clients (one per replica) used round robin by a few threads, each a process of the
+    history, writing unique values, reading, adding, logging in; what each request did is
+    recorded as an operation, the way a scenario would."""
+    import json
+    import random
+    import time
+
+    from loadtest.analysis.history import Op
+
+    ops, lock = [], threading.Lock()
+
+    def run(t: int) -> None:
+        rng = random.Random(seed + t)
+        process = f"local/{t}"
+        for i in range(ops_per_thread):
+            client = clients[(t + i) % len(clients)]
+            key = f"k{rng.randrange(3)}"
+            roll = rng.random()
+            start = time.time()
+            if roll < 0.3:
+                value = f"{process}:{i}"
+                resp = put(client, key, value)
+                f, k, sent, seen = "write", key, value, None
+            elif roll < 0.6:
+                resp = client.get(f"/kv/{key}")
+                f, k, sent, seen = "read", key, None, resp.get_json()["value"]
+            elif roll < 0.7:
+                element = f"{process}:{i}"
+                resp = client.post("/set/s", data=json.dumps(element),
+                                   content_type="application/json")
+                f, k, sent, seen = "add", "s", element, None
+            elif roll < 0.8:
+                resp = client.get("/set/s")
+                f, k, sent, seen = "read-all", "s", None, resp.get_json()["value"]
+            elif roll < 0.85 or i == 0:
+                resp = client.post("/login", data={"user": process})
+                client_cookie[process] = resp.headers["Set-Cookie"].split(";")[0]
+                f, k, sent, seen = "login", None, process, None
+            else:
+                resp = client.get("/me", headers={"Cookie": client_cookie.get(process, "")})
+                f, k, sent, seen = "session", None, None, resp.get_json()["user"]
+            end = time.time()
+            body = resp.get_json()
+            with lock:
+                ops.append(Op(process, f, k, sent, seen, "ok" if resp.status_code < 500
+                              else "unknown", start, end, body["hostname"],
+                              resp.status_code))
+
+    client_cookie: dict[str, str] = {}
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sorted(ops, key=lambda o: o.t_start)
+
+
+def test_correct_modes_pass_the_state_checks(redis_server):
+    from loadtest.analysis.state_checks import state_checks, state_findings
+    from loadtest.analysis.thresholds import Thresholds
+
+    clients = replicas(redis_server, n=3)
+    history = _drive(clients, ops_per_thread=150, threads=4, seed=1)
+    checks = state_checks(state_findings(history), Thresholds())
+    failed = [(c.name, c.evidence) for c in checks if c.passed is False]
+    assert not failed
+    assert {c.name for c in checks if c.passed} >= {
+        "register_linearizable", "session_read_your_writes", "session_monotonic_reads",
+        "set_lost", "set_unexpected", "set_stale", "sessions_honoured"}
+
+
+def test_faulty_modes_fail_the_right_checks_naming_the_replica(redis_server):
+    from loadtest.analysis.state_checks import state_checks, state_findings
+    from loadtest.analysis.thresholds import Thresholds
+
+    clients = replicas(redis_server, n=3, KV_MODE="cached", KV_CACHE_TTL=5,
+                       SESSION_MODE="memory")
+    history = _drive(clients, ops_per_thread=150, threads=4, seed=2)
+    checks = {c.name: c for c in state_checks(state_findings(history), Thresholds())}
+    for name in ("register_linearizable", "session_read_your_writes", "set_stale",
+                 "sessions_honoured"):
+        assert checks[name].passed is False, name
+    bad = checks["register_linearizable"].evidence["violations"][0]
+    assert bad["replica"] in {"hello-1", "hello-2", "hello-3"}
+    assert bad["message"].startswith(bad["process"])
+    assert set(checks["sessions_honoured"].evidence["by_replica"]) <= {
+        "hello-1", "hello-2", "hello-3"}
