@@ -69,7 +69,6 @@ class Thresholds:
     """With --baseline: largest allowed relative drop of a level's requests/s."""
     max_p99_increase: float = 0.50
     """With --baseline: largest allowed relative rise of a level's p99 latency."""
-<<<<<<< HEAD
     bottleneck_limit_share: float = 0.9
     """Bottleneck: a replica is near its CPU limit at this share of it (mean over a level)."""
     bottleneck_throttled_share: float = 0.1
@@ -81,14 +80,12 @@ class Thresholds:
     """Bottleneck: the machine is saturated when idle at most this share of its cores."""
     max_p50_increase: float | None = 0.50
     """With --baseline: largest allowed relative rise of a level's p50 latency."""
-=======
     linearizable_max_states: float = 1_000_000
     """Shared state: most configurations the linearizability search explores for one key;
     a key that needs more reads not checked."""
     linearizable_budget_s: float = 10.0
     """Shared state: most seconds the linearizability search spends on one key; a key that
     needs longer reads not checked."""
->>>>>>> state
 
     @classmethod
     def names(cls) -> list[str]:
