@@ -229,12 +229,29 @@ class FieldCheck:
         return warnings
 
 
+_NO_OP = (None, None, None, None)
+
+
+def _operation(context: dict) -> tuple:
+    """(op, key, value, seen) of a request that said what it did (``loadtest.ops``)."""
+    return (context["op"], context.get("key"), _json(context.get("value")),
+            _json(context["seen"]) if "seen" in context else None)
+
+
+def _json(value) -> str:
+    """JSON text (a read that saw nothing is "null", not a missing value)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
+
+
 def warm_up() -> None:
     """Pay pyarrow's one-time start-up now, not at the first flush in the middle of the
     test: its first conversion of a Python list imports pandas (~0.7 s of CPU here),
     which would stall the load generator while it is being measured."""
     table_from_records([Record(0.0, 0.0, 0.0, 0, None, None, None, None, 0, 0, 0, "", "", "",
-                               0, None, None, None, None)])
+                               0, None, None, None, None, None, None, None, None)])
 
 
 class Collector:
@@ -289,8 +306,9 @@ class Collector:
                 error = None
             if context:
                 user, intended = context.get("user", -1), context.get("intended")
+                op = context.get("op")
             else:
-                user, intended = -1, None
+                user, intended, op = -1, None, None
             stage, level = self.stage
             self.seen += 1
             self._rows.append(Record(
@@ -298,7 +316,8 @@ class Collector:
                 t_end, float(response_time or 0.0), status, error, reading.hostname,
                 reading.counter, reading.counter_error, stage, level, user, self.worker,
                 request_type, name, int(response_length or reading.bytes or 0), intended,
-                None if hidden is None else 1 + hidden, reading.server, request_id))
+                None if hidden is None else 1 + hidden, reading.server, request_id,
+                *(_operation(context) if op else _NO_OP)))
         except Exception:  # never let the recorder break the load test
             log.exception("scalecheck: could not record a request")
 

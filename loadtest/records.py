@@ -45,6 +45,10 @@ class Record(NamedTuple):
     attempts: int | None = None  # times it went on the wire (1 + hidden resends); null: not counted
     server: str | None = None  # the replica that answered, as the balancer names it
     request_id: str | None = None  # the X-Scalecheck-Id it carried (joins it to the balancer's log)
+    op: str | None = None      # what it did to the app's state (loadtest.ops): write, read, ...
+    key: str | None = None     # ... to which key
+    value: str | None = None   # ... sending this (JSON)
+    seen: str | None = None    # ... and seeing this (JSON)
 
 
 SCHEMA = pa.schema([
@@ -67,13 +71,18 @@ SCHEMA = pa.schema([
     ("attempts", pa.int32()),
     ("server", pa.string()),
     ("request_id", pa.string()),
+    ("op", pa.string()),
+    ("key", pa.string()),
+    ("value", pa.string()),
+    ("seen", pa.string()),
 ])
 COLUMNS: list[str] = SCHEMA.names
 if tuple(COLUMNS) != Record._fields:  # pragma: no cover - a programming error, caught at import
     raise ImportError(f"records: Record fields {Record._fields} do not match SCHEMA {COLUMNS}")
 
 #: Columns a record file written by an older version may lack; they read as null.
-OPTIONAL_COLUMNS = ("t_intended", "attempts", "server", "request_id")
+OPTIONAL_COLUMNS = ("t_intended", "attempts", "server", "request_id", "op", "key", "value",
+                    "seen")
 REQUIRED_COLUMNS = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
 REQUESTS_DIR = "requests"
 

@@ -21,46 +21,65 @@ from loadtest.analysis.verdict import Check, not_applicable
 SHOWN = 5  # examples per check in its evidence
 
 
-def state_findings(ops: Iterable[Op], *, initial: object = None,
-                   max_states: float = DEFAULT_MAX_STATES,
-                   budget_s: float = DEFAULT_BUDGET_S, margin: float = 0.0) -> dict:
-    """Every state checker over one history sorted by ``t_start``, in one pass.
+class StateCheckers:
+    """Every state checker over one history fed in ``t_start`` order, one op at a time.
 
     ``initial``: what a read of a key never written sees; ``max_states``, ``budget_s``:
     the linearizability search's bounds per key (thresholds ``linearizable_max_states``,
     ``linearizable_budget_s``); ``margin``: clock disagreement between load generators, s
     (``clock_skew_ms`` / 1000 when several machines generate load)."""
-    register = sets = guarantees = logins = None
-    counts = {"register": 0, "set": 0, "login": 0, "other": 0}
-    for op in ops:
-        if register is None:
-            t0 = op.t_start
-            register = RegisterChecker(initial=initial, max_states=max_states,
-                                       budget_s=budget_s, margin=margin, t0=t0)
-            guarantees = SessionGuarantees(initial=initial, margin=margin, t0=t0)
-            sets, logins = SetChecker(t0), LoginSessions(t0)
+
+    def __init__(self, *, initial: object = None, max_states: float = DEFAULT_MAX_STATES,
+                 budget_s: float = DEFAULT_BUDGET_S, margin: float = 0.0) -> None:
+        self.options = {"initial": initial, "max_states": max_states, "budget_s": budget_s,
+                        "margin": margin}
+        self.counts = {"register": 0, "set": 0, "login": 0, "other": 0}
+        self.register = self.guarantees = self.sets = self.logins = None
+
+    def feed(self, op: Op) -> None:
+        if self.register is None:
+            o, t0 = self.options, op.t_start
+            self.register = RegisterChecker(initial=o["initial"], max_states=o["max_states"],
+                                            budget_s=o["budget_s"], margin=o["margin"], t0=t0)
+            self.guarantees = SessionGuarantees(initial=o["initial"], margin=o["margin"],
+                                                t0=t0)
+            self.sets, self.logins = SetChecker(t0), LoginSessions(t0)
         if op.f in REGISTER_FS:
-            counts["register"] += 1
-            register.feed(op)
-            guarantees.feed(op)
+            self.counts["register"] += 1
+            self.register.feed(op)
+            self.guarantees.feed(op)
         elif op.f in SET_FS:
-            counts["set"] += 1
-            sets.feed(op)
+            self.counts["set"] += 1
+            self.sets.feed(op)
         elif op.f in LOGIN_FS:
-            counts["login"] += 1
-            logins.feed(op)
+            self.counts["login"] += 1
+            self.logins.feed(op)
         else:
-            counts["other"] += 1
-    if register is None:
-        register, guarantees = RegisterChecker(initial=initial), SessionGuarantees()
-        sets, logins = SetChecker(), LoginSessions()
-    return {"ops": counts, "register": register.result(),
-            "session_guarantees": guarantees.result(), "sets": sets.result(),
-            "login_sessions": logins.result()}
+            self.counts["other"] += 1
+
+    def result(self) -> dict:
+        if self.register is None:
+            initial = self.options["initial"]
+            self.register, self.guarantees = (RegisterChecker(initial=initial),
+                                              SessionGuarantees())
+            self.sets, self.logins = SetChecker(), LoginSessions()
+        return {"ops": dict(self.counts), "register": self.register.result(),
+                "session_guarantees": self.guarantees.result(), "sets": self.sets.result(),
+                "login_sessions": self.logins.result()}
+
+
+def state_findings(ops: Iterable[Op], **options) -> dict:
+    """Every state checker over one history sorted by ``t_start``, in one pass."""
+    checkers = StateCheckers(**options)
+    for op in ops:
+        checkers.feed(op)
+    return checkers.result()
 
 
 def state_checks(findings: dict, t: Thresholds) -> list[Check]:
-    """One check per model of shared state (see the module's docstring)."""
+    """One check per model of shared state (see the module's docstring). ``findings``: the
+    analysis' findings (their ``state``), or the state findings themselves."""
+    findings = findings.get("state", findings) or {}
     counts = findings.get("ops", {})
     out = []
     reg = findings.get("register") or {}
