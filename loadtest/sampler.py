@@ -162,9 +162,11 @@ class CpuSampler:
             parts = self._last_parts
         cumulative = self._cumulative(parts)
         idle = _idle_seconds()
-        if self.t0 is None:
+        if self.t0 is None:  # the baseline
             self.t0, self._m0, self._m_last = time.time(), now, now
             self._prev_idle = idle
+            self._prev = {name: (source, cpu, throttled)
+                          for name, (source, cpu, _delta, throttled) in cumulative.items()}
             return
         count = slots(self._m0, self.interval, self._done, now)
         scale = self.interval / max(now - self._m_last, 1e-6)   # per interval, even if late
