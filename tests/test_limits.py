@@ -85,7 +85,7 @@ def test_files_written_for_v1_and_v2():
         ("memory", "memory.memsw.limit_in_bytes?", str(256 * MiB))]
     assert limit_writes(2, limits) == [
         ("cpu", "cpu.max", "25000 100000"), ("memory", "memory.max", str(256 * MiB)),
-        ("memory", "memory.swap.max?", "0")]
+        ("memory", "memory.swap.max?", "0"), ("memory", "memory.oom.group?", "1")]
     assert limit_writes(2, Limits(cpus=0.001))[0][2] == "1000 100000"  # the kernel's minimum
     assert quota_us(2) == 200000
 

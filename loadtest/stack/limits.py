@@ -189,7 +189,11 @@ def limit_writes(version: int, limits: Limits) -> list[tuple[str, str, str]]:
 
     Swap is capped at the memory limit (v1's memsw = memory, v2's swap.max = 0),
     as a pod has no swap: a replica over its limit is OOM-killed, not slowed down.
-    Files that a kernel may lack are written only where they exist.
+    On v2 the OOM killer takes the whole group at once (``memory.oom.group``, as the
+    kubelet sets it); v1 has no such switch and kills one process (the largest,
+    usually a gunicorn worker, which gunicorn would replace): the stack should treat
+    ``oom_killed`` as the replica's death on both. Files that a kernel may lack are
+    written only where they exist.
     """
     writes = []
     if version == 1:
@@ -204,7 +208,8 @@ def limit_writes(version: int, limits: Limits) -> list[tuple[str, str, str]]:
             writes.append(("cpu", "cpu.max", f"{quota_us(limits.cpus)} {CFS_PERIOD_US}"))
         if limits.memory_bytes is not None:
             writes += [("memory", "memory.max", str(limits.memory_bytes)),
-                       ("memory", "memory.swap.max?", "0")]
+                       ("memory", "memory.swap.max?", "0"),
+                       ("memory", "memory.oom.group?", "1")]
     return writes
 
 
