@@ -57,6 +57,24 @@ def _parts(stack) -> dict[str, list[int]]:
     return parts
 
 
+def _shares(cpu: dict | None) -> dict[str, float]:
+    """Median cores used per part (replicas together), idle, and the rest of the machine
+    (other programs: this machine is shared)."""
+    if not cpu:
+        return {}
+    n = len(cpu["idle"])
+    groups: dict[str, list[float]] = {}
+    for name, series in cpu["parts"].items():
+        key = "replicas" if name.startswith("replica:") else name
+        column = groups.setdefault(key, [0.0] * n)
+        for k, value in enumerate(series):
+            column[k] += value or 0.0
+    groups["idle"] = [v or 0.0 for v in cpu["idle"]]
+    groups["other"] = [max(0.0, cpu["cores"] * cpu["interval_s"] -
+                           sum(column[k] for column in groups.values())) for k in range(n)]
+    return {key: statistics.median(column) for key, column in groups.items() if column}
+
+
 def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
     """Print the figures; return the median requests/s ratio (with / without)."""
     from loadtest.stack.base import free_port
@@ -65,7 +83,7 @@ def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
     print(f"== sampler: a plain FastHttpUser against the embedded stack (2 replicas, Traefik), "
           f"{users} users, {seconds}s each, with and without the CPU sampler, A B A B")
     stack = LocalStack(port=free_port(), api_port=free_port())
-    ratios, cpu_ratios, per_reading, generator = [], [], [], []
+    ratios, cpu_ratios, per_reading = [], [], []
     try:
         stack.up(2)
         parts = _parts(stack)
@@ -78,13 +96,13 @@ def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
             cost = 1000 * sampled.get("own_cpu_s", float("nan")) / max(
                 sampled.get("readings", 0), 1)
             per_reading.append(cost)
-            gen = [v for v in (sampled.get("cpu") or {}).get("parts", {}).get("generator", [])
-                   if v is not None]
-            generator.append(statistics.median(gen) if gen else float("nan"))
+            shares = _shares(sampled.get("cpu"))
             print(f"  round {i + 1}: with {with_it['rps']:7.0f} req/s "
                   f"({with_it['cpu_us']:4.0f} us CPU/req), without {without['rps']:7.0f} "
                   f"req/s ({without['cpu_us']:4.0f} us CPU/req); sampler {cost:.2f} ms CPU "
-                  f"per reading; generator {generator[-1]:.2f} of a core")
+                  f"per reading")
+            print("    cores used, median per second: " +
+                  ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
     finally:
         stack.down()
     ratio = statistics.median(ratios)

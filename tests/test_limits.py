@@ -245,7 +245,9 @@ cgroups.preflight()
 # A replica that ignores SIGTERM (the parent-death signal) stays in its group.
 proc = processes.spawn(["sh", "-c", "trap '' TERM; sleep 60 & wait"], Path(sys.argv[2]),
                        preexec=cgroups.prepare("hello-1"))
-print(cgroups.parent_name, proc.pid, flush=True)
+# An ordinary one: the parent-death signal still holds with a preexec.
+plain = processes.spawn(["sleep", "60"], Path(sys.argv[2]), preexec=cgroups.prepare("hello-2"))
+print(cgroups.parent_name, proc.pid, plain.pid, flush=True)
 if sys.argv[1] == "wait":
     time.sleep(60)
 elif sys.argv[1] == "raise":
@@ -253,12 +255,12 @@ elif sys.argv[1] == "raise":
 """
 
 
-def _harness(mode: str, tmp_path: Path) -> tuple[subprocess.Popen, str, int]:
+def _harness(mode: str, tmp_path: Path) -> tuple[subprocess.Popen, str, int, int]:
     proc = subprocess.Popen([sys.executable, "-c", HARNESS, mode, str(tmp_path / "r.log")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    parent, pid = proc.stdout.readline().split()
-    return proc, parent, int(pid)
+    parent, stubborn, plain = proc.stdout.readline().split()
+    return proc, parent, int(stubborn), int(plain)
 
 
 def _group_dirs(parent: str) -> list[Path]:
@@ -268,10 +270,10 @@ def _group_dirs(parent: str) -> list[Path]:
 @pytest.mark.parametrize("mode", ["exit", "raise"])
 def test_a_harness_that_ends_without_close_leaves_nothing(tmp_path, mode):
     _need_root_cgroups(CGROUP_ROOT, Limits(cpus=0.5)).close()
-    proc, parent, replica = _harness(mode, tmp_path)
+    proc, parent, stubborn, plain = _harness(mode, tmp_path)
     assert proc.wait(20) == (0 if mode == "exit" else 1)
     assert _group_dirs(parent) == []
-    assert not Path(f"/proc/{replica}").exists()
+    assert not _alive(stubborn) and not _alive(plain)
 
 
 def test_after_sigkill_of_the_harness_the_next_preflight_cleans(tmp_path):
@@ -279,12 +281,13 @@ def test_after_sigkill_of_the_harness_the_next_preflight_cleans(tmp_path):
     parent-death SIGTERM, so it is still in there; the next run's preflight kills it
     and removes the groups of the dead run."""
     _need_root_cgroups(CGROUP_ROOT, Limits(cpus=0.5)).close()
-    proc, parent, replica = _harness("wait", tmp_path)
+    proc, parent, replica, plain = _harness("wait", tmp_path)
     proc.kill()
     proc.wait(10)
     time.sleep(0.3)
     assert _group_dirs(parent), "SIGKILL leaves the groups behind"
-    assert Path(f"/proc/{replica}").exists()
+    assert _alive(replica)
+    assert not _alive(plain), "the parent-death signal ended the ordinary replica"
     cgroups = ReplicaCgroups("pytest next run", Limits(cpus=0.5))
     cgroups.preflight()
     try:
