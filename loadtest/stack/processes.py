@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -30,13 +31,32 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _child_setup(tied_to_parent: bool,
+                 preexec: Callable[[], None] | None) -> Callable[[], None] | None:
+    if preexec is None:
+        return _die_with_parent if tied_to_parent else None
+
+    def setup() -> None:
+        if tied_to_parent:
+            _die_with_parent()
+        preexec()
+    return setup
+
+
 def spawn(
     argv: list[str],
     log_path: Path,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     tied_to_parent: bool = True,
+    preexec: Callable[[], None] | None = None,
 ) -> subprocess.Popen:
+    """Start ``argv`` in its own session, output to ``log_path``.
+
+    ``preexec`` runs in the child between fork and exec, after the parent-death
+    signal is set (e.g. joining a cgroup, so that every process the child starts
+    is born inside it).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
     try:
@@ -48,7 +68,7 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if tied_to_parent else None,
+            preexec_fn=_child_setup(tied_to_parent, preexec),
         )
     finally:
         log.close()
