@@ -45,7 +45,7 @@ class HelloUser(ScalecheckHttpUser):
 
     @task
     def hello(self) -> None:
-        arrivals = harness.arrivals()
+        arrivals = harness.arrivals(self.environment)
         if arrivals is None:  # closed model: send, wait for the answer, send again
             self.client.get("/", headers=HEADERS, name="/")
         else:  # open model: take the next arrival at its time

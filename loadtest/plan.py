@@ -19,8 +19,6 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-from locust.util.timespan import parse_timespan
-
 
 class PlanError(Exception):
     """The options do not make a plan; the message is one line."""
@@ -122,7 +120,14 @@ def seconds(text: str) -> float:
         return float(text[:-2]) / 1000
     if text.endswith("s") and _number(text[:-1]):
         return float(text[:-1])
-    return float(parse_timespan(text))
+    parts = _SPAN.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 # -- replicas over time ------------------------------------------------------------
@@ -290,12 +295,9 @@ class RunPlan:
         }
 
 
-def build_plan(opts, controlled: bool | None = None) -> RunPlan:
-    """The plan for validated options (``loadtest.options.HarnessOptions``)."""
-    from loadtest.stack import backend_class
-
-    if controlled is None:
-        controlled = backend_class(opts.stack).controlled
+def build_plan(opts, controlled: bool = True) -> RunPlan:
+    """The plan for validated options (``loadtest.options.HarnessOptions``); ``controlled``:
+    the stack is the harness's to scale (its backend says so)."""
     model = opts.load_model
     users = opts.users if opts.users is not None else 1
     for name, value in (("-u/--users", users), ("--arrival-rate", opts.arrival_rate)):
@@ -346,7 +348,8 @@ def build_plan(opts, controlled: bool | None = None) -> RunPlan:
             min_replicas=opts.min_replicas, max_replicas=opts.max_replicas,
             period=opts.autoscale_period, scale_down_window=opts.scale_down_window,
             tolerance=opts.hpa_tolerance, stable_window=opts.kpa_stable_window,
-            panic_threshold=opts.kpa_panic_threshold)
+            panic_threshold=opts.kpa_panic_threshold,
+            cpu_request=getattr(getattr(opts, "limits", None), "request", None))
 
     faults = tuple(sorted((parse_fault(f) for f in opts.faults), key=lambda f: f.at))
     for fault in faults:

@@ -16,7 +16,7 @@ class PlanShape(LoadTestShape):
     use_common_options = True  # -u and -r (and the web UI's fields) set the users
 
     def tick(self):
-        h = harness.current()
+        h = harness.current(self.runner.environment if self.runner else None)
         if h is None:
             return None
         return h.tick()

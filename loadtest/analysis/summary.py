@@ -34,6 +34,7 @@ from loadtest.analysis.distribution import ReplicaChanges, window_distribution
 from loadtest.analysis.faults import analyse_faults, fault_slice_window
 from loadtest.analysis.load import NEEDED, AnalysisInputError, LoadedRun
 from loadtest.analysis.passes import Accumulator, Chunk, InputError, run_passes
+from loadtest.analysis.state_history import StateHistory
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.throughput import Slice, Timeline, scaling_efficiency
 from loadtest.analysis.windows import (
@@ -109,6 +110,7 @@ class Accumulators:
     changes: list[ReplicaChanges]
     timeline: Timeline
     counter: EpochedCounter
+    state: StateHistory
 
     @classmethod
     def build(cls, w: RunWindows, meta: dict, stats: dict, t: Thresholds,
@@ -140,12 +142,13 @@ class Accumulators:
                    {lv: PerSecond(acc.windows, w.t_min) for lv, acc in levels.items()},
                    changes, Timeline(w.t_min, w.t_max),
                    EpochedCounter(counter.get("before"), counter.get("after"), w.resets,
-                                  stats["counter_min"], stats["counter_max"], t.clock_skew_ms))
+                                  stats["counter_min"], stats["counter_max"], t.clock_skew_ms),
+                   StateHistory(t, _clock_margin(meta, t)))
 
     def all(self) -> list[Accumulator]:
         return [*self.stages, *self.segments, *self.transitions, *self.faults.values(),
                 *self.levels.values(), *self.per_second.values(), *self.changes,
-                self.timeline, self.counter]
+                self.timeline, self.counter, self.state]
 
 
 class PlotSample:
@@ -197,8 +200,8 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         "requests": st["rows"],
         "verdict": v.compose(checks),
         **{k: f[k] for k in ("stages", "segments", "levels", "transitions", "changes",
-                             "deaths", "consistency", "faults", "autoscaling", "capacity",
-                             "bottleneck")},
+                             "deaths", "consistency", "state", "faults", "autoscaling",
+                             "capacity", "bottleneck")},
         "checks": [c.to_dict() for c in checks],
         "totals": f["totals"],
         "run": f["run"],
@@ -278,7 +281,8 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
         "transitions": trans_out, "changes": changes,
         "deaths": [{"hostname": e["hostname"], "t": e["t"], "planned": e["hostname"] in killed}
                    for e in w.events if e.get("event") == ev.REPLICA_DIED],
-        "consistency": accs.counter.result(), "anomalies": anomalies, "faults": faults,
+        "consistency": accs.counter.result(), "state": accs.state.result(),
+        "anomalies": anomalies, "faults": faults,
         "autoscaling": analyse_autoscaling(meta, timeline, slo, t.capacity_per_replica,
                                            t.flap_window_s),
         "bottleneck": bottleneck,
@@ -294,6 +298,13 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
         if controlled and not plan.get("autoscale") else None,
         "bad_parts": run.bad_parts, "baseline": baseline,
     }
+
+
+def _clock_margin(meta: dict, t: Thresholds) -> float:
+    """Clocks of several load-generating processes may disagree: real-time order between
+    their operations is certain only beyond this margin."""
+    workers = (meta.get("totals") or {}).get("by_worker") or {}
+    return t.clock_skew_ms / 1000 if len(workers) > 1 else 0.0
 
 
 def _levels(accs: Accumulators) -> list[dict]:

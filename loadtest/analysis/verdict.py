@@ -484,9 +484,16 @@ def regression_checks(f: dict, t: Thresholds) -> list[Check]:
 
 #: Every checker: a function of the findings and the thresholds to checks. Composed as
 #: Jepsen composes its checkers; one that raises is "not checked", never a pass.
+def state_checks(f: dict, t: Thresholds) -> list[Check]:
+    """Registers, sets, session guarantees and logins (``loadtest.ops``), Jepsen-style."""
+    from loadtest.analysis.state_checks import state_checks as checks
+
+    return checks(f["state"], t)
+
+
 CHECKERS: list[Callable[[dict, Thresholds], list[Check]]] = [
     run_checks, records_checks, counter_checks, load_checks, scaling_checks, stack_checks,
-    transition_checks, fault_checks, autoscaling_checks, regression_checks]
+    transition_checks, fault_checks, autoscaling_checks, regression_checks, state_checks]
 
 
 def check_all(f: dict, t: Thresholds, checkers=None) -> list[Check]:

@@ -89,6 +89,7 @@ class StackSettings:
     health_path: str | None = None          # the app's health path (None: the backend's default)
     counter_read: str | None = None         # redis:SERVICE:KEY, where the shared counter lives
     ready_timeout: float | None = None      # how long a new replica gets (None: the backend's)
+    limits: Any = None                      # stack.limits.Limits: each replica's CPU and memory
     options: dict[str, Any] = field(default_factory=dict)  # the backend's own, by dest name
 
 
@@ -213,6 +214,11 @@ class Stack(ABC):
 
     def balancer_version(self) -> str | None:
         return None
+
+    def parts(self) -> dict[str, list[int]]:
+        """The processes of each part, for the CPU sampler: ``balancer``, ``store``,
+        ``replica:<name>`` -> root pids (their children count too)."""
+        raise Unsupported(f"the {self.name} stack cannot tell its processes")
 
     def balancer_access_log(self) -> Path | None:
         """Where the balancer logs which server answered each request, by request id

@@ -85,6 +85,7 @@ class ComposeStack(DockerStack):
         app_port: int | None = None,
         health_path: str | None = None,
         counter_read: str | None = None,
+        limits=None,
     ) -> None:
         ours = compose_file is None
         chosen = Path(compose_file or DEFAULT_FILE).resolve()
@@ -103,6 +104,7 @@ class ComposeStack(DockerStack):
         if counter_read is None and ours:
             counter_read = f"redis:redis:{self.counter_key}"
         self.counter_read = counter_read
+        self.limits = limits
         try:
             self.store_service, self.counter_key = (
                 cf.counter_location(counter_read)[1:] if counter_read else
@@ -122,6 +124,7 @@ class ComposeStack(DockerStack):
         self._pending_error: str | None = None
         self._balancer_reported = False
         self._restarting_balancer = False
+        self._oom: set[str] = set()  # containers the kernel killed for memory
 
     @classmethod
     def add_arguments(cls, add) -> None:
@@ -140,7 +143,7 @@ class ComposeStack(DockerStack):
                    log_dir=settings.log_dir, balancer=settings.balancer,
                    workdir=settings.workdir, app_port=settings.app_port,
                    health_path=settings.health_path,
-                   counter_read=settings.counter_read,
+                   counter_read=settings.counter_read, limits=settings.limits,
                    **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
                       else {}))
 
@@ -183,7 +186,7 @@ class ComposeStack(DockerStack):
                                           f"not in {self.file.name}")
             spec = self._balancer_spec()
             self.workdir.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump(cf.harness_config(resolved, self._scaled, spec),
+            text = yaml.safe_dump(cf.harness_config(resolved, self._scaled, spec, self.limits),
                                   sort_keys=False)
         except cf.ComposeFileError as exc:
             raise StackError(str(exc)) from None
@@ -382,7 +385,7 @@ class ComposeStack(DockerStack):
         try:
             seen = list(self._client.events(
                 since=int(self._events_since), until=int(until) + 1, decode=True,
-                filters={"type": "container", "event": ["die"],
+                filters={"type": "container", "event": ["die", "oom"],
                          "label": [f"com.docker.compose.project={self.project}"]}))
         except Exception as exc:  # noqa: BLE001 - the engine's API; say it once
             raise StackError(f"cannot read Docker's events: {str(exc)[:120]}") from None
@@ -392,6 +395,9 @@ class ComposeStack(DockerStack):
                 continue
             cid = item.get("id") or item.get("Actor", {}).get("ID", "")
             attrs = item.get("Actor", {}).get("Attributes", {})
+            if (item.get("status") or item.get("Action")) == "oom":
+                self._oom.add(cid)  # its die follows: say why
+                continue
             service = attrs.get("com.docker.compose.service")
             code = attrs.get("exitCode")
             if service == self.service and cid not in self._expected_exits:
@@ -403,8 +409,10 @@ class ComposeStack(DockerStack):
                         self._runtime.forget(name)
                     except StackError:
                         pass  # HAProxy's own check takes it out
-                noticed.append(self._event(ev.REPLICA_DIED, hostname=name, returncode=code,
-                                           noticed=until))
+                noticed.append(self._event(
+                    ev.REPLICA_DIED, hostname=name, returncode=code, noticed=until,
+                    **({"reason": "out of memory (its memory limit)"} if cid in self._oom
+                       else {})))
                 noticed[-1]["t"] = t
             elif service == cf.BALANCER_SERVICE and not self._balancer_reported \
                     and not self._restarting_balancer:
@@ -478,6 +486,18 @@ class ComposeStack(DockerStack):
         return traefik_rows(TraefikApi(self.api_port).service(f"{cf.TRAEFIK_ROUTER}@docker"),
                             by_ip, by_host=True)
 
+    def parts(self) -> dict[str, list[int]]:
+        """The containers' processes (their pids on this machine): the sampler reads them."""
+        out: dict[str, list[int]] = {}
+        for name, container in self._replica_containers().items():
+            if pid := container.attrs.get("State", {}).get("Pid"):
+                out[f"replica:{name}"] = [pid]
+        for part, service in (("balancer", cf.BALANCER_SERVICE), ("store", self.store_service)):
+            found = self._service_containers(service) if service else []
+            if found and (pid := found[0].attrs.get("State", {}).get("Pid")):
+                out[part] = [pid]
+        return out
+
     def balancer_access_log(self) -> Path | None:
         if self.balancer != "traefik":
             return None
@@ -519,7 +539,10 @@ class ComposeStack(DockerStack):
 
     def _cli(self, args: list[str], what: str, project: bool = True, check: bool = True) -> str:
         if project:
-            args = ["-f", str(self._run_file), "-p", self.project,
+            # Compose v1 applies deploy.resources.limits only in its compatibility mode.
+            compat = ["--compatibility"] if self.limits is not None and self.limits.limited \
+                and self._compose == ["docker-compose"] else []
+            args = [*compat, "-f", str(self._run_file), "-p", self.project,
                     "--project-directory", str(self.file.parent), *args]
         return engine.run_cli([*self._compose, *args], self.env,
                               f"{' '.join(self._compose)} {what}", cwd=str(self.file.parent),

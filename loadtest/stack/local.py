@@ -43,6 +43,7 @@ from loadtest.stack.base import (
     require_binary,
     wait_until,
 )
+from loadtest.stack.limits import Limits, ReplicaCgroups
 from loadtest.stack.linkproxy import send_command
 
 
@@ -81,6 +82,7 @@ class LocalStack(Stack):
         store_proxy: bool = False,
         app: AppSpec | None = None,
         counter_key: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         super().__init__()
         if balancer not in self.balancers:
@@ -98,6 +100,10 @@ class LocalStack(Stack):
         self.counter_key = counter_key or self.app_env.get("COUNTER_KEY", "counter")
         # Our app's counter is known; another app's is read only where the user says.
         self.reads_counter = self.app.ours or counter_key is not None
+        # Each replica in a cgroup of its own, as a pod's limits put it (root needed).
+        self.limits = limits or Limits()
+        self.cgroups = ReplicaCgroups(f"local-{port}", self.limits) \
+            if self.limits.limited else None
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.store_proxy = store_proxy
@@ -158,6 +164,7 @@ class LocalStack(Stack):
                    app_env=settings.app_env, balancer=settings.balancer,
                    api_port=settings.api_port,
                    store_proxy=bool(opts.get("store_proxy")), app=app, counter_key=key,
+                   limits=settings.limits,
                    **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
                       else {}))
 
@@ -170,6 +177,8 @@ class LocalStack(Stack):
         return f"http://127.0.0.1:{self._lb.paths.api_port}" if self._lb else None
 
     def preflight(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.preflight()  # one line without the rights: before anything starts
         if self.app.needs_redis:
             require_binary("redis-server")
         if self.balancer == "haproxy":
@@ -264,6 +273,8 @@ class LocalStack(Stack):
                 if popen is not None:
                     processes.stop(popen, timeout=5)
                     setattr(self, name, None)
+            if self.cgroups is not None:
+                self.cgroups.close()
             self._release_port()
             self._cleanup_dirs()
 
@@ -279,11 +290,22 @@ class LocalStack(Stack):
         if not self._up:
             return noticed
         for proc in list(self._replicas.values()):
+            name = proc.replica.hostname
+            oom = self.cgroups is not None and proc.replica.state in ("up", "paused") and \
+                self.cgroups.oom_killed(name)
+            if oom and proc.popen.poll() is None:
+                # cgroup v1 kills one process (a worker its arbiter would replace): the
+                # replica went over its limit, so it is dead, as a pod OOM-killed is.
+                processes.stop(proc.popen, timeout=1, sig=signal.SIGKILL)
             if proc.replica.state in ("up", "paused") and proc.popen.poll() is not None:
                 proc.replica.state = "dead"
-                self._routed_since.pop(proc.replica.hostname, None)
-                noticed.append(self._event(ev.REPLICA_DIED, hostname=proc.replica.hostname,
-                                           returncode=proc.popen.returncode))
+                self._routed_since.pop(name, None)
+                noticed.append(self._event(
+                    ev.REPLICA_DIED, hostname=name, returncode=proc.popen.returncode,
+                    **({"reason": "out of memory (its cgroup's limit "
+                                  f"{self.limits.memory_bytes} bytes)"} if oom else {})))
+                if self.cgroups is not None:
+                    self.cgroups.release(name)
                 if self._lb is not None and self._lb.alive():
                     try:
                         self._lb.forget(proc.replica.hostname)
@@ -331,6 +353,17 @@ class LocalStack(Stack):
 
     def replica_since(self) -> dict[str, float | None]:
         return dict(self._routed_since)
+
+    def parts(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        if self._lb is not None and self._lb.process is not None:
+            out["balancer"] = [self._lb.process.pid]
+        if self._redis is not None:
+            out["store"] = [self._redis.pid]
+        for proc in list(self._replicas.values()):
+            if proc.replica.state in ("up", "paused", "draining"):
+                out[f"replica:{proc.replica.hostname}"] = [proc.popen.pid]
+        return out
 
     def describe(self) -> dict:
         return {**super().describe(), "redis_port": self._redis_port,
@@ -543,7 +576,9 @@ class LocalStack(Stack):
         env = self.app.environment(self.app_env, hostname, port, redis_port)
         try:
             popen = processes.spawn(self.app.argv(port), self.log_dir / f"{hostname}.log",
-                                    env=env, cwd=self.app.working_dir())
+                                    env=env, cwd=self.app.working_dir(),
+                                    preexec=self.cgroups.prepare(hostname)
+                                    if self.cgroups is not None else None)
         except OSError as exc:
             raise StackError(f"--app-cmd cannot be started: {exc.strerror or exc}") from None
         proc = _Proc(Replica(hostname, f"127.0.0.1:{port}", "starting", popen.pid, time.time()),
@@ -570,6 +605,8 @@ class LocalStack(Stack):
         processes.stop_all([proc.popen for proc in victims], timeout=self.app.stop_grace)
         for proc in victims:
             proc.replica.state = "removed"
+            if self.cgroups is not None:
+                self.cgroups.release(proc.replica.hostname)
             self._event(ev.REPLICA_REMOVED, hostname=proc.replica.hostname)
 
 

@@ -74,8 +74,10 @@ class SwarmStack(DockerStack):
         log_dir: Path | None = None,
         ready_timeout: float = 120.0,
         env: dict[str, str] | None = None,
+        limits=None,
     ) -> None:
         super().__init__(port, api_port, log_dir, ready_timeout, env)
+        self.limits = limits
         self.file = Path(stack_file or STACK_FILE).resolve()
         self.stack_name = stack_name or f"scalecheck-{uuid.uuid4().hex[:8]}"
         self.network = f"{self.stack_name}-net"
@@ -110,6 +112,7 @@ class SwarmStack(DockerStack):
     def from_settings(cls, settings: StackSettings) -> SwarmStack:
         return cls(port=settings.port, stack_file=settings.options.get("swarm_stack_file")
                    or None, api_port=settings.api_port, log_dir=settings.log_dir,
+                   limits=settings.limits,
                    **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
                       else {}))
 
@@ -170,6 +173,11 @@ class SwarmStack(DockerStack):
         if self.service not in names:
             have = ", ".join(sorted(n.removeprefix(self.stack_name + "_") for n in names))
             raise StackError(f"{self.file.name} has no service {APP!r} (it has: {have or 'none'})")
+        if self.limits is not None and self.limits.limited:  # Docker's own limits, per task
+            self._docker(["service", "update", "--detach", *(
+                ["--limit-cpu", f"{self.limits.cpus:g}"] if self.limits.cpus else []), *(
+                ["--limit-memory", str(self.limits.memory_bytes)]
+                if self.limits.memory_bytes else []), self.service])
         labels = self._client.api.inspect_service(self.service)["Spec"].get("Labels") or {}
         found = [m.group(1) for key in labels
                  if (m := re.fullmatch(r"traefik\.http\.services\.([^.]+)\.loadbalancer\..+", key))]

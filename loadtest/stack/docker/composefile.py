@@ -144,11 +144,23 @@ class BalancerSpec:
     docker_socket: str = "/var/run/docker.sock"
 
 
-def harness_config(config: dict, scaled: ScaledService, balancer: BalancerSpec) -> dict:
-    """The configuration the harness runs: a copy of ``config`` with its balancer added."""
+def harness_config(config: dict, scaled: ScaledService, balancer: BalancerSpec,
+                   limits=None) -> dict:
+    """The configuration the harness runs: a copy of ``config`` with its balancer added.
+    ``limits`` (``stack.limits.Limits``): each replica's CPU and memory, as Docker's own
+    limits (``deploy.resources.limits``: Compose v2 applies them, v1 with
+    ``--compatibility``)."""
     out = copy.deepcopy(config)
     svc = out["services"][scaled.name]
     svc.pop("ports", None)
+    if limits is not None and limits.limited:
+        wanted = {}
+        if limits.cpus is not None:
+            wanted["cpus"] = f"{limits.cpus:g}"
+        if limits.memory_bytes is not None:
+            wanted["memory"] = str(limits.memory_bytes)
+        resources = svc.setdefault("deploy", {}).setdefault("resources", {})
+        resources["limits"] = {**(resources.get("limits") or {}), **wanted}
     if balancer.kind == "traefik":
         labels = {k: v for k, v in _labels(svc).items() if not k.startswith("traefik.")}
         labels.update(traefik_labels(scaled.port, balancer.health_path))

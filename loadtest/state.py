@@ -1,0 +1,98 @@
+"""The locustfile for the hello app's state: keys, sets and sessions, checked Jepsen-style.
+
+    locust -f loadtest/state.py --headless -u 12 -r 12 --scale-levels 1,3,2 --stage-time 20s
+    KV_MODE=cached SESSION_MODE=memory locust -f loadtest/state.py ...   # the faulty modes
+
+The same options as ``loadtest/hello.py``. Each user logs in once, then writes values of
+its own to a few shared keys (unique: the user and a sequence number), reads them back,
+adds elements to a shared list and reads it all, and asks who it is. Every request says
+what it did to the app's state (``loadtest.ops``); ``analyze.py`` checks the history:
+linearizability of each key, the session guarantees, lost and stale elements, and
+sessions honoured by every replica.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sys
+
+# Run as ``locust -f loadtest/state.py`` from anywhere: make the package importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from locust import constant, events, task  # noqa: E402
+
+from loadtest import harness  # noqa: E402
+from loadtest.ops import operation, saw  # noqa: E402
+from loadtest.shape import PlanShape  # noqa: E402, F401 - Locust picks the shape up from here
+from loadtest.users import ScalecheckHttpUser  # noqa: E402
+
+harness.install(events, defaults={"counter_field": "none"})  # state, not a visit counter
+_user_ids = itertools.count(1)
+KEYS = [f"k{n}" for n in range(8)]   # shared by every user: concurrent writers and readers
+SETS = ["log"]
+JSON = {"Accept": "application/json"}
+
+
+def _json(resp) -> dict:
+    try:
+        body = resp.json()
+        return body if isinstance(body, dict) else {}
+    except ValueError:
+        return {}
+
+
+class StateUser(ScalecheckHttpUser):
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.user_id = next(_user_ids)
+        self.name = f"user-{self.user_id}"
+        self._context = {"user": self.user_id}
+        self.sequence = itertools.count(1)
+        self.client.post("/login", json={"user": self.name}, headers=JSON, name="/login",
+                         context=operation("login", value=self.name))
+
+    def context(self) -> dict:
+        return self._context
+
+    @task(3)
+    def write(self) -> None:
+        key = random.choice(KEYS)
+        value = f"{self.name}:{next(self.sequence)}"  # unique: the checkers need no guess
+        self.client.put(f"/kv/{key}", json=value, headers=JSON, name="/kv write",
+                        context=operation("write", key, value))
+
+    @task(5)
+    def read(self) -> None:
+        key = random.choice(KEYS)
+        with self.client.get(f"/kv/{key}", headers=JSON, name="/kv read", catch_response=True,
+                             context=operation("read", key)) as resp:
+            if resp.status_code == 200:
+                saw(resp, _json(resp).get("value"))
+            resp.success() if resp.status_code == 200 else resp.failure(
+                f"HTTP {resp.status_code}")
+
+    @task(2)
+    def add(self) -> None:
+        key = random.choice(SETS)
+        element = f"{self.name}:{next(self.sequence)}"
+        self.client.post(f"/set/{key}", json=element, headers=JSON, name="/set add",
+                         context=operation("add", key, element))
+
+    @task(1)
+    def read_all(self) -> None:
+        key = random.choice(SETS)
+        with self.client.get(f"/set/{key}", headers=JSON, name="/set read",
+                             catch_response=True, context=operation("read-all", key)) as resp:
+            if resp.status_code == 200:
+                saw(resp, _json(resp).get("value"))
+
+    @task(2)
+    def me(self) -> None:
+        with self.client.get("/me", headers=JSON, name="/me", catch_response=True,
+                             context=operation("session")) as resp:
+            saw(resp, _json(resp).get("user"))
+            if resp.status_code == 401:
+                resp.success()  # the answer is the checkers' to judge, not Locust's error
