@@ -180,7 +180,7 @@ class Conductor:
             if self.replace_dead:
                 self.rescale(self.level, by="replace-dead")
         elif kind == ev.BALANCER_DIED:
-            if self.faults is not None and self.faults.restarting_balancer:
+            if self.stack.events.expected("balancer", event["t"]):
                 return
             self.on_fatal(f"the balancer ({event.get('balancer')}) exited "
                           f"(code {event.get('returncode')}); the run cannot go on")

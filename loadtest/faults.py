@@ -31,7 +31,6 @@ class FaultInjector:
         self.stack = stack
         self.events = events
         self.replicas_hint = replicas_hint
-        self.restarting_balancer = False
         self._next = 0
         self._running: dict[int, gevent.Greenlet] = {}
         self._undo: dict[int, Callable[[], None]] = {}
@@ -101,14 +100,11 @@ class FaultInjector:
         self._event(ev.FAULT_ENDED, index, kind=spec.kind, **details)
 
     def _restart_balancer(self, index: int, spec: FaultSpec) -> None:
-        self.restarting_balancer = True
-        try:
-            with self.stack.lock:  # not in the middle of a rescale
-                self._event(ev.FAULT_APPLIED, index, kind=spec.kind)
-                self.stack.restart_balancer()
-            self._event(ev.FAULT_ENDED, index, kind=spec.kind)
-        finally:
-            self.restarting_balancer = False
+        # The balancer's stop is ours: no watcher may take it for a death.
+        with self.events.expecting("balancer"), self.stack.lock:  # not during a rescale
+            self._event(ev.FAULT_APPLIED, index, kind=spec.kind)
+            self.stack.restart_balancer()
+        self._event(ev.FAULT_ENDED, index, kind=spec.kind)
 
     def _latency(self, index: int, spec: FaultSpec) -> None:
         self.stack.disturb_store_link(latency_ms=spec.latency_ms)

@@ -310,7 +310,8 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
     cls = backend_class(stack["stack"])
     values = {**stack, **_fields(get, stack["stack"], cls), **_locust(get, stack["stack"]),
               **_load(get), **_app(get), **_limits(get)}
-    values.update(_levels(get, cls, values), **_autoscale(get, cls, values["max_replicas"]))
+    values.update(_levels(get, cls, values))
+    values.update(_autoscale(get, cls, values["max_replicas"]))
     options = HarnessOptions(
         **values, replace_dead=bool(get("replace_dead")), run_dir=str(get("run_dir") or ""),
         faults=_fault_list(get("fault") or []),

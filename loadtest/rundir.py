@@ -48,10 +48,6 @@ def create_run_dir(path: Path, reports: Path = Path("reports")) -> Path:
     return path
 
 
-def new_run_dir(requested: str, reports: Path = Path("reports")) -> Path:
-    return create_run_dir(choose_run_dir(requested, reports), reports)
-
-
 def point_latest(run_dir: Path, reports: Path = Path("reports")) -> None:
     """``reports/latest`` → the newest run, when the run lives under reports/."""
     try:
@@ -202,7 +198,3 @@ class RunRecord:
                     log.error("scalecheck: cannot write %s: %s", path, exc.strerror or exc)
                 self._save_failed = True
         return False
-
-
-def load_run(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / RUN_JSON).read_text())

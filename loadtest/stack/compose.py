@@ -116,14 +116,12 @@ class ComposeStack(DockerStack):
         self._runtime: HAProxyServers | None = None
         self._started = False
         self._events_since: float | None = None
-        self._expected_exits: set[str] = set()
         self._known: dict[str, str] = {}   # container id -> hostname, of every replica seen
         self._removing: dict[str, str] = {}  # container id -> hostname, leaving
         self._routed: set[str] = set()      # hostnames recorded as added
         self._pending: threading.Thread | None = None
         self._pending_error: str | None = None
         self._balancer_reported = False
-        self._restarting_balancer = False
         self._oom: set[str] = set()  # containers the kernel killed for memory
 
     @classmethod
@@ -279,7 +277,8 @@ class ComposeStack(DockerStack):
         victims = sorted(current, key=_number)[replicas:]
         names = {c.id: self._hostname(c) for c in victims}
         self._removing.update(names)
-        self._expected_exits.update(names)
+        for cid in names:
+            self.events.expect(cid)  # Compose stops it: no death
         for name in names.values():
             self._event(ev.REPLICA_REMOVING, hostname=name)
         if self._runtime is not None:
@@ -400,8 +399,8 @@ class ComposeStack(DockerStack):
                 continue
             service = attrs.get("com.docker.compose.service")
             code = attrs.get("exitCode")
-            if service == self.service and cid not in self._expected_exits:
-                self._expected_exits.add(cid)
+            if service == self.service and not self.events.expected(cid):
+                self.events.expect(cid)  # reported once
                 name = self._known.get(cid) or cid[:12]
                 self._routed.discard(name)
                 if self._runtime is not None and name in self._runtime.servers:
@@ -415,7 +414,7 @@ class ComposeStack(DockerStack):
                        else {})))
                 noticed[-1]["t"] = t
             elif service == cf.BALANCER_SERVICE and not self._balancer_reported \
-                    and not self._restarting_balancer:
+                    and not self.events.expected("balancer", t):
                 self._balancer_reported = True
                 noticed.append(self._event(ev.BALANCER_DIED, balancer=self.balancer,
                                            returncode=code))
@@ -447,8 +446,7 @@ class ComposeStack(DockerStack):
         engine.wait_redis_back(lambda: self._store_container(required=False), timeout=20)
 
     def restart_balancer(self) -> None:
-        self._restarting_balancer = True
-        try:
+        with self.events.expecting("balancer"):
             found = self._service_containers(cf.BALANCER_SERVICE)
             if not found:
                 raise StackError("the balancer's container is not running")
@@ -459,8 +457,6 @@ class ComposeStack(DockerStack):
                 for name, container in self._replica_containers().items():
                     self._runtime.add(name, f"{self._ip(container)}:{self._port()}")
             self._wait_routed(len(self.replicas()))
-        finally:
-            self._restarting_balancer = False
 
     def _wait_admin(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -20,13 +20,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-import redis
 
 from loadtest import events as ev
 from loadtest.stack import processes
@@ -44,7 +42,7 @@ from loadtest.stack.base import (
     wait_until,
 )
 from loadtest.stack.limits import Limits, ReplicaCgroups
-from loadtest.stack.linkproxy import send_command
+from loadtest.stack.store import LocalStore
 
 
 def make_balancer(name: str, paths: BalancerPaths) -> LocalBalancer:
@@ -107,19 +105,13 @@ class LocalStack(Stack):
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.store_proxy = store_proxy
-        self._redis_port: int | None = None
-        self._redis: subprocess.Popen | None = None
-        self._redis_dir: Path | None = None
-        self._store_stopping = False
-        self._proxy: subprocess.Popen | None = None
-        self._proxy_ports: tuple[int, int] | None = None  # (listen, control)
+        self.store = LocalStore(self.workdir, self.log_dir, self.events)
         self._lb: LocalBalancer | None = None
         self._replicas: dict[str, _Proc] = {}
         self._routed_since: dict[str, float] = {}
         self._next_id = 1
         self._up = False
         self._balancer_reported = False
-        self._store_reported = False
 
     @classmethod
     def add_arguments(cls, add) -> None:
@@ -196,12 +188,10 @@ class LocalStack(Stack):
         with self.lock:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._up = True
+            if self.store_proxy and not self.app.needs_redis:
+                raise StackError("faults on the Redis link need a Redis (--with-redis)")
             if self.app.needs_redis:
-                self._start_redis()
-            if self.store_proxy:
-                if self._redis_port is None:
-                    raise StackError("faults on the Redis link need a Redis (--with-redis)")
-                self._start_proxy()
+                self.store.start(with_proxy=self.store_proxy)
             paths = BalancerPaths(self.port, api_port_or_free(self._api_port), self.workdir,
                                   self.log_dir, self.app.check_path)
             self._lb = make_balancer(self.balancer, paths)
@@ -236,17 +226,9 @@ class LocalStack(Stack):
                 if p.replica.state in ("up", "paused")]
 
     def read_counter(self) -> int | None:
-        if self._redis_port is None or not self.reads_counter:
+        if self.store.port is None or not self.reads_counter:
             return None
-        client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=2,
-                             retry=None)
-        try:
-            value = client.get(self.counter_key)
-        except redis.RedisError as exc:
-            raise StackError(f"cannot read the counter from Redis: {exc}") from None
-        finally:
-            client.close()
-        return int(value) if value is not None else 0
+        return self.store.read(self.counter_key)
 
     def down(self) -> None:
         with self.lock:
@@ -259,8 +241,6 @@ class LocalStack(Stack):
             for proc in self._replicas.values():
                 if proc.replica.state == "paused":
                     _signal_group(proc.popen, signal.SIGCONT)
-            if self._redis is not None:
-                _signal_group(self._redis, signal.SIGCONT)
             processes.stop_all([p.popen for p in self._replicas.values()
                                 if p.popen.poll() is None])
             for proc in self._replicas.values():
@@ -268,11 +248,7 @@ class LocalStack(Stack):
                     proc.replica.state = "stopped"
             if self._lb is not None:
                 self._lb.stop()
-            for name in ("_proxy", "_redis"):
-                popen = getattr(self, name)
-                if popen is not None:
-                    processes.stop(popen, timeout=5)
-                    setattr(self, name, None)
+            self.store.stop()
             if self.cgroups is not None:
                 self.cgroups.close()
             self._release_port()
@@ -312,19 +288,14 @@ class LocalStack(Stack):
                     except StackError:
                         pass  # the balancer's own health check takes it out
                 processes.stop(proc.popen)
-        if self._lb is not None and not self._lb.alive() and not self._balancer_reported:
+        if self._lb is not None and not self._lb.alive() and not self._balancer_reported \
+                and not self.events.expected("balancer"):
             self._balancer_reported = True
             noticed.append(self._event(ev.BALANCER_DIED, balancer=self.balancer,
                                        returncode=self._lb.returncode()))
-        if self._redis is not None and self._redis.poll() is not None \
-                and not self._store_stopping and not self._store_reported:
-            self._store_reported = True
-            noticed.append(self._event(ev.STORE_DIED, store="redis",
-                                       returncode=self._redis.returncode))
+        if (died := self.store.died()) is not None:
+            noticed.append(died)
         return noticed
-
-    def balancer_alive(self) -> bool:
-        return self._lb is not None and self._lb.alive()
 
     # -- optional verbs ------------------------------------------------------------
 
@@ -358,15 +329,15 @@ class LocalStack(Stack):
         out: dict[str, list[int]] = {}
         if self._lb is not None and self._lb.process is not None:
             out["balancer"] = [self._lb.process.pid]
-        if self._redis is not None:
-            out["store"] = [self._redis.pid]
+        if self.store.popen is not None:
+            out["store"] = [self.store.popen.pid]
         for proc in list(self._replicas.values()):
             if proc.replica.state in ("up", "paused", "draining"):
                 out[f"replica:{proc.replica.hostname}"] = [proc.popen.pid]
         return out
 
     def describe(self) -> dict:
-        return {**super().describe(), "redis_port": self._redis_port,
+        return {**super().describe(), "redis_port": self.store.port,
                 "balancer_api": self.api_url, "store_proxy": self.store_proxy,
                 "app_cmd": self.app.command, "app_dir": self.app.cwd,
                 "health_path": self.app.check_path, "drain_time_s": self.app.drain_time,
@@ -396,52 +367,14 @@ class LocalStack(Stack):
         self._event(ev.REPLICA_SIGNALLED, hostname=hostname, signal=int(signal.SIGCONT))
 
     def pause_store(self) -> None:
-        if self._redis is None:
-            raise StackError("Redis is not running")
-        _signal_group(self._redis, signal.SIGSTOP)
+        self.store.signal(signal.SIGSTOP)
 
     def resume_store(self) -> None:
-        if self._redis is not None:
-            _signal_group(self._redis, signal.SIGCONT)
+        if self.store.popen is not None:
+            self.store.signal(signal.SIGCONT)
 
     def restart_store(self, persist: bool) -> dict:
-        """Stop Redis (saving first if ``persist``) and start it again on the same port.
-
-        Writes are paused first (CLIENT PAUSE WRITE), so the counter read before the
-        restart is the last value the old instance will ever give: the analysis splits
-        the history there when the restart loses the counter.
-        """
-        if self._redis is None or self._redis_port is None:
-            raise StackError("Redis is not running")
-        self._store_stopping = True
-        try:
-            client = redis.Redis(host="127.0.0.1", port=self._redis_port, socket_timeout=5,
-                                 retry=None)
-            paused_at, before = time.time(), None
-            try:
-                client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
-                paused_at = time.time()
-                before = int(client.get(self.counter_key) or 0)
-                client.shutdown(save=persist, nosave=not persist)
-            except redis.ConnectionError:
-                pass  # SHUTDOWN closes the connection as it goes
-            except redis.RedisError as exc:
-                raise StackError(f"cannot restart Redis: {exc}") from None
-            try:
-                self._redis.wait(10)
-            except subprocess.TimeoutExpired:
-                processes.stop(self._redis)
-            if not persist:
-                (self._redis_dir / "dump.rdb").unlink(missing_ok=True)
-            self._spawn_redis(self._redis_port)
-            wait_until(lambda: _redis_ping(self._redis_port), 10, what="Redis to restart")
-        finally:
-            self._store_stopping = False
-        # A fresh instance starts from the saved value, or from nothing: read now, clients
-        # may already have counted on the new instance.
-        return {"paused_at": paused_at, "counter_before": before,
-                "counter_after": before if persist else 0,
-                "counter_read_after": self.read_counter(), "persist": persist}
+        return self.store.restart(persist, self.counter_key)
 
     def restart_balancer(self) -> None:
         self._lb.restart()
@@ -450,14 +383,10 @@ class LocalStack(Stack):
                    what=f"{self.balancer} to route again after its restart")
 
     def disturb_store_link(self, latency_ms: float = 0.0, reset: bool = False) -> None:
-        if self._proxy_ports is None:
-            raise StackError("the stack was started without the proxy in front of Redis")
-        command = {"reset": True} if reset else {"latency_ms": latency_ms}
-        send_command(("127.0.0.1", self._proxy_ports[1]), command)
+        self.store.disturb_link(latency_ms, reset)
 
     def heal_store_link(self) -> None:
-        if self._proxy_ports is not None:
-            send_command(("127.0.0.1", self._proxy_ports[1]), {"clear": True})
+        self.store.heal_link()
 
     def _pick(self, hostname: str | None) -> _Proc:
         if hostname:
@@ -471,43 +400,6 @@ class LocalStack(Stack):
         return max(up, key=lambda p: p.replica.started or 0)  # the newest, as a rule
 
     # -- parts -------------------------------------------------------------
-
-    def _start_redis(self) -> None:
-        self._redis_dir = self.workdir / "redis"
-        self._redis_dir.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
-            port = free_port()
-            self._spawn_redis(port)
-            try:
-                wait_until(lambda p=port: _redis_ping(p) or self._redis.poll() is not None,
-                           10, what="redis-server to answer")
-            except StackError:
-                processes.stop(self._redis)
-                raise
-            if self._redis.poll() is None:
-                self._redis_port = port
-                return
-        raise StackError("redis-server would not start; see logs/redis.log")
-
-    def _spawn_redis(self, port: int) -> None:
-        self._redis = processes.spawn(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self._redis_dir)],
-            self.log_dir / "redis.log")
-
-    def _start_proxy(self) -> None:
-        listen, control = free_port(), free_port()
-        self._proxy = processes.spawn(
-            [sys.executable, "-m", "loadtest.stack.linkproxy",
-             "--listen", f"127.0.0.1:{listen}", "--to", f"127.0.0.1:{self._redis_port}",
-             "--control", f"127.0.0.1:{control}"],
-            self.log_dir / "linkproxy.log", cwd=str(processes.REPO_ROOT),
-            env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))})
-        wait_until(lambda: _redis_ping(listen) or self._proxy.poll() is not None, 10,
-                   what="the Redis link proxy to answer")
-        if self._proxy.poll() is not None:
-            raise StackError("the Redis link proxy would not start; see logs/linkproxy.log")
-        self._proxy_ports = (listen, control)
 
     def _add_replicas(self, count: int) -> list[str]:
         """Start ``count`` replicas, then put each in the balancer once it is healthy.
@@ -572,8 +464,7 @@ class LocalStack(Stack):
 
     def _spawn_replica(self, hostname: str) -> _Proc:
         port = free_port()
-        redis_port = self._proxy_ports[0] if self._proxy_ports else self._redis_port
-        env = self.app.environment(self.app_env, hostname, port, redis_port)
+        env = self.app.environment(self.app_env, hostname, port, self.store.address_port)
         try:
             popen = processes.spawn(self.app.argv(port), self.log_dir / f"{hostname}.log",
                                     env=env, cwd=self.app.working_dir(),
@@ -615,11 +506,3 @@ def _signal_group(popen: subprocess.Popen, sig: int) -> None:
         os.killpg(popen.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _redis_ping(port: int) -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
-                                retry=None).ping())
-    except redis.RedisError:
-        return False

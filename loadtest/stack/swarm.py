@@ -45,7 +45,8 @@ from loadtest.stack.base import (
 from loadtest.stack.compose import COMPOSE_DIR
 from loadtest.stack.docker import engine
 from loadtest.stack.docker.base import DockerStack
-from loadtest.stack.docker.composefile import BALANCER_LOG_DIR, traefik_access_log_args
+from loadtest.stack.docker.composefile import BALANCER_LOG_DIR, swarm_traefik_args
+from loadtest.stack.docker.swarmdown import tear_down
 from loadtest.stack.docker.swarmnode import SwarmNode, explain
 from loadtest.stack.docker.tasks import TaskTracker, address, lines_by_task, timestamp, wanted
 from loadtest.stack.views import TraefikApi, traefik_rows
@@ -64,6 +65,7 @@ DEFAULT_IMAGES = {"HELLO_IMAGE": ("scalecheck/hello:latest", "scalecheck/hello:l
 class SwarmStack(DockerStack):
     name = "swarm"
     balancers = ("traefik",)
+    owner_label, stack_label = OWNER_LABEL, STACK_LABEL
 
     def __init__(
         self,
@@ -186,25 +188,7 @@ class SwarmStack(DockerStack):
     def _start_traefik(self) -> None:
         import docker
 
-        args = [
-            "--providers.swarm=true",
-            "--providers.swarm.endpoint=unix:///var/run/docker.sock",
-            "--providers.swarm.exposedbydefault=false",
-            f"--providers.swarm.network={self.network}",
-            # The swarm provider polls (15 s by default); it has no event watch.
-            "--providers.swarm.refreshSeconds=1s",
-            # Only this stack: another stack's `hello` router would clash with ours.
-            f"--providers.swarm.constraints=Label(`{STACK_LABEL}`,`{self.stack_name}`)",
-            "--providers.providersThrottleDuration=200ms",
-            # A killed task's address gives no RST on the overlay: fail in 1 s, not 30 s.
-            "--serversTransport.forwardingTimeouts.dialTimeout=1s",
-            "--entrypoints.web.address=:80",
-            "--entrypoints.traefik.address=:8080",
-            "--api.dashboard=true", "--api.insecure=true", "--ping=true",
-            "--log.level=INFO",
-            *(traefik_access_log_args() if self.log_dir else []),
-            "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
-        ]
+        args = swarm_traefik_args(self.network, self.stack_name, bool(self.log_dir))
         volumes = {engine.socket_path(self.env): {"bind": "/var/run/docker.sock", "mode": "ro"}}
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -532,90 +516,14 @@ class SwarmStack(DockerStack):
     # -- down ------------------------------------------------------------------------
 
     def down(self) -> None:
-        """Remove everything this run created, waiting until it is gone; never raises.
-
-        Order: the stack's services, their containers (gone, not only stopped), the
-        Traefik container, the stack's volumes, the network, then the swarm and the
-        ``docker_gwbridge`` network it made, if this run started the swarm."""
+        """Remove everything this run created, waiting until it is gone; never raises
+        (see ``docker.swarmdown``)."""
         with self.lock:
             if self._touched and self._client is not None:
-                if self._started:
-                    self._step("reading the last events", self._observe)
-                if self._started and self.log_dir is not None:
-                    self._step("saving logs", lambda: self.save_logs(self.log_dir))
-                self._stopping = True
-                self._started = False
-                if "stack" in self._made:
-                    self._step("removing the stack", self._remove_stack)
-                    self._step("recording the last removals", self._last_removals)
-                if "traefik" in self._made:
-                    self._step("removing Traefik", self._remove_traefik)
-                if "stack" in self._made:
-                    self._step("removing the stack's volumes", self._remove_volumes)
-                if "network" in self._made:
-                    self._step("removing the network", lambda: self._node.remove_network(
-                        self.network, owner=(OWNER_LABEL, self.stack_name)))
-                if self._node is not None and self._node.created:
-                    self._step("leaving the swarm", self._node.leave)
+                tear_down(self)
                 self._made.clear()
                 self._touched = False
             self._release_port()
-
-    def _step(self, what: str, action) -> None:
-        try:
-            action()
-        except Exception as exc:  # noqa: BLE001 - teardown goes on; say what was left
-            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            log.error("scalecheck: swarm teardown, %s: %s", what, text)
-
-    def _remove_stack(self) -> None:
-        import docker
-
-        for container in self._stack_containers(running_only=False):
-            if container["State"] == "paused":  # a fault left it frozen: it must hear SIGTERM
-                self._client.api.unpause(container["Id"])
-        for service in self._services():
-            try:
-                service.remove()
-            except docker.errors.NotFound:
-                pass
-        # The load is over: stop the app at once instead of letting it drain. Its first
-        # SIGTERM starts the drain, a second one ends it (Swarm's own comes 2 s later).
-        for _ in range(2):
-            for container in self._stack_containers():
-                try:
-                    self._client.api.kill(container["Id"], signal="SIGTERM")
-                except docker.errors.APIError:
-                    pass
-            time.sleep(0.5)
-        deadline = time.monotonic() + 60
-        while self._stack_containers(running_only=False) and time.monotonic() < deadline:
-            time.sleep(0.25)
-        left = self._stack_containers(running_only=False)
-        if left:
-            raise StackError(f"{len(left)} containers of {self.stack_name} still there after 60 s")
-
-    def _last_removals(self) -> None:
-        """Tasks we scaled down that ended while the run was ending: their time of removal."""
-        self._read_events()
-        now = time.time()
-        for task in self._tracker.tasks.values():
-            if task.chosen and self._tracker.settle(task, now, self._deaths,
-                                                    self._node.node_id, vanished=True):
-                self._keep_logs(task)
-
-    def _remove_traefik(self) -> None:
-        import docker
-
-        try:
-            self._client.containers.get(self._traefik_id or self.traefik_name).remove(force=True)
-        except docker.errors.NotFound:
-            pass
-
-    def _remove_volumes(self) -> None:
-        for volume in self._client.volumes.list(
-                filters={"label": f"{STACK_LABEL}={self.stack_name}"}):
-            volume.remove(force=True)
 
     # -- docker ----------------------------------------------------------------------
 

@@ -252,3 +252,26 @@ def counter_location(text: str) -> tuple[str, str, str]:
         raise ComposeFileError(f"--counter-read {text!r}: expected redis:SERVICE:KEY (e.g. "
                                "redis:redis:counter)")
     return parts[0], parts[1], parts[2]
+
+
+def swarm_traefik_args(network: str, stack_name: str, access_log: bool) -> list[str]:
+    """Traefik's command line in front of a Swarm stack: its swarm provider, limited to this
+    stack's services (another stack's ``hello`` router would clash with ours)."""
+    return [
+        "--providers.swarm=true",
+        "--providers.swarm.endpoint=unix:///var/run/docker.sock",
+        "--providers.swarm.exposedbydefault=false",
+        f"--providers.swarm.network={network}",
+        # The swarm provider polls (15 s by default); it has no event watch.
+        "--providers.swarm.refreshSeconds=1s",
+        f"--providers.swarm.constraints=Label(`com.docker.stack.namespace`,`{stack_name}`)",
+        "--providers.providersThrottleDuration=200ms",
+        # A killed task's address gives no RST on the overlay: fail in 1 s, not 30 s.
+        "--serversTransport.forwardingTimeouts.dialTimeout=1s",
+        "--entrypoints.web.address=:80",
+        "--entrypoints.traefik.address=:8080",
+        "--api.dashboard=true", "--api.insecure=true", "--ping=true",
+        "--log.level=INFO",
+        *(traefik_access_log_args() if access_log else []),
+        "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
+    ]
