@@ -96,9 +96,13 @@ def haproxy_servers(csv_text: str | None, backend: str) -> list[dict]:
 
 def haproxy_state(row: dict) -> str:
     """UP, DOWN, DRAIN, MAINT, ... (HAProxy writes e.g. ``UP 1/2`` while a check is
-    rising; a server added and not checked yet says ``no check`` or nothing)."""
+    rising). A server whose first check has not ended (``check_status`` ``INI``) is
+    UNCHECKED, whatever HAProxy starts it as: HAProxy starts such a server up."""
     text = (row.get("status") or "").strip()
-    return text.split()[0].upper() if text else UNCHECKED
+    check = (row.get("check_status") or "").lstrip("* ")
+    if not text or check.startswith("INI"):
+        return UNCHECKED
+    return text.split()[0].upper()
 
 
 def haproxy_rows(servers: list[dict], names: Mapping[str, str] | None = None) -> list[BalancerRow]:
