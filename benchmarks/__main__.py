@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LOCUST = str(Path(PY).parent / "locust")
 SECTIONS = ("analysis", "collector", "scaleup", "balancers", "compose", "arrivals",
-            "autoscaler", "soak", "ci")
+            "autoscaler", "soak", "ci", "sampler", "state")
 
 
 def run_measured(cmd: list[str], **kwargs) -> tuple[float, float, int]:
@@ -332,6 +332,20 @@ def bench_ci() -> None:
     from benchmarks.ci import bench_baseline_noise
 
     bench_baseline_noise()
+
+
+def bench_sampler() -> None:
+    """The CPU sampler's cost: req/s with and without it (benchmarks/sampler.py)."""
+    from benchmarks.sampler import bench_sampler as run
+
+    run()
+
+
+def bench_state() -> None:
+    """The register checker on 100,000 and 400,000 operations (benchmarks/state.py)."""
+    from benchmarks.state import bench_state as run
+
+    run()
 
 
 def _docker_answers() -> bool:
