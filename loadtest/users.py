@@ -79,7 +79,11 @@ class CountingHTTPClient(HTTPClient):
         facts = _PENDING.get(me)
         if facts is None:
             facts = _PENDING[me] = [0, f"{_PREFIX}{next(_SEQUENCE):x}"]
-        headers = {**(headers or {}), REQUEST_ID_HEADER: facts[1]}
+        # A copy of the caller's headers, by their own copy(): geventhttpclient's Headers
+        # is a dict subclass whose raw storage is not name -> value, so {**headers}
+        # would send every header's name as its value (seen with geventhttpclient 2.6).
+        headers = headers.copy() if headers is not None else {}
+        headers[REQUEST_ID_HEADER] = facts[1]
         try:
             return super().request(method, request_uri, body=body, headers=headers)
         finally:

@@ -72,3 +72,53 @@ def test_a_silent_resend_is_counted_as_an_attempt():
 
 def test_a_plain_fasthttpuser_is_not_counted():
     assert take_hidden_attempts() is None  # nothing recorded for this greenlet
+
+
+def test_the_request_goes_out_with_its_own_headers_and_body():
+    """The request id is added without touching the caller's headers: each header keeps
+    its value (a careless copy of geventhttpclient's Headers sends names as values, and
+    the app then refuses every JSON body with 400)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    received = []
+
+    def serve_once():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"[1, 2]"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            received.append(data)
+            conn.sendall(ANSWER)
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+
+    class User(ScalecheckHttpUser):
+        host = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    user = User(Environment(user_classes=[User]))
+    try:
+        status = gevent.spawn(lambda: user.client.put(
+            "/kv/a", json=[1, 2], headers={"Accept": "application/json"}).status_code
+        ).get(timeout=20)
+    finally:
+        thread.join(5)
+        listener.close()
+    assert status == 200
+    head, _, body = received[0].partition(b"\r\n\r\n")
+    sent: dict[bytes, list[bytes]] = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        sent.setdefault(name.strip().lower(), []).append(value.strip())
+    assert sent[b"content-type"] == [b"application/json"], sent
+    assert sent[b"accept"] == [b"application/json"], sent
+    assert len(sent[b"x-scalecheck-id"]) == 1 and sent[b"x-scalecheck-id"][0], sent
+    assert all(len(values) == 1 for values in sent.values()), sent
+    assert body == b"[1, 2]"
