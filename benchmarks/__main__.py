@@ -11,8 +11,6 @@ noisy); absolute numbers are printed for the record only. With no names, all run
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 import statistics
@@ -24,48 +22,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-LOCUST = str(Path(PY).parent / "locust")
+from benchmarks.common import (
+    PY,
+    ROOT,
+    analyse,
+    docker_answers,
+    free_port,
+    locust_run,
+    p95,
+    probed_locust,
+    run_measured,
+)
+
 SECTIONS = ("analysis", "collector", "scaleup", "balancers", "compose", "arrivals",
             "autoscaler", "soak", "ci", "sampler", "state")
-
-
-def run_measured(cmd: list[str], **kwargs) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit code) of one child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
-
-
-def free_port() -> int:
-    from loadtest.stack.base import free_port as _free
-
-    return _free()
-
-
-def locust_run(run_dir: Path, args: list[str], timeout: float = 600) -> dict:
-    subprocess.run([LOCUST, "-f", str(ROOT / "loadtest" / "hello.py"), "--headless",
-                    "--only-summary", "--run-dir", str(run_dir), "--stack-port",
-                    str(free_port()), "--api-port", str(free_port()), "--loglevel", "WARNING",
-                    *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=timeout)
-    return json.loads((run_dir / "run.json").read_text())
-
-
-def analyse(run_dir: Path) -> tuple[int, dict]:
-    proc = subprocess.run([PY, str(ROOT / "analyze.py"), str(run_dir), "--no-report",
-                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    summary = json.loads((run_dir / "summary.json").read_text()) \
-        if (run_dir / "summary.json").exists() else {}
-    return proc.returncode, summary
 
 
 # -- analysis ---------------------------------------------------------------------------
@@ -98,18 +68,7 @@ def _locust_rps(locustfile: str, url: str, users: int, extra: list[str]) -> tupl
     """(requests/s, CPU microseconds of the Locust process per request, between test start
     and stop: start-up and shutdown excluded, see benchmarks/cpu_probe.py)."""
     with tempfile.TemporaryDirectory() as tmp:
-        prefix = os.path.join(tmp, "stats")
-        probe = os.path.join(tmp, "cpu.json")
-        subprocess.run([LOCUST, "-f", f"{locustfile},benchmarks/cpu_probe.py", "--headless",
-                        "-u", str(users), "-r", str(users), "-H", url, "--csv", prefix,
-                        "--only-summary", "--loglevel", "WARNING", *extra],
-                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env={**os.environ, "SCALECHECK_CPU_PROBE": probe}, timeout=300)
-        with open(prefix + "_stats.csv") as fh:
-            row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
-        with open(probe) as fh:
-            cpu = json.load(fh)
-        return float(row["Requests/s"]), cpu["cpu_s"] * 1e6 / max(cpu["requests"], 1)
+        return probed_locust(tmp, locustfile, url, users, extra)
 
 
 class _Stack:
@@ -348,14 +307,6 @@ def bench_state() -> None:
     run()
 
 
-def _docker_answers() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -371,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in which:
         if name == "analysis":
             bench_analysis(args.large)
-        elif name == "compose" and not _docker_answers():
+        elif name == "compose" and not docker_answers():
             print("== compose: skipped: no Docker engine answers (start dockerd; "
                   "make docker-images)")
         else:
