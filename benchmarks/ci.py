@@ -1,4 +1,4 @@
-"""The merge gate's baseline comparison against real noise: false regressions and a real one.
+"""The merge gate's baseline comparison: false regressions (target 0), a slower build flagged.
 
     python -m benchmarks.ci [--pairs 10] [--slow-pairs 5] [--stage-time 10s] [--users 8]
                             [--cpu-ms 2]

@@ -1,5 +1,7 @@
-"""What the CPU sampler costs the load generator: the embedded stack with 2 replicas, a
-plain FastHttpUser run with and without the sampler, alternated A B A B.
+"""What the CPU sampler costs the load generator; target req/s with / without >= 0.98.
+
+The embedded stack with 2 replicas, a plain FastHttpUser run with and without the
+sampler, alternated A B A B.
 
     python -m benchmarks.sampler [--rounds 4] [--seconds 10] [--users 8]
 
