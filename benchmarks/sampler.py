@@ -38,15 +38,6 @@ def _locust(url: str, users: int, seconds: int, parts: dict | None) -> dict:
     return {"rps": rps, "cpu_us": cpu_us, "sampler": sampler}
 
 
-def _parts(stack) -> dict[str, list[int]]:
-    """The stack's parts by pid (the embedded stack's own attributes: the harness will
-    ask the stack for them through a public verb)."""
-    parts = {"balancer": [stack._lb.process.pid], "store": [stack._redis.pid]}
-    for replica in stack.replicas():
-        parts[f"replica:{replica.hostname}"] = [replica.pid]
-    return parts
-
-
 def _shares(cpu: dict | None) -> dict[str, float]:
     """Median cores used per part (replicas together), idle, and the rest of the machine
     (other programs: this machine is shared)."""
@@ -75,7 +66,7 @@ def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
     ratios, cpu_ratios, per_reading = [], [], []
     try:
         stack.up(2)
-        parts = _parts(stack)
+        parts = stack.parts()
         for i in range(rounds):
             with_it = _locust(stack.url, users, seconds, parts)
             without = _locust(stack.url, users, seconds, None)
