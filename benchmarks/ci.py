@@ -1,4 +1,4 @@
-"""The merge gate's baseline comparison against real noise: false regressions and a real one.
+"""The merge gate's baseline comparison: false regressions (target 0), a slower build flagged.
 
     python -m benchmarks.ci [--pairs 10] [--slow-pairs 5] [--stage-time 10s] [--users 8]
                             [--cpu-ms 2]
@@ -14,46 +14,32 @@ under the shared lock, alone on the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-LOCUST = str(Path(PY).parent / "locust")
+from benchmarks.common import analyse, run_hello, scratch_dir
 
 
-def _free_port() -> int:
-    from loadtest.stack.base import free_port
-
-    return free_port()
+def _env(cpu_ms: float | None = None) -> dict[str, str]:
+    """Ours without GITHUB_STEP_SUMMARY (the runs here are no CI step's), with the hello
+    app's CPU_MS if given."""
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    if cpu_ms is not None:
+        env["CPU_MS"] = str(cpu_ms)
+    return env
 
 
 def _run(run_dir: Path, users: int, stage_time: str, cpu_ms: float) -> None:
-    env = {**os.environ, "CPU_MS": str(cpu_ms)}
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    subprocess.run([LOCUST, "-f", str(ROOT / "loadtest" / "hello.py"), "--headless",
-                    "--only-summary", "-u", str(users), "-r", str(users), "--scale-levels",
-                    "1,2", "--stage-time", stage_time, "--run-dir", str(run_dir),
-                    "--stack-port", str(_free_port()), "--api-port", str(_free_port()),
-                    "--loglevel", "WARNING", "--exit-code-on-error", "0"],
-                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                   timeout=600)
+    run_hello(run_dir, ["-u", str(users), "-r", str(users), "--scale-levels", "1,2",
+                        "--stage-time", stage_time, "--exit-code-on-error", "0"],
+              env=_env(cpu_ms))
 
 
 def _analyse(run_dir: Path, baseline: Path | None = None) -> dict:
-    cmd = [PY, str(ROOT / "analyze.py"), str(run_dir), "--no-report", "--quiet"]
-    if baseline is not None:
-        cmd += ["--baseline", str(baseline)]
-    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return analyse(run_dir, baseline, env=_env())[1]
 
 
 def pair(workdir: Path, name: str, users: int, stage_time: str,
@@ -90,10 +76,9 @@ def bench_baseline_noise(pairs: int = 10, slow_pairs: int = 5, stage_time: str =
     over ``slow_pairs`` pairs where the second build burns ``cpu_ms`` more per request."""
     print(f"== ci: {pairs} pairs of runs of the same build (levels 1,2, {stage_time} each, "
           f"-u {users}), the second against the first as --baseline")
-    workdir = Path(tempfile.mkdtemp(prefix="scalecheck-bench-ci-"))
     started = time.perf_counter()
     same, slow = [], []
-    try:
+    with scratch_dir("scalecheck-bench-ci-") as workdir:
         for i in range(pairs):
             same.append(pair(workdir, f"same-{i}", users, stage_time, (0, 0)))
             _print(i, same[-1])
@@ -102,8 +87,6 @@ def bench_baseline_noise(pairs: int = 10, slow_pairs: int = 5, stage_time: str =
         for i in range(slow_pairs):
             slow.append(pair(workdir, f"slow-{i}", users, stage_time, (0, cpu_ms)))
             _print(i, slow[-1])
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     false = sum(1 for r in same if r["failed"])
     unclear = sum(1 for r in same if r["unclear"] and not r["failed"])
     flagged = sum(1 for r in slow if r["failed"])

@@ -1,5 +1,7 @@
-"""What the CPU sampler costs the load generator: the embedded stack with 2 replicas, a
-plain FastHttpUser run with and without the sampler, alternated A B A B.
+"""What the CPU sampler costs the load generator; target req/s with / without >= 0.98.
+
+The embedded stack with 2 replicas, a plain FastHttpUser run with and without the
+sampler, alternated A B A B.
 
     python -m benchmarks.sampler [--rounds 4] [--seconds 10] [--users 8]
 
@@ -11,50 +13,29 @@ process's CPU per request ratio (less noisy), and the sampler's own CPU per read
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCUST = str(Path(sys.executable).parent / "locust")
+from benchmarks.common import free_port, probed_locust
 
 
 def _locust(url: str, users: int, seconds: int, parts: dict | None) -> dict:
     """One Locust run: requests/s, CPU us per request (test start to stop), sampler cost."""
     with tempfile.TemporaryDirectory() as tmp:
-        prefix, probe, out = (os.path.join(tmp, name) for name in ("stats", "cpu.json",
-                                                                     "sampler.json"))
-        env = {**os.environ, "SCALECHECK_CPU_PROBE": probe, "SCALECHECK_SAMPLER_OUT": out}
+        out = os.path.join(tmp, "sampler.json")
+        env = {**os.environ, "SCALECHECK_SAMPLER_OUT": out}
         env.pop("SCALECHECK_SAMPLER_PARTS", None)
         if parts is not None:
             env["SCALECHECK_SAMPLER_PARTS"] = json.dumps(parts)
-        subprocess.run([LOCUST, "-f", "benchmarks/plain_locustfile.py,"
-                        "benchmarks/sampler_probe.py,benchmarks/cpu_probe.py", "--headless",
-                        "-u", str(users), "-r", str(users), "-H", url, "--run-time",
-                        f"{seconds}s", "--csv", prefix, "--only-summary", "--loglevel",
-                        "WARNING"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=seconds + 120)
-        with open(prefix + "_stats.csv") as fh:
-            row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
-        with open(probe) as fh:
-            cpu = json.load(fh)
+        rps, cpu_us = probed_locust(
+            tmp, "benchmarks/plain_locustfile.py,benchmarks/sampler_probe.py", url, users,
+            ["--run-time", f"{seconds}s"], env=env, timeout=seconds + 120)
         sampler = json.loads(Path(out).read_text()) if os.path.exists(out) else None
-    return {"rps": float(row["Requests/s"]),
-            "cpu_us": cpu["cpu_s"] * 1e6 / max(cpu["requests"], 1), "sampler": sampler}
-
-
-def _parts(stack) -> dict[str, list[int]]:
-    """The stack's parts by pid (the embedded stack's own attributes: the harness will
-    ask the stack for them through a public verb)."""
-    parts = {"balancer": [stack._lb.process.pid], "store": [stack._redis.pid]}
-    for replica in stack.replicas():
-        parts[f"replica:{replica.hostname}"] = [replica.pid]
-    return parts
+    return {"rps": rps, "cpu_us": cpu_us, "sampler": sampler}
 
 
 def _shares(cpu: dict | None) -> dict[str, float]:
@@ -77,7 +58,6 @@ def _shares(cpu: dict | None) -> dict[str, float]:
 
 def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
     """Print the figures; return the median requests/s ratio (with / without)."""
-    from loadtest.stack.base import free_port
     from loadtest.stack.local import LocalStack
 
     print(f"== sampler: a plain FastHttpUser against the embedded stack (2 replicas, Traefik), "
@@ -86,7 +66,7 @@ def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
     ratios, cpu_ratios, per_reading = [], [], []
     try:
         stack.up(2)
-        parts = _parts(stack)
+        parts = stack.parts()
         for i in range(rounds):
             with_it = _locust(stack.url, users, seconds, parts)
             without = _locust(stack.url, users, seconds, None)
