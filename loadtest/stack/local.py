@@ -19,16 +19,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 
 from loadtest import events as ev
-from loadtest.stack import processes
-from loadtest.stack.app import AppSpec, listening_ports, parse_app_env
+from loadtest.stack import localreplicas, processes
+from loadtest.stack.app import AppSpec, parse_app_env
 from loadtest.stack.balancer import BalancerPaths, LocalBalancer
 from loadtest.stack.base import (
     BalancerRow,
@@ -37,11 +35,11 @@ from loadtest.stack.base import (
     StackError,
     StackSettings,
     api_port_or_free,
-    free_port,
     require_binary,
     wait_until,
 )
 from loadtest.stack.limits import Limits, ReplicaCgroups
+from loadtest.stack.localreplicas import ReplicaProcess
 from loadtest.stack.store import LocalStore
 
 
@@ -55,12 +53,6 @@ def make_balancer(name: str, paths: BalancerPaths) -> LocalBalancer:
 
         return TraefikBalancer(paths)
     raise StackError(f"unknown balancer {name!r}: choose traefik or haproxy")
-
-
-class _Proc:
-    def __init__(self, replica: Replica, popen: subprocess.Popen) -> None:
-        self.replica = replica
-        self.popen = popen
 
 
 class LocalStack(Stack):
@@ -107,7 +99,7 @@ class LocalStack(Stack):
         self.store_proxy = store_proxy
         self.store = LocalStore(self.workdir, self.log_dir, self.events)
         self._lb: LocalBalancer | None = None
-        self._replicas: dict[str, _Proc] = {}
+        self._replicas: dict[str, ReplicaProcess] = {}
         self._routed_since: dict[str, float] = {}
         self._next_id = 1
         self._up = False
@@ -208,11 +200,11 @@ class LocalStack(Stack):
         self.poll()  # a replica that died is out of the count, so scale() replaces it
         current = [p for p in self._replicas.values() if p.replica.state == "up"]
         if replicas > len(current):
-            return self._add_replicas(replicas - len(current)), []
+            return localreplicas.add(self, replicas - len(current)), []
         if replicas < len(current):
             # Newest first, as Compose removes the highest-numbered containers.
             victims = sorted(current, key=lambda p: p.replica.started or 0)[replicas:]
-            self._remove_replicas(victims)
+            localreplicas.remove(self, victims)
             return [], [p.replica.hostname for p in victims]
         return [], []
 
@@ -240,7 +232,7 @@ class LocalStack(Stack):
             # Resume whatever a fault left frozen, or it would never see SIGTERM.
             for proc in self._replicas.values():
                 if proc.replica.state == "paused":
-                    _signal_group(proc.popen, signal.SIGCONT)
+                    processes.signal_group(proc.popen, signal.SIGCONT)
             processes.stop_all([p.popen for p in self._replicas.values()
                                 if p.popen.poll() is None])
             for proc in self._replicas.values():
@@ -345,13 +337,13 @@ class LocalStack(Stack):
 
     def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
         proc = self._pick(hostname)
-        _signal_group(proc.popen, sig)
+        processes.signal_group(proc.popen, sig)
         self._event(ev.REPLICA_SIGNALLED, hostname=proc.replica.hostname, signal=int(sig))
         return proc.replica.hostname
 
     def pause_replica(self, hostname: str | None = None) -> str:
         proc = self._pick(hostname)
-        _signal_group(proc.popen, signal.SIGSTOP)
+        processes.signal_group(proc.popen, signal.SIGSTOP)
         proc.replica.state = "paused"
         self._event(ev.REPLICA_SIGNALLED, hostname=proc.replica.hostname,
                     signal=int(signal.SIGSTOP))
@@ -361,7 +353,7 @@ class LocalStack(Stack):
         proc = self._replicas.get(hostname)
         if proc is None:
             raise StackError(f"no replica named {hostname}")
-        _signal_group(proc.popen, signal.SIGCONT)
+        processes.signal_group(proc.popen, signal.SIGCONT)
         if proc.replica.state == "paused":
             proc.replica.state = "up"
         self._event(ev.REPLICA_SIGNALLED, hostname=hostname, signal=int(signal.SIGCONT))
@@ -388,7 +380,7 @@ class LocalStack(Stack):
     def heal_store_link(self) -> None:
         self.store.heal_link()
 
-    def _pick(self, hostname: str | None) -> _Proc:
+    def _pick(self, hostname: str | None) -> ReplicaProcess:
         if hostname:
             proc = self._replicas.get(hostname)
             if proc is None or proc.replica.state not in ("up", "paused"):
@@ -399,110 +391,5 @@ class LocalStack(Stack):
             raise StackError("no replica is in service")
         return max(up, key=lambda p: p.replica.started or 0)  # the newest, as a rule
 
-    # -- parts -------------------------------------------------------------
 
-    def _add_replicas(self, count: int) -> list[str]:
-        """Start ``count`` replicas, then put each in the balancer once it is healthy.
-
-        Spawned from the calling thread on purpose: the parent-death signal
-        fires when the *thread* that forked exits, so no worker threads here.
-        """
-        prefix = self.app.name_prefix
-        pending = [self._spawn_replica(f"{prefix}-{self._take_id()}") for _ in range(count)]
-        added = []
-        deadline = time.monotonic() + self.ready_timeout
-        attempts = {proc.replica.hostname: 1 for proc in pending}
-        while pending:
-            for proc in list(pending):
-                port = int(proc.replica.address.rsplit(":", 1)[1])
-                if proc.popen.poll() is not None:
-                    # Lost a race for its port, or crashed: retry a couple of times.
-                    name = proc.replica.hostname
-                    if attempts[name] >= 3:
-                        raise StackError(f"replica {name} would not start (exit code "
-                                         f"{proc.popen.returncode}); see {self._log(name)}")
-                    attempts[name] += 1
-                    pending[pending.index(proc)] = self._spawn_replica(name)
-                elif self.app.healthy(port):
-                    pending.remove(proc)
-                    self._lb.add(proc.replica.hostname, proc.replica.address)
-                    proc.replica.state = "up"
-                    self._routed_since[proc.replica.hostname] = time.time()
-                    self._event(ev.REPLICA_ADDED, hostname=proc.replica.hostname,
-                                address=proc.replica.address, pid=proc.popen.pid)
-                    added.append(proc.replica.hostname)
-            if pending and not self.app.ours:
-                self._refuse_wrong_port(pending)
-            if pending and time.monotonic() > deadline:
-                first = pending[0].replica.hostname
-                names = ", ".join(p.replica.hostname for p in pending)
-                what = self.app.check_path or "/ (below 500)"
-                raise StackError(f"replica(s) {names} never became healthy: no answer on "
-                                 f"{what} within {self.ready_timeout:.0f}s; see "
-                                 f"{self._log(first)}")
-            if pending:
-                time.sleep(0.05)
-        return added
-
-    def _refuse_wrong_port(self, pending: list[_Proc]) -> None:
-        """A command that listens, but not where it was told: it uses neither {port} nor
-        PORT (two replicas would fight over one port). Said at once, not after a timeout."""
-        for proc in pending:
-            port = int(proc.replica.address.rsplit(":", 1)[1])
-            ports = listening_ports(proc.popen.pid)
-            if ports and port not in ports:
-                raise StackError(f"replica {proc.replica.hostname} listens on port "
-                                 f"{', '.join(map(str, sorted(ports)))}, not on {port}: "
-                                 "--app-cmd must use {port}, or the app must read PORT")
-
-    def _log(self, name: str) -> str:
-        return str(self.log_dir / f"{name}.log")
-
-    def _take_id(self) -> int:
-        self._next_id += 1
-        return self._next_id - 1
-
-    def _spawn_replica(self, hostname: str) -> _Proc:
-        port = free_port()
-        env = self.app.environment(self.app_env, hostname, port, self.store.address_port)
-        try:
-            popen = processes.spawn(self.app.argv(port), self.log_dir / f"{hostname}.log",
-                                    env=env, cwd=self.app.working_dir(),
-                                    preexec=self.cgroups.prepare(hostname)
-                                    if self.cgroups is not None else None)
-        except OSError as exc:
-            raise StackError(f"--app-cmd cannot be started: {exc.strerror or exc}") from None
-        proc = _Proc(Replica(hostname, f"127.0.0.1:{port}", "starting", popen.pid, time.time()),
-                     popen)
-        self._replicas[hostname] = proc
-        return proc
-
-    def _remove_replicas(self, victims: list[_Proc]) -> None:
-        """Take all victims out of rotation at once, let what is in flight finish, then
-        stop them: no request is cut, and a scale-down by k replicas takes about as
-        long as one by one."""
-        names = {p.replica.hostname for p in victims}
-        for proc in victims:
-            proc.replica.state = "draining"
-            self._routed_since.pop(proc.replica.hostname, None)
-        self._lb.begin_removal(names)
-        for proc in victims:
-            self._event(ev.REPLICA_REMOVING, hostname=proc.replica.hostname)
-        left = time.monotonic()
-        self._lb.wait_idle(names, self.drain_timeout)
-        self._lb.finish_removal(names)
-        # What a preStop pause does in a cluster: time for requests already on their way.
-        time.sleep(max(0.0, self.app.drain_time - (time.monotonic() - left)))
-        processes.stop_all([proc.popen for proc in victims], timeout=self.app.stop_grace)
-        for proc in victims:
-            proc.replica.state = "removed"
-            if self.cgroups is not None:
-                self.cgroups.release(proc.replica.hostname)
-            self._event(ev.REPLICA_REMOVED, hostname=proc.replica.hostname)
-
-
-def _signal_group(popen: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(popen.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+__all__ = ["LocalStack", "make_balancer"]

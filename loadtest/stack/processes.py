@@ -99,8 +99,17 @@ def stop_all(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
         stop(proc, timeout=timeout)
 
 
+def signal_group(popen: subprocess.Popen, sig: int) -> None:
+    """Signal a child's whole process group (its workers too), if it is still there."""
+    _signal_pid_group(popen.pid, sig)
+
+
 def _kill_group(pid: int) -> None:
+    _signal_pid_group(pid, signal.SIGKILL)
+
+
+def _signal_pid_group(pid: int, sig: int) -> None:
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass

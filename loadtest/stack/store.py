@@ -92,7 +92,7 @@ class LocalStore:
     def signal(self, sig: int) -> None:
         if self.popen is None:
             raise StackError("Redis is not running")
-        _signal_group(self.popen, sig)
+        processes.signal_group(self.popen, sig)
 
     def restart(self, persist: bool, key: str) -> dict:
         """Stop Redis (saving first if ``persist``) and start it again on the same port.
@@ -148,7 +148,7 @@ class LocalStore:
 
     def stop(self) -> None:
         if self.popen is not None:
-            _signal_group(self.popen, signal.SIGCONT)  # a fault may have left it frozen
+            processes.signal_group(self.popen, signal.SIGCONT)  # a fault may have left it frozen
         for name in ("proxy", "popen"):
             popen = getattr(self, name)
             if popen is not None:
@@ -162,10 +162,3 @@ def ping(port: int) -> bool:
                                 retry=None).ping())
     except redis.RedisError:
         return False
-
-
-def _signal_group(popen: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(popen.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
