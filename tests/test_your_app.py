@@ -68,6 +68,10 @@ def test_app_cmd_levels_named_by_the_balancer(tmp_path, balancer, no_leftovers):
     checks = {c["name"]: c for c in summary["checks"]}
     assert checks["counter_duplicates"]["status"] == "not applicable"  # no counter: said so
     assert checks["transition_errors"]["status"] == "pass"
+    # The reviews said what they did to shared state (loadtest.ops): judged, and whole.
+    assert df.op.isin(["add", "read-all"]).sum() > 20, df.op.value_counts()
+    for name in ("set_lost", "set_unexpected", "set_stale"):
+        assert checks[name]["status"] == "pass", checks[name]
 
 
 def test_a_faulty_replica_is_caught_and_named(tmp_path, no_leftovers):
@@ -200,3 +204,30 @@ def test_a_service_not_in_the_file_is_one_line(engine, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "service 'web' is not in the Compose file (it has: cache, shop)" in \
         proc.stderr.strip().splitlines()[-1]
+
+
+def test_the_readme_s_state_example_runs_as_written(tmp_path, no_leftovers):
+    """The README's complete locustfile for an app not ours (the shop's reviews), taken from
+    the README itself: run against the shop on 1 -> 2 replicas, its operations recorded and
+    judged by the set checks."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Your scenario says what each request did"):]
+    code = section[section.index("```python\n") + 10:]
+    locustfile = tmp_path / "reviews.py"
+    locustfile.write_text(code[:code.index("```")])
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "locust"), "-f", str(locustfile), "--headless",
+         "--only-summary", "--stack-port", str(free_port()), "--api-port", str(free_port()),
+         "-u", "4", "-r", "4", "--scale-levels", "1,2", "--stage-time", "5s",
+         "--min-steady", "2s", "--run-dir", str(run_dir), "--app-cmd", SHOP_CMD,
+         "--app-dir", str(SHOP), "--with-redis", "--health-path", "/healthz"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_parquet(run_dir / "requests")
+    assert set(df.op.dropna()) == {"add", "read-all"}, df.op.value_counts(dropna=False)
+    assert df[(df.op == "read-all") & (df.status == 200)].seen.notna().all()
+    code, summary = analyse(run_dir)
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["set_lost"]["status"] == "pass", checks["set_lost"]
+    assert checks["set_unexpected"]["status"] == "pass", checks["set_unexpected"]

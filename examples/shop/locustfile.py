@@ -2,7 +2,9 @@
 
 Four lines (marked ``scalecheck``) make it a scalecheck locustfile: the
 harness's listeners, the shape that follows its run plan, and a user class that
-counts every attempt on the wire and sends the request id the balancer logs. With them, the
+counts every attempt on the wire and sends the request id the balancer logs. The
+reviews say what they do to shared state (``operation``, ``saw``): the harness checks
+that no review added is lost or missing from a later read, on any replica. With them, the
 harness decides the load and the stack (see README.md), for example against a
 shop already running:
 
@@ -22,6 +24,7 @@ import random
 from locust import between, events, task
 
 from loadtest import harness  # scalecheck
+from loadtest.ops import operation, saw  # scalecheck: what a request did to shared state
 from loadtest.shape import PlanShape  # noqa: F401 - scalecheck: Locust finds the shape here
 from loadtest.users import ScalecheckHttpUser  # scalecheck: a FastHttpUser that tells all
 
@@ -37,6 +40,7 @@ class Shopper(ScalecheckHttpUser):
         self.number = next(_shopper_ids)
         self.name = f"shopper-{self.number}"
         self.in_cart = 0
+        self.reviews = itertools.count(1)
         with self.client.get("/products", name="/products", catch_response=True) as resp:
             if resp.status_code == 200:
                 self.product_ids = [p["id"] for p in resp.json()["products"]]
@@ -74,3 +78,20 @@ class Shopper(ScalecheckHttpUser):
         resp = self.client.post(f"/cart/{self.name}/checkout", name="/cart/[user]/checkout")
         if resp.status_code in (201, 409):  # 409: the cart was empty after all
             self.in_cart = 0
+
+    @task(1)
+    def review(self) -> None:
+        product = random.choice(self.product_ids)
+        text = f"{self.name}:{next(self.reviews)}"  # unique, so each one can be followed
+        self.client.post(f"/products/{product}/reviews", json={"text": text},
+                         name="/products/[id]/reviews add",
+                         context=operation("add", f"reviews:{product}", text))
+
+    @task(2)
+    def read_reviews(self) -> None:
+        product = random.choice(self.product_ids)
+        with self.client.get(f"/products/{product}/reviews", name="/products/[id]/reviews",
+                             catch_response=True,
+                             context=operation("read-all", f"reviews:{product}")) as resp:
+            if resp.status_code == 200:
+                saw(resp, resp.json()["reviews"])

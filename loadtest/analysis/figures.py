@@ -75,29 +75,14 @@ def figures(analysis: Analysis, out: Path) -> dict[str, bytes]:
     made["throughput"] = _save(fig, out / "throughput.png")
 
     if levels:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        keys = ["p50", "p90", "p95", "p99"]
-        width = 0.8 / len(keys)
-        for i, key in enumerate(keys):
-            ax.bar(np.arange(len(levels)) + i * width,
-                   [lv["latency_ms"][key] or 0 for lv in levels], width, label=key)
-        ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, [label(lv) for lv in levels])
-        ax.set_ylabel("latency, ms")
-        ax.legend(fontsize=8)
-        made["latency"] = _save(fig, out / "latency.png")
-
-        fig, ax1 = plt.subplots(figsize=(6, 3))
-        ax1.bar([label(lv) for lv in levels], [lv["rps"] for lv in levels], color="#1f77b4")
-        ax1.set_ylabel("requests/s (steady)")
-        ax2 = ax1.twinx()
-        ax2.plot([label(lv) for lv in levels],
-                 [lv.get("scaling_efficiency") or np.nan for lv in levels],
-                 color="#ff7f0e", marker="o")
-        ax2.set_ylabel("scaling efficiency")
-        ax2.set_ylim(0, 1.2)
-        made["scaling"] = _save(fig, out / "scaling.png")
+        made.update(_level_figures(levels, label, out))
 
     made["counter"] = _counter_figure(analysis, out / "counter.png", t0)
+    if (cpu := s.get("cpu_by_part")) and cpu.get("t"):
+        made["cpu"] = _cpu_figure(s, cpu, out / "cpu.png")
+    violation = _first_violation(s)
+    if violation is not None:
+        made["state"] = _state_figure(violation, out / "state.png")
     if s.get("autoscaling"):
         made["autoscaling"] = _autoscaling_figure(s, out / "autoscaling.png")
     if "baseline" in s:
@@ -148,6 +133,31 @@ def _autoscaling_figure(s: dict, path: Path) -> bytes:
     return _save(fig, path)
 
 
+def _level_figures(levels: list[dict], label, out: Path) -> dict[str, bytes]:
+    """Latency percentiles, then throughput and scaling efficiency, per level."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    keys = ["p50", "p90", "p95", "p99"]
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        ax.bar(np.arange(len(levels)) + i * width,
+               [lv["latency_ms"][key] or 0 for lv in levels], width, label=key)
+    ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, [label(lv) for lv in levels])
+    ax.set_ylabel("latency, ms")
+    ax.legend(fontsize=8)
+    latency = _save(fig, out / "latency.png")
+
+    fig, ax1 = plt.subplots(figsize=(6, 3))
+    ax1.bar([label(lv) for lv in levels], [lv["rps"] for lv in levels], color="#1f77b4")
+    ax1.set_ylabel("requests/s (steady)")
+    ax2 = ax1.twinx()
+    ax2.plot([label(lv) for lv in levels],
+             [lv.get("scaling_efficiency") or np.nan for lv in levels],
+             color="#ff7f0e", marker="o")
+    ax2.set_ylabel("scaling efficiency")
+    ax2.set_ylim(0, 1.2)
+    return {"latency": latency, "scaling": _save(fig, out / "scaling.png")}
+
+
 def _counter_figure(analysis: Analysis, path: Path, t0: float) -> bytes:
     ok = analysis.points
     fig, ax = plt.subplots(figsize=(10, 3.5))
@@ -168,4 +178,51 @@ def _counter_figure(analysis: Analysis, path: Path, t0: float) -> bytes:
     ax.set_xlabel("seconds since first request")
     ax.set_ylabel("counter value seen")
     ax.legend(fontsize=7, ncol=6, loc="upper left", markerscale=2)
+    return _save(fig, path)
+
+
+def _cpu_figure(s: dict, cpu: dict, path: Path) -> bytes:
+    """CPU by part over time, stacked, against the machine's cores: which part had the
+    cores when throughput stopped growing."""
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    x = np.asarray(cpu["t"], dtype=float)
+    names = [n for n in ("generator", "balancer", "store", "replicas") if cpu.get(n)]
+    series = [np.nan_to_num(np.asarray(cpu[n], dtype=float)) for n in names]
+    ax.stackplot(x, *series, labels=[f"{n}" for n in names], alpha=0.8)
+    if cpu.get("cores"):
+        ax.axhline(cpu["cores"], color="black", lw=1, ls="--", label="the machine's cores")
+    if cpu.get("throttled"):
+        ax.plot(x, np.nan_to_num(np.asarray(cpu["throttled"], dtype=float)), color="red",
+                lw=1, label="replicas throttled, s/s")
+    _marks(ax, s, s["timeline"]["t0"])
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("cores")
+    ax.legend(fontsize=8, loc="upper left", ncol=3)
+    return _save(fig, path)
+
+
+def _first_violation(s: dict) -> dict | None:
+    for check in s["checks"]:
+        if check["name"] == "register_linearizable" and check["status"] == "fail":
+            found = (check.get("evidence") or {}).get("violations") or []
+            return found[0] if found else None
+    return None
+
+
+def _state_figure(violation: dict, path: Path) -> bytes:
+    """One key's operations around its first violation: each a bar over its real span,
+    one row per client, the read no order explains in red."""
+    ops = violation.get("ops") or []
+    processes = sorted({o["process"] for o in ops})
+    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * max(1, len(processes))))
+    bad = (violation.get("op") or {}).get("t_start")
+    for o in ops:
+        y = processes.index(o["process"])
+        red = o["t_start"] == bad and o["f"] == "read"
+        ax.barh(y, max(o["t_end"] - o["t_start"], 1e-3), left=o["t_start"], height=0.5,
+                color="#d62728" if red else ("#1f77b4" if o["f"] == "write" else "#7f7f7f"))
+        shown = o["value"] if o["f"] != "read" else o["seen"]
+        ax.text(o["t_start"], y + 0.3, f"{o['f']} {shown} ({o['replica']})", fontsize=7)
+    ax.set_yticks(range(len(processes)), processes, fontsize=7)
+    ax.set_xlabel(f"seconds from the first operation (key {violation.get('key')})")
     return _save(fig, path)

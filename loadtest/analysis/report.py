@@ -60,6 +60,8 @@ def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
             "user_violations")],
         "baseline_levels": {b["level"]: b for b in s["baseline"]["levels"]}
         if "baseline" in s else {},
+        "state_checks": [c for c in s["checks"] if c["status"] != "not applicable" and
+                         c["name"].startswith(("register_", "session_", "set_", "sessions_"))],
         "transition_status": {c["index"]: c for check in s["checks"]
                               if check["name"] == "transition_errors"
                               for c in check["evidence"].get("changes", [])},

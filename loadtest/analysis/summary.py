@@ -201,7 +201,7 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         "verdict": v.compose(checks),
         **{k: f[k] for k in ("stages", "segments", "levels", "transitions", "changes",
                              "deaths", "consistency", "state", "faults", "autoscaling",
-                             "capacity", "bottleneck")},
+                             "capacity", "bottleneck", "cpu_by_part")},
         "checks": [c.to_dict() for c in checks],
         "totals": f["totals"],
         "run": f["run"],
@@ -285,7 +285,7 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
         "anomalies": anomalies, "faults": faults,
         "autoscaling": analyse_autoscaling(meta, timeline, slo, t.capacity_per_replica,
                                            t.flap_window_s),
-        "bottleneck": bottleneck,
+        "bottleneck": bottleneck, "cpu_by_part": _cpu_by_part(meta.get("cpu"), w.t_min),
         "capacity": capacity_findings(levels, slo, replica_bound={
             b["level"] for b in bottleneck.get("levels", []) if b["verdict"] == "replicas"}),
         "timeline": timeline, "t_min": w.t_min, "t_max": w.t_max,
@@ -298,6 +298,31 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
         if controlled and not plan.get("autoscale") else None,
         "bad_parts": run.bad_parts, "baseline": baseline,
     }
+
+
+def _cpu_by_part(cpu: dict | None, t0: float) -> dict | None:
+    """The sampler's CPU by part, summed to the parts the figure shows (every replica
+    together), on the run's time axis."""
+    if not isinstance(cpu, dict) or not cpu.get("parts") or cpu.get("t0") is None:
+        return None
+    parts = cpu["parts"]
+    length = max((len(v) for v in parts.values()), default=0)
+
+    def total(names) -> list[float]:
+        return [round(sum((parts[n][i] or 0.0) for n in names if i < len(parts[n])), 4)
+                for i in range(length)]
+
+    replicas = [n for n in parts if n.startswith("replica:")]
+    throttled = cpu.get("throttled_s") or {}
+    step = float(cpu.get("interval_s") or 1.0)
+    return {"t": [round(cpu["t0"] - t0 + i * step, 3) for i in range(length)],
+            "generator": total(["generator"]) if "generator" in parts else None,
+            "balancer": total(["balancer"]) if "balancer" in parts else None,
+            "store": total(["store"]) if "store" in parts else None,
+            "replicas": total(replicas) if replicas else None,
+            "throttled": [round(sum((v[i] or 0.0) for v in throttled.values() if i < len(v)), 4)
+                          for i in range(length)] if throttled else None,
+            "cores": cpu.get("cores")}
 
 
 def _clock_margin(meta: dict, t: Thresholds) -> float:
