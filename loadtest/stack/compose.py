@@ -50,7 +50,7 @@ from loadtest.stack.base import (
     free_port,
 )
 from loadtest.stack.docker import composefile as cf
-from loadtest.stack.docker import engine
+from loadtest.stack.docker import composescale, composewatch, engine
 from loadtest.stack.docker.base import DockerStack
 from loadtest.stack.haproxy import HAProxyAdmin, HAProxyServers, haproxy_config
 from loadtest.stack.processes import REPO_ROOT
@@ -236,10 +236,10 @@ class ComposeStack(DockerStack):
     # -- scaling -----------------------------------------------------------------------
 
     def _apply_scale(self, replicas: int) -> tuple[list[str], list[str]]:
-        self._join_pending()
+        composescale.join_pending(self)
         current = self._app_containers()
         if replicas < len(current):
-            return [], self._scale_down(current, replicas)
+            return [], composescale.scale_down(self, current, replicas)
         before = {c.id for c in current}
         self._cli(["up", "-d", "--no-recreate", "--no-build", "--scale",
                    f"{self.service}={replicas}"], "up --scale")
@@ -251,67 +251,8 @@ class ComposeStack(DockerStack):
             self._known[c.id] = name
             added.append(name)
             if self._runtime is not None:
-                self._feed(c, name)
+                composescale.feed_haproxy(self, c, name)
         return added, []
-
-    def _feed(self, container, name: str) -> None:
-        """HAProxy: add a new replica once Docker says it is healthy (where it has a
-        healthcheck); HAProxy's own check then lets it into rotation."""
-        if self._scaled.has_healthcheck:
-            deadline = time.monotonic() + self.ready_timeout
-            while engine.health_status(container) != "healthy":
-                if time.monotonic() > deadline:
-                    raise StackError(f"replica {name} never became healthy (Docker's "
-                                     f"healthcheck; see logs/compose.log)")
-                time.sleep(0.2)
-                container.reload()
-        address = f"{self._ip(container)}:{self._scaled.port}"
-        self._runtime.add(name, address, timeout=self.ready_timeout)
-        self._routed.add(name)
-        self._event(ev.REPLICA_ADDED, hostname=name, address=address, container=container.name)
-
-    def _scale_down(self, current: list, replicas: int) -> list[str]:
-        """As Compose does, the highest-numbered containers go. The balancer stops routing
-        to them first (HAProxy: drained, then out; Traefik: they fail its health check
-        while they drain on SIGTERM); Compose stops and removes them in the background."""
-        victims = sorted(current, key=_number)[replicas:]
-        names = {c.id: self._hostname(c) for c in victims}
-        self._removing.update(names)
-        for cid in names:
-            self.events.expect(cid)  # Compose stops it: no death
-        for name in names.values():
-            self._event(ev.REPLICA_REMOVING, hostname=name)
-        if self._runtime is not None:
-            leaving = set(names.values()) & set(self._runtime.servers)
-            self._runtime.begin_removal(leaving)
-            self._runtime.wait_idle(leaving, 10)
-            self._runtime.finish_removal(leaving)
-        self._pending_error = None
-        self._pending = threading.Thread(target=self._finish_removal, args=(replicas, names),
-                                         daemon=True, name="compose-scale-down")
-        self._pending.start()
-        return list(names.values())
-
-    def _finish_removal(self, replicas: int, names: dict[str, str]) -> None:
-        try:
-            self._cli(["up", "-d", "--no-recreate", "--no-build", "--scale",
-                       f"{self.service}={replicas}"], "up --scale")
-        except StackError as exc:
-            self._pending_error = str(exc)
-            return
-        for cid, name in names.items():
-            self._removing.pop(cid, None)
-            self._routed.discard(name)
-            self._event(ev.REPLICA_REMOVED, hostname=name)
-
-    def _join_pending(self, timeout: float = 120.0) -> None:
-        if self._pending is not None:
-            self._pending.join(timeout)
-            if self._pending.is_alive():
-                raise StackError(f"Compose's scale-down still runs after {timeout:.0f} s")
-            self._pending = None
-            if self._pending_error:
-                raise StackError(self._pending_error)
 
     def _wait_routed(self, replicas: int) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -331,7 +272,7 @@ class ComposeStack(DockerStack):
 
     def replicas(self) -> list[Replica]:
         out = []
-        for c in sorted(self._app_containers(), key=_number):
+        for c in sorted(self._app_containers(), key=composescale.container_number):
             if c.id in self._removing:
                 continue
             out.append(Replica(self._hostname(c), f"{self._ip(c)}:{self._port()}",
@@ -346,7 +287,7 @@ class ComposeStack(DockerStack):
             if self._started:
                 self._started = False
                 try:
-                    self._join_pending()
+                    composescale.join_pending(self)
                 except StackError as exc:
                     log.warning("scalecheck: %s", exc)
                 if self.log_dir is not None:
@@ -376,51 +317,7 @@ class ComposeStack(DockerStack):
     def poll(self) -> list[dict]:
         if not self._started or self._events_since is None:
             return []
-        return self._guarded_poll(self._read_events)
-
-    def _read_events(self) -> list[dict]:
-        until = time.time()
-        noticed = []
-        try:
-            seen = list(self._client.events(
-                since=int(self._events_since), until=int(until) + 1, decode=True,
-                filters={"type": "container", "event": ["die", "oom"],
-                         "label": [f"com.docker.compose.project={self.project}"]}))
-        except Exception as exc:  # noqa: BLE001 - the engine's API; say it once
-            raise StackError(f"cannot read Docker's events: {str(exc)[:120]}") from None
-        for item in seen:
-            t = item.get("timeNano", 0) / 1e9 or float(item.get("time", until))
-            if t < self._events_since:
-                continue
-            cid = item.get("id") or item.get("Actor", {}).get("ID", "")
-            attrs = item.get("Actor", {}).get("Attributes", {})
-            if (item.get("status") or item.get("Action")) == "oom":
-                self._oom.add(cid)  # its die follows: say why
-                continue
-            service = attrs.get("com.docker.compose.service")
-            code = attrs.get("exitCode")
-            if service == self.service and not self.events.expected(cid):
-                self.events.expect(cid)  # reported once
-                name = self._known.get(cid) or cid[:12]
-                self._routed.discard(name)
-                if self._runtime is not None and name in self._runtime.servers:
-                    try:
-                        self._runtime.forget(name)
-                    except StackError:
-                        pass  # HAProxy's own check takes it out
-                noticed.append(self._event(
-                    ev.REPLICA_DIED, hostname=name, returncode=code, noticed=until,
-                    **({"reason": "out of memory (its memory limit)"} if cid in self._oom
-                       else {})))
-                noticed[-1]["t"] = t
-            elif service == cf.BALANCER_SERVICE and not self._balancer_reported \
-                    and not self.events.expected("balancer", t):
-                self._balancer_reported = True
-                noticed.append(self._event(ev.BALANCER_DIED, balancer=self.balancer,
-                                           returncode=code))
-                noticed[-1]["t"] = t
-        self._events_since = until - 1  # Docker's since/until are whole seconds: overlap
-        return noticed
+        return self._guarded_poll(lambda: composewatch.read_events(self))
 
     # -- faults --------------------------------------------------------------------------
 
@@ -543,13 +440,6 @@ class ComposeStack(DockerStack):
         return engine.run_cli([*self._compose, *args], self.env,
                               f"{' '.join(self._compose)} {what}", cwd=str(self.file.parent),
                               check=check)
-
-
-def _number(container) -> int:
-    try:
-        return int(container.labels.get("com.docker.compose.container-number", 0))
-    except ValueError:
-        return 0
 
 
 __all__ = ["ComposeStack", "DEFAULT_FILE"]

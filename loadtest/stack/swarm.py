@@ -25,7 +25,6 @@ Faults act on containers through the SDK, so they reach tasks on this engine onl
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -33,7 +32,6 @@ import time
 import uuid
 from pathlib import Path
 
-from loadtest import events as ev
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
@@ -43,12 +41,12 @@ from loadtest.stack.base import (
     api_port_or_free,
 )
 from loadtest.stack.compose import COMPOSE_DIR
-from loadtest.stack.docker import engine
+from loadtest.stack.docker import engine, swarmwatch
 from loadtest.stack.docker.base import DockerStack
 from loadtest.stack.docker.composefile import BALANCER_LOG_DIR, swarm_traefik_args
-from loadtest.stack.docker.swarmdown import tear_down
+from loadtest.stack.docker.swarmdown import save_logs, tear_down
 from loadtest.stack.docker.swarmnode import SwarmNode, explain
-from loadtest.stack.docker.tasks import TaskTracker, address, lines_by_task, timestamp, wanted
+from loadtest.stack.docker.tasks import TaskTracker, address, rejected_error, timestamp, wanted
 from loadtest.stack.views import TraefikApi, traefik_rows
 
 log = logging.getLogger("scalecheck")
@@ -151,19 +149,12 @@ class SwarmStack(DockerStack):
         self._deploy()
         self._start_traefik()
         self._started = True
-        self._wait_store()
+        swarmwatch.wait_store(self)
         return self.scale(replicas, by="up")
 
     def _create_network(self) -> None:
-        import docker
-
         self._made.add("network")
-        try:
-            self._client.networks.create(self.network, driver="overlay", attachable=True,
-                                         labels={OWNER_LABEL: self.stack_name})
-        except docker.errors.APIError as exc:
-            raise StackError(f"cannot create the overlay network {self.network}: "
-                             f"{explain(exc)}") from None
+        self._node.create_network(self.network, {OWNER_LABEL: self.stack_name})
 
     def _deploy(self) -> None:
         self._made.add("stack")
@@ -204,21 +195,6 @@ class SwarmStack(DockerStack):
             raise StackError(f"cannot start Traefik: {explain(exc)}") from None
         self._traefik_id = container.id
 
-    def _wait_store(self, timeout: float = 60.0) -> None:
-        """Redis answers before the first counter read (the app's health does not need it)."""
-        if not self._services(self.store_service):
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            container = self._store_container(required=False)
-            if container is not None and engine.redis_cli(container, "PING")[0] == 0:
-                return
-            if container is None and self._store_task() is not None:
-                return  # on another node: read over the network when asked
-            time.sleep(0.25)
-        raise StackError(f"timed out after {timeout:.0f}s waiting for Redis "
-                         f"({self.store_service}) to answer")
-
     def _require_up(self) -> None:
         if not self._started:
             raise StackError("the stack is not up")
@@ -250,8 +226,9 @@ class SwarmStack(DockerStack):
         running: dict[str, str] = {}
         up: set[str] = set()
         while time.monotonic() < deadline:
-            tasks, view = self._observe(want_view=True)
-            self._fail_if_rejected(tasks, began)
+            tasks, view = swarmwatch.observe(self, want_view=True)
+            if (why := rejected_error(tasks, began)) is not None:
+                raise StackError(f"Swarm cannot start the {APP} tasks: {why}")
             running = {t.hostname: t.address for t in self._tracker.in_service() if t.address}
             up = {row.server for row in view or [] if row.status == "UP"}
             if len(running) == replicas and up == set(running) and self._probe(set(running)):
@@ -261,14 +238,6 @@ class SwarmStack(DockerStack):
         raise StackError(f"timed out after {self.ready_timeout:.0f}s waiting for Traefik to route "
                          f"to exactly {replicas} tasks (Swarm runs {len(running)}, Traefik has "
                          f"{len(up)} UP)" + (f"; last task error: {failed[-1]}" if failed else ""))
-
-    def _fail_if_rejected(self, tasks: list[dict], since: float) -> None:
-        """A task Swarm rejects (no such image, no node fits) is retried for ever: say why now."""
-        rejected = [t for t in tasks if t.get("Status", {}).get("State") == "rejected"
-                    and (timestamp(t.get("CreatedAt")) or 0) >= since - 1]
-        if len(rejected) >= 2:
-            err = rejected[-1].get("Status", {}).get("Err") or "rejected"
-            raise StackError(f"Swarm cannot start the {APP} tasks: {err}")
 
     def replicas(self) -> list[Replica]:
         if not self._started:
@@ -296,18 +265,9 @@ class SwarmStack(DockerStack):
     def _counter_over_network(self) -> int | None:
         """Redis runs on another node, where `docker exec` cannot reach: ask it from a
         throw-away container on the attachable network, on this engine."""
-        import docker
-
-        try:
-            output = self._client.containers.run(
-                self._image("REDIS_IMAGE"), ["redis-cli", "-h", self.store_service, "GET",
-                                             self.counter_key],
-                network=self.network, remove=True, labels={OWNER_LABEL: self.stack_name})
-        except docker.errors.DockerException as exc:
-            raise StackError(f"cannot read the counter over {self.network}: "
-                             f"{explain(exc)}") from None
-        text = output.decode(errors="replace").strip()
-        return int(text) if text.lstrip("-").isdigit() else 0
+        return engine.redis_over_network(self._client, self._image("REDIS_IMAGE"),
+                                         self.network, self.store_service, self.counter_key,
+                                         {OWNER_LABEL: self.stack_name})
 
     # -- watching ------------------------------------------------------------------------
 
@@ -316,76 +276,11 @@ class SwarmStack(DockerStack):
             return []
 
         def observe() -> list[dict]:
-            self._observe()
+            swarmwatch.observe(self)
             noticed, self._unreported = self._unreported, []
             return noticed
 
         return self._guarded_poll(observe)
-
-    def _observe(self, want_view: bool = False) -> tuple[list[dict], list[BalancerRow] | None]:
-        """Read what changed since last time, record it; the tasks and (when useful) the
-        balancer's view, for the caller."""
-        import docker
-
-        try:
-            self._read_events()
-            tasks = self._list_tasks()
-        except docker.errors.DockerException as exc:
-            raise StackError(f"cannot read Swarm's state: {explain(exc)}") from None
-        now = time.time()
-        tracker = self._tracker
-        tracker.track(tasks, now)
-        listed = {t["ID"] for t in tasks}
-        for task in list(tracker.tasks.values()):
-            if tracker.settle(task, now, self._deaths, self._node.node_id,
-                              vanished=task.id not in listed, stopping=self._stopping):
-                self._keep_logs(task)
-        view = self._view(tasks) if tracker.wants_view() or want_view else None
-        if view is not None:
-            tracker.routed({row.address.rsplit(":", 1)[0] for row in view
-                            if row.status == "UP"}, now)
-        return tasks, view
-
-    def _keep_logs(self, task) -> None:
-        """Keep an ended task's log now: Swarm removes a scaled-down task's container
-        seconds after it exits, and `docker service logs` then no longer has it."""
-        if task.node != self._node.node_id or not task.container:
-            return
-        try:
-            self._kept_logs[task.hostname] = self._client.api.logs(task.container,
-                                                                   timestamps=True)
-        except Exception:  # noqa: BLE001 - already gone: the service's log has what it had
-            pass
-
-    def _read_events(self) -> None:
-        """Docker's container `die` events since last time (this engine's containers only)."""
-        if self._events_since is None:
-            return
-        until = time.time()
-        since = self._events_since - 2  # overlap: an event is stamped before it is published
-        for item in self._client.events(since=f"{since:.9f}", until=f"{until:.9f}", decode=True,
-                                        filters={"type": "container", "event": ["die"]}):
-            key = (item.get("id"), item.get("timeNano"))
-            t = (item.get("timeNano") or 0) / 1e9 or float(item.get("time") or until)
-            if key in self._seen:
-                continue
-            self._seen[key] = t
-            attrs = item.get("Actor", {}).get("Attributes", {})
-            code = attrs.get("exitCode")
-            code = int(code) if str(code).lstrip("-").isdigit() else None
-            if attrs.get(STACK_LABEL) == self.stack_name:
-                service = attrs.get("com.docker.swarm.service.name")
-                if service == self.service:
-                    self._deaths.setdefault(attrs.get("com.docker.swarm.task.id", ""), (t, code))
-                elif service == self.store_service and not self._stopping \
-                        and not self.events.expected("store", t):
-                    self._note(ev.STORE_DIED, t, returncode=code)
-            elif item.get("id") == self._traefik_id and not self._stopping \
-                    and not self.events.expected("balancer", t) and not self._balancer_reported:
-                self._balancer_reported = True
-                self._note(ev.BALANCER_DIED, t, balancer=self.balancer, returncode=code)
-        self._events_since = until
-        self._seen = {k: v for k, v in self._seen.items() if v >= since - 5}
 
     def _note(self, name: str, t: float, /, **payload) -> dict:
         event = self.events.add(name, t, **payload)
@@ -408,7 +303,7 @@ class SwarmStack(DockerStack):
     def _replica_container(self, hostname: str | None):
         """Swarm replaces a task it sees fail; the newest local one is the default."""
         with self.lock:
-            self._observe()
+            swarmwatch.observe(self)
             running = self._tracker.in_service()
             if hostname:
                 task = next((t for t in running if t.hostname == hostname), None)
@@ -488,30 +383,9 @@ class SwarmStack(DockerStack):
     # -- logs ------------------------------------------------------------------------
 
     def save_logs(self, dest: Path) -> None:
-        """The services' logs (`docker service logs`: every task, on every node), one file
-        per task, Traefik's log, its view and Swarm's task history."""
-        dest = Path(dest)
-        if self._client is None or not self._touched or (dest / f"{APP}.log").exists():
-            return
-        dest.mkdir(parents=True, exist_ok=True)
-        for service, short in ((self.service, APP), (self.store_service, STORE)):
-            text = self._docker(["service", "logs", "--timestamps", "--no-trunc", service],
-                                check=False, merge=True)
-            (dest / f"{short}.log").write_text(text)
-            if short == APP:
-                for hostname, kept in self._kept_logs.items():
-                    (dest / f"{hostname}.log").write_bytes(kept)
-                for task_name, lines in lines_by_task(text).items():
-                    (dest / f"{task_name}.log").write_text("\n".join(lines) + "\n")
-        try:
-            traefik = self._client.containers.get(self._traefik_id or self.traefik_name)
-            (dest / "traefik.log").write_bytes(traefik.logs(timestamps=True))
-            (dest / "balancer.json").write_text(json.dumps(
-                [r.to_dict() for r in self.balancer_view()], indent=1))
-            (dest / "tasks.json").write_text(json.dumps(
-                self._client.api.tasks(filters={"service": self.service}), indent=1))
-        except Exception:  # noqa: BLE001 - best effort, at the end of a run
-            pass
+        """The services' logs (every task, on every node), one file per task, Traefik's
+        log, its view and Swarm's task history (see ``docker.swarmdown``)."""
+        save_logs(self, Path(dest))
 
     # -- down ------------------------------------------------------------------------
 

@@ -163,6 +163,23 @@ def read_redis_counter(container, key: str) -> int:
     return int(text) if text.lstrip("-").isdigit() else 0
 
 
+def redis_over_network(client, image: str, network: str, host: str, key: str,
+                       labels: dict[str, str]) -> int:
+    """The counter of a Redis no ``docker exec`` reaches (on another node): asked from a
+    throw-away container on the network, on this engine."""
+    import docker
+
+    try:
+        output = client.containers.run(image, ["redis-cli", "-h", host, "GET", key],
+                                       network=network, remove=True, labels=labels)
+    except docker.errors.DockerException as exc:
+        text = getattr(exc, "explanation", None) or str(exc)
+        raise StackError(f"cannot read the counter over {network}: "
+                         f"{str(text).strip().splitlines()[0][:200]}") from None
+    text = output.decode(errors="replace").strip()
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
 def freeze_store_for_restart(redis, persist: bool, read_counter: Callable[[], int | None]
                              ) -> tuple[float, int | None]:
     """Pause Redis's writes, read the counter, then save it or delete its dump file.

@@ -1,5 +1,6 @@
-"""Taking a Swarm run down: everything it created, waiting until it is gone, never
-raising (a step that fails is one line in the log, and the next step runs).
+"""The end of a Swarm run: its logs kept, then everything it created taken down, waiting
+until it is gone, never raising (a step that fails is one line in the log, and the next
+step runs).
 
 Order: the stack's services, their containers (gone, not only stopped), the Traefik
 container, the stack's volumes, the network, then the swarm and the ``docker_gwbridge``
@@ -8,17 +9,21 @@ network it made, if this run started the swarm.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 
 from loadtest.stack.base import StackError
+from loadtest.stack.docker import swarmwatch
+from loadtest.stack.docker.tasks import lines_by_task
 
 log = logging.getLogger("scalecheck")
 
 
 def tear_down(stack) -> None:
     if stack._started:
-        _step("reading the last events", stack._observe)
+        _step("reading the last events", lambda: swarmwatch.observe(stack))
     if stack._started and stack.log_dir is not None:
         _step("saving logs", lambda: stack.save_logs(stack.log_dir))
     stack._stopping = True
@@ -76,12 +81,12 @@ def _remove_stack(stack) -> None:
 
 def _last_removals(stack) -> None:
     """Tasks we scaled down that ended while the run was ending: their time of removal."""
-    stack._read_events()
+    swarmwatch.read_events(stack)
     now = time.time()
     for task in stack._tracker.tasks.values():
         if task.chosen and stack._tracker.settle(task, now, stack._deaths,
                                                  stack._node.node_id, vanished=True):
-            stack._keep_logs(task)
+            swarmwatch.keep_logs(stack, task)
 
 
 def _remove_traefik(stack) -> None:
@@ -97,3 +102,30 @@ def _remove_volumes(stack) -> None:
     for volume in stack._client.volumes.list(
             filters={"label": f"{stack.stack_label}={stack.stack_name}"}):
         volume.remove(force=True)
+
+
+def save_logs(stack, dest: Path) -> None:
+    """The services' logs (`docker service logs`: every task, on every node), one file
+    per task, Traefik's log, its view and Swarm's task history."""
+    dest = Path(dest)
+    if stack._client is None or not stack._touched or (dest / "hello.log").exists():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for service, short in ((stack.service, "hello"), (stack.store_service, "redis")):
+        text = stack._docker(["service", "logs", "--timestamps", "--no-trunc", service],
+                             check=False, merge=True)
+        (dest / f"{short}.log").write_text(text)
+        if short == "hello":
+            for hostname, kept in stack._kept_logs.items():
+                (dest / f"{hostname}.log").write_bytes(kept)
+            for task_name, lines in lines_by_task(text).items():
+                (dest / f"{task_name}.log").write_text("\n".join(lines) + "\n")
+    try:
+        traefik = stack._client.containers.get(stack._traefik_id or stack.traefik_name)
+        (dest / "traefik.log").write_bytes(traefik.logs(timestamps=True))
+        (dest / "balancer.json").write_text(json.dumps(
+            [r.to_dict() for r in stack.balancer_view()], indent=1))
+        (dest / "tasks.json").write_text(json.dumps(
+            stack._client.api.tasks(filters={"service": stack.service}), indent=1))
+    except Exception:  # noqa: BLE001 - best effort, at the end of a run
+        pass

@@ -87,6 +87,16 @@ class SwarmNode:
             time.sleep(0.25)
         log.warning("scalecheck: %s still has endpoints; left in place", GWBRIDGE)
 
+    def create_network(self, name: str, labels: dict[str, str]) -> None:
+        """An attachable overlay network: a plain container (Traefik) can join it."""
+        import docker
+
+        try:
+            self.client.networks.create(name, driver="overlay", attachable=True, labels=labels)
+        except docker.errors.APIError as exc:
+            raise StackError(f"cannot create the overlay network {name}: "
+                             f"{explain(exc)}") from None
+
     def network_ids(self, name: str) -> list[str]:
         return [n["Id"] for n in self.client.api.networks(names=[name]) if n["Name"] == name]
 

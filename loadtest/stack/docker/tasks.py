@@ -189,6 +189,16 @@ class TaskTracker:
 
 # -- Swarm's documents ----------------------------------------------------------------
 
+def rejected_error(tasks: list[dict], since: float) -> str | None:
+    """Why Swarm keeps rejecting new tasks (no such image, no node fits), or None. It
+    retries for ever: two rejections since ``since`` are enough to say why now."""
+    rejected = [t for t in tasks if t.get("Status", {}).get("State") == "rejected"
+                and (timestamp(t.get("CreatedAt")) or 0) >= since - 1]
+    if len(rejected) >= 2:
+        return rejected[-1].get("Status", {}).get("Err") or "rejected"
+    return None
+
+
 def wanted(task: dict) -> bool:
     """Swarm wants this task to run (``ready``: it waits for the restart delay)."""
     return task.get("DesiredState", "") not in TERMINAL
