@@ -62,6 +62,43 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
     if spec.balance not in BALANCES:
         raise SynthError(f"--balance must be one of {', '.join(BALANCES)}")
     rng = np.random.default_rng(spec.seed)
+    n = spec.requests
+    user, latency, t_start, t_end, lin = _timeline(spec, rng)
+    t_last = float(t_end.max())
+    stages, events, segments = _stages(spec, t_last)
+    stage = np.clip(np.searchsorted([s["t_start"] for s in stages], t_start, "right") - 1,
+                    0, len(stages) - 1)
+
+    hostname = _route(t_start, segments, spec.balance, rng)
+    by_lin = np.argsort(lin, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_lin] = np.arange(n)
+    counter = spec.counter_before + rank + 1
+
+    cols = {
+        "t_start": t_start, "t_end": t_end, "latency_ms": latency,
+        "status": np.full(n, 200, dtype=np.int32), "error": np.full(n, None, dtype=object),
+        "hostname": hostname, "counter": counter.astype(object),
+        "counter_error": np.full(n, None, dtype=object),
+        "stage": stage.astype(np.int32),
+        "scale_level": np.array(spec.levels, dtype=np.int32)[stage],
+        "user": user.astype(np.int64), "worker": np.full(n, "synth", dtype=object),
+        "method": np.full(n, "GET", dtype=object), "name": np.full(n, "/", dtype=object),
+        "bytes": np.full(n, 70, dtype=np.int64),
+        "t_intended": np.full(n, np.nan),
+        "attempts": np.ones(n, dtype=np.int32),
+        "server": np.full(n, None, dtype=object),
+        "request_id": np.full(n, None, dtype=object),
+        **{name: np.full(n, None, dtype=object) for name in ("op", "key", "value", "seen")},
+    }
+    consumed = _inject(cols, by_lin, lin, spec, rng, events)
+    after = spec.counter_before + consumed - spec.anomalies.lost
+    return _meta(spec, stages, events, t_last, after), cols
+
+
+def _timeline(spec: SynthSpec, rng) -> tuple[np.ndarray, ...]:
+    """When each request ran: (user, latency in ms, t_start, t_end, lin). Each user issues
+    its requests back to back; each takes effect at ``lin``, inside its own span."""
     n, users = spec.requests, spec.users
     user = np.arange(n) % users
     order = np.argsort(user, kind="stable")
@@ -76,9 +113,12 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
     t_end = spec.t0 + rng.uniform(0, 0.002, users)[user] + (csum - offset)
     t_start = t_end - latency / 1000.0
     lin = t_start + rng.uniform(0.1, 0.9, n) * latency / 1000.0
+    return user, latency, t_start, t_end, lin
 
-    # Stages and the stack's events.
-    t_last = float(t_end.max())
+
+def _stages(spec: SynthSpec, t_last: float) -> tuple[list[dict], list[dict], list[tuple]]:
+    """The stages over the run's span, the stack's events as it scales through them, and the
+    segments (start, replicas serving) that requests are routed over."""
     span = (t_last - spec.t0) / len(spec.levels)
     stages, events, sets, segments = [], [], [], []
     next_id = 1
@@ -110,35 +150,15 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         stages.append({"index": i, "level": level, "t_start": start,
                        "t_ready": start + ready_delay,
                        "t_end": start + span if i < len(spec.levels) - 1 else t_last + 1e-6,
-                       "users": users})
-    stage = np.clip(np.searchsorted([s["t_start"] for s in stages], t_start, "right") - 1,
-                    0, len(stages) - 1)
+                       "users": spec.users})
+    return stages, events, segments
 
-    hostname = _route(t_start, segments, spec.balance, rng)
-    by_lin = np.argsort(lin, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_lin] = np.arange(n)
-    counter = spec.counter_before + rank + 1
 
-    cols = {
-        "t_start": t_start, "t_end": t_end, "latency_ms": latency,
-        "status": np.full(n, 200, dtype=np.int32), "error": np.full(n, None, dtype=object),
-        "hostname": hostname, "counter": counter.astype(object),
-        "counter_error": np.full(n, None, dtype=object),
-        "stage": stage.astype(np.int32),
-        "scale_level": np.array(spec.levels, dtype=np.int32)[stage],
-        "user": user.astype(np.int64), "worker": np.full(n, "synth", dtype=object),
-        "method": np.full(n, "GET", dtype=object), "name": np.full(n, "/", dtype=object),
-        "bytes": np.full(n, 70, dtype=np.int64),
-        "t_intended": np.full(n, np.nan),
-        "attempts": np.ones(n, dtype=np.int32),
-        "server": np.full(n, None, dtype=object),
-        "request_id": np.full(n, None, dtype=object),
-        **{name: np.full(n, None, dtype=object) for name in ("op", "key", "value", "seen")},
-    }
-    consumed = _inject(cols, by_lin, lin, spec, rng, events)
-    after = spec.counter_before + consumed - spec.anomalies.lost
-    meta = {
+def _meta(spec: SynthSpec, stages: list[dict], events: list[dict], t_last: float,
+          after: int) -> dict:
+    """run.json's content, as a real run's, with what was synthesized and how."""
+    n = spec.requests
+    return {
         "status": "completed", "started": spec.t0 - 2, "ended": t_last + 1,
         "locust_version": "synthetic", "stack": {"backend": "synthetic", "controlled": True},
         "url": "http://synthetic.invalid",
@@ -150,7 +170,6 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         "synthetic": {"balance": spec.balance, "anomalies": spec.anomalies.__dict__,
                       "seed": spec.seed},
     }
-    return meta, cols
 
 
 def _route(t_start, segments, balance, rng) -> np.ndarray:
