@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,14 +198,20 @@ def _route(t_start, segments, balance, rng) -> np.ndarray:
 def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
     """Apply anomalies in place; return how many increments took effect."""
     a = spec.anomalies
-    n = len(lin)
-    touched = np.zeros(n, dtype=bool)  # in linearization order
-    values = cols["counter"].astype(np.int64)[by_lin]  # values in lin order
-    t_start = cols["t_start"][by_lin]
-    t_end = cols["t_end"][by_lin]
-    user = cols["user"][by_lin]
-    unknown = np.zeros(n, dtype=bool)
-    shift = np.zeros(n, dtype=np.int64)
+    touched = np.zeros(len(lin), dtype=bool)  # in linearization order
+    values, unknown, cut, hidden = _pick_anomalies(cols, by_lin, a, events, touched, rng)
+    _mark(cols, by_lin, values, unknown, cut, hidden)
+    if a.late_serving:
+        _serve_late(cols, by_lin, touched, a.late_serving, events, rng)
+    return len(lin) - int(a.unknown_not_applied) - int(a.duplicates) \
+        - int(a.transition_errors) + int(a.hidden_attempts)
+
+
+def _picker(touched: np.ndarray, rng) -> Callable[[np.ndarray, int, str], np.ndarray]:
+    """``take(candidates, k, what)``: k of the candidates (positions in linearization order),
+    sorted, chosen at random so that no two anomalies meet: each is marked touched with the
+    two requests either side of it, and none is taken next to one touched."""
+    n = len(touched)
 
     def take(candidates: np.ndarray, k: int, what: str) -> np.ndarray:
         candidates = candidates[~touched[candidates]]
@@ -223,19 +230,27 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         if len(chosen) < k:
             raise SynthError(f"cannot inject {k} {what} into {n} requests; use more requests")
         return np.array(sorted(chosen), dtype=np.int64)
+    return take
 
+
+def _pick_anomalies(cols, by_lin, a: Anomalies, events, touched: np.ndarray,
+                    rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Choose the requests of each anomaly in the counter, in a fixed order of anomalies (a
+    seed gives one history), and the values they then read: returns (values, unknown, cut,
+    hidden), each in linearization order."""
+    take = _picker(touched, rng)
+    values = cols["counter"].astype(np.int64)[by_lin]  # values in lin order
+    t_start = cols["t_start"][by_lin]
+    t_end = cols["t_end"][by_lin]
+    user = cols["user"][by_lin]
+    n = len(values)
+    unknown = np.zeros(n, dtype=bool)
+    shift = np.zeros(n, dtype=np.int64)
     idx = np.arange(n)
     cut = np.zeros(n, dtype=bool)
     if a.transition_errors:
-        # Inside each change from asked to ready + 1 s (the analysis' default margin).
-        windows = [(e["t"], e["t"] + 1.0) for e in events
-                   if e["event"] == "scale_asked" and e.get("by") != "up"]
-        if not windows:
-            raise SynthError("--transition-errors needs two levels or more")
-        inside = np.zeros(n, dtype=bool)
-        for lo, hi in windows:
-            inside |= (t_start >= lo) & (t_start < hi)
-        chosen = take(idx[inside], a.transition_errors, "transition errors")
+        chosen = take(idx[_in_transitions(events, t_start)], a.transition_errors,
+                      "transition errors")
         cut[chosen] = True
         shift[chosen] += 1  # never reached the app: later values move down
     if a.unknown_not_applied:
@@ -260,10 +275,26 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         chosen = take(idx[:-1][apart], a.order_violations, "order violations")
         touched[np.minimum(chosen + 1, n - 1)] = True
         values[chosen], values[chosen + 1] = values[chosen + 1].copy(), values[chosen].copy()
-    consumed = n - int(a.unknown_not_applied) - int(a.duplicates) - int(a.transition_errors) \
-        + int(a.hidden_attempts)
+    return values, unknown, cut, hidden
 
-    counter = np.empty(n, dtype=object)
+
+def _in_transitions(events: list[dict], t_start: np.ndarray) -> np.ndarray:
+    """Which requests start inside a scale change, from asked to ready + 1 s (the analysis'
+    default margin), where the balancer's own errors are injected."""
+    windows = [(e["t"], e["t"] + 1.0) for e in events
+               if e["event"] == "scale_asked" and e.get("by") != "up"]
+    if not windows:
+        raise SynthError("--transition-errors needs two levels or more")
+    inside = np.zeros(len(t_start), dtype=bool)
+    for lo, hi in windows:
+        inside |= (t_start >= lo) & (t_start < hi)
+    return inside
+
+
+def _mark(cols, by_lin, values, unknown, cut, hidden) -> None:
+    """Write the anomalies picked (in linearization order) into the columns (in the
+    columns' order): counter values, unknown outcomes, hidden attempts, cut requests."""
+    counter = np.empty(len(values), dtype=object)
     counter[by_lin] = np.where(unknown, None, values).astype(object)
     cols["counter"] = counter
     unknown_rows = by_lin[unknown]
@@ -279,17 +310,19 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
     cols["hostname"][cut_rows] = None
     cols["counter_error"][cut_rows] = "not JSON (status 503)"
 
-    if a.late_serving:
-        removed = [e for e in events if e["event"] == "replica_removed"]
-        if not removed:
-            raise SynthError("--late-serving needs a scale-down among the levels")
-        gone = removed[0]
-        later = np.flatnonzero((cols["t_start"] > gone["t"] + 0.01) & (cols["status"] == 200))
-        later = later[~np.isin(later, by_lin[touched])]
-        if len(later) < a.late_serving:
-            raise SynthError("not enough requests after the scale-down for --late-serving")
-        cols["hostname"][rng.choice(later, a.late_serving, replace=False)] = gone["hostname"]
-    return consumed
+
+def _serve_late(cols, by_lin, touched: np.ndarray, k: int, events: list[dict], rng) -> None:
+    """k successful requests after the first scale-down, not touched by another anomaly,
+    answered by the replica it removed."""
+    removed = [e for e in events if e["event"] == "replica_removed"]
+    if not removed:
+        raise SynthError("--late-serving needs a scale-down among the levels")
+    gone = removed[0]
+    later = np.flatnonzero((cols["t_start"] > gone["t"] + 0.01) & (cols["status"] == 200))
+    later = later[~np.isin(later, by_lin[touched])]
+    if len(later) < k:
+        raise SynthError("not enough requests after the scale-down for --late-serving")
+    cols["hostname"][rng.choice(later, k, replace=False)] = gone["hostname"]
 
 
 def write(out: Path, meta: dict, cols: dict[str, np.ndarray], chunk: int = 1_000_000) -> Path:
