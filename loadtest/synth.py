@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,43 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
     if spec.balance not in BALANCES:
         raise SynthError(f"--balance must be one of {', '.join(BALANCES)}")
     rng = np.random.default_rng(spec.seed)
+    n = spec.requests
+    user, latency, t_start, t_end, lin = _timeline(spec, rng)
+    t_last = float(t_end.max())
+    stages, events, segments = _stages(spec, t_last)
+    stage = np.clip(np.searchsorted([s["t_start"] for s in stages], t_start, "right") - 1,
+                    0, len(stages) - 1)
+
+    hostname = _route(t_start, segments, spec.balance, rng)
+    by_lin = np.argsort(lin, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_lin] = np.arange(n)
+    counter = spec.counter_before + rank + 1
+
+    cols = {
+        "t_start": t_start, "t_end": t_end, "latency_ms": latency,
+        "status": np.full(n, 200, dtype=np.int32), "error": np.full(n, None, dtype=object),
+        "hostname": hostname, "counter": counter.astype(object),
+        "counter_error": np.full(n, None, dtype=object),
+        "stage": stage.astype(np.int32),
+        "scale_level": np.array(spec.levels, dtype=np.int32)[stage],
+        "user": user.astype(np.int64), "worker": np.full(n, "synth", dtype=object),
+        "method": np.full(n, "GET", dtype=object), "name": np.full(n, "/", dtype=object),
+        "bytes": np.full(n, 70, dtype=np.int64),
+        "t_intended": np.full(n, np.nan),
+        "attempts": np.ones(n, dtype=np.int32),
+        "server": np.full(n, None, dtype=object),
+        "request_id": np.full(n, None, dtype=object),
+        **{name: np.full(n, None, dtype=object) for name in ("op", "key", "value", "seen")},
+    }
+    consumed = _inject(cols, by_lin, lin, spec, rng, events)
+    after = spec.counter_before + consumed - spec.anomalies.lost
+    return _meta(spec, stages, events, t_last, after), cols
+
+
+def _timeline(spec: SynthSpec, rng) -> tuple[np.ndarray, ...]:
+    """When each request ran: (user, latency in ms, t_start, t_end, lin). Each user issues
+    its requests back to back; each takes effect at ``lin``, inside its own span."""
     n, users = spec.requests, spec.users
     user = np.arange(n) % users
     order = np.argsort(user, kind="stable")
@@ -76,9 +114,12 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
     t_end = spec.t0 + rng.uniform(0, 0.002, users)[user] + (csum - offset)
     t_start = t_end - latency / 1000.0
     lin = t_start + rng.uniform(0.1, 0.9, n) * latency / 1000.0
+    return user, latency, t_start, t_end, lin
 
-    # Stages and the stack's events.
-    t_last = float(t_end.max())
+
+def _stages(spec: SynthSpec, t_last: float) -> tuple[list[dict], list[dict], list[tuple]]:
+    """The stages over the run's span, the stack's events as it scales through them, and the
+    segments (start, replicas serving) that requests are routed over."""
     span = (t_last - spec.t0) / len(spec.levels)
     stages, events, sets, segments = [], [], [], []
     next_id = 1
@@ -110,35 +151,15 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         stages.append({"index": i, "level": level, "t_start": start,
                        "t_ready": start + ready_delay,
                        "t_end": start + span if i < len(spec.levels) - 1 else t_last + 1e-6,
-                       "users": users})
-    stage = np.clip(np.searchsorted([s["t_start"] for s in stages], t_start, "right") - 1,
-                    0, len(stages) - 1)
+                       "users": spec.users})
+    return stages, events, segments
 
-    hostname = _route(t_start, segments, spec.balance, rng)
-    by_lin = np.argsort(lin, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_lin] = np.arange(n)
-    counter = spec.counter_before + rank + 1
 
-    cols = {
-        "t_start": t_start, "t_end": t_end, "latency_ms": latency,
-        "status": np.full(n, 200, dtype=np.int32), "error": np.full(n, None, dtype=object),
-        "hostname": hostname, "counter": counter.astype(object),
-        "counter_error": np.full(n, None, dtype=object),
-        "stage": stage.astype(np.int32),
-        "scale_level": np.array(spec.levels, dtype=np.int32)[stage],
-        "user": user.astype(np.int64), "worker": np.full(n, "synth", dtype=object),
-        "method": np.full(n, "GET", dtype=object), "name": np.full(n, "/", dtype=object),
-        "bytes": np.full(n, 70, dtype=np.int64),
-        "t_intended": np.full(n, np.nan),
-        "attempts": np.ones(n, dtype=np.int32),
-        "server": np.full(n, None, dtype=object),
-        "request_id": np.full(n, None, dtype=object),
-        **{name: np.full(n, None, dtype=object) for name in ("op", "key", "value", "seen")},
-    }
-    consumed = _inject(cols, by_lin, lin, spec, rng, events)
-    after = spec.counter_before + consumed - spec.anomalies.lost
-    meta = {
+def _meta(spec: SynthSpec, stages: list[dict], events: list[dict], t_last: float,
+          after: int) -> dict:
+    """run.json's content, as a real run's, with what was synthesized and how."""
+    n = spec.requests
+    return {
         "status": "completed", "started": spec.t0 - 2, "ended": t_last + 1,
         "locust_version": "synthetic", "stack": {"backend": "synthetic", "controlled": True},
         "url": "http://synthetic.invalid",
@@ -150,7 +171,6 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         "synthetic": {"balance": spec.balance, "anomalies": spec.anomalies.__dict__,
                       "seed": spec.seed},
     }
-    return meta, cols
 
 
 def _route(t_start, segments, balance, rng) -> np.ndarray:
@@ -178,14 +198,20 @@ def _route(t_start, segments, balance, rng) -> np.ndarray:
 def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
     """Apply anomalies in place; return how many increments took effect."""
     a = spec.anomalies
-    n = len(lin)
-    touched = np.zeros(n, dtype=bool)  # in linearization order
-    values = cols["counter"].astype(np.int64)[by_lin]  # values in lin order
-    t_start = cols["t_start"][by_lin]
-    t_end = cols["t_end"][by_lin]
-    user = cols["user"][by_lin]
-    unknown = np.zeros(n, dtype=bool)
-    shift = np.zeros(n, dtype=np.int64)
+    touched = np.zeros(len(lin), dtype=bool)  # in linearization order
+    values, unknown, cut, hidden = _pick_anomalies(cols, by_lin, a, events, touched, rng)
+    _mark(cols, by_lin, values, unknown, cut, hidden)
+    if a.late_serving:
+        _serve_late(cols, by_lin, touched, a.late_serving, events, rng)
+    return len(lin) - int(a.unknown_not_applied) - int(a.duplicates) \
+        - int(a.transition_errors) + int(a.hidden_attempts)
+
+
+def _picker(touched: np.ndarray, rng) -> Callable[[np.ndarray, int, str], np.ndarray]:
+    """``take(candidates, k, what)``: k of the candidates (positions in linearization order),
+    sorted, chosen at random so that no two anomalies meet: each is marked touched with the
+    two requests either side of it, and none is taken next to one touched."""
+    n = len(touched)
 
     def take(candidates: np.ndarray, k: int, what: str) -> np.ndarray:
         candidates = candidates[~touched[candidates]]
@@ -204,19 +230,27 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         if len(chosen) < k:
             raise SynthError(f"cannot inject {k} {what} into {n} requests; use more requests")
         return np.array(sorted(chosen), dtype=np.int64)
+    return take
 
+
+def _pick_anomalies(cols, by_lin, a: Anomalies, events, touched: np.ndarray,
+                    rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Choose the requests of each anomaly in the counter, in a fixed order of anomalies (a
+    seed gives one history), and the values they then read: returns (values, unknown, cut,
+    hidden), each in linearization order."""
+    take = _picker(touched, rng)
+    values = cols["counter"].astype(np.int64)[by_lin]  # values in lin order
+    t_start = cols["t_start"][by_lin]
+    t_end = cols["t_end"][by_lin]
+    user = cols["user"][by_lin]
+    n = len(values)
+    unknown = np.zeros(n, dtype=bool)
+    shift = np.zeros(n, dtype=np.int64)
     idx = np.arange(n)
     cut = np.zeros(n, dtype=bool)
     if a.transition_errors:
-        # Inside each change from asked to ready + 1 s (the analysis' default margin).
-        windows = [(e["t"], e["t"] + 1.0) for e in events
-                   if e["event"] == "scale_asked" and e.get("by") != "up"]
-        if not windows:
-            raise SynthError("--transition-errors needs two levels or more")
-        inside = np.zeros(n, dtype=bool)
-        for lo, hi in windows:
-            inside |= (t_start >= lo) & (t_start < hi)
-        chosen = take(idx[inside], a.transition_errors, "transition errors")
+        chosen = take(idx[_in_transitions(events, t_start)], a.transition_errors,
+                      "transition errors")
         cut[chosen] = True
         shift[chosen] += 1  # never reached the app: later values move down
     if a.unknown_not_applied:
@@ -241,10 +275,26 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
         chosen = take(idx[:-1][apart], a.order_violations, "order violations")
         touched[np.minimum(chosen + 1, n - 1)] = True
         values[chosen], values[chosen + 1] = values[chosen + 1].copy(), values[chosen].copy()
-    consumed = n - int(a.unknown_not_applied) - int(a.duplicates) - int(a.transition_errors) \
-        + int(a.hidden_attempts)
+    return values, unknown, cut, hidden
 
-    counter = np.empty(n, dtype=object)
+
+def _in_transitions(events: list[dict], t_start: np.ndarray) -> np.ndarray:
+    """Which requests start inside a scale change, from asked to ready + 1 s (the analysis'
+    default margin), where the balancer's own errors are injected."""
+    windows = [(e["t"], e["t"] + 1.0) for e in events
+               if e["event"] == "scale_asked" and e.get("by") != "up"]
+    if not windows:
+        raise SynthError("--transition-errors needs two levels or more")
+    inside = np.zeros(len(t_start), dtype=bool)
+    for lo, hi in windows:
+        inside |= (t_start >= lo) & (t_start < hi)
+    return inside
+
+
+def _mark(cols, by_lin, values, unknown, cut, hidden) -> None:
+    """Write the anomalies picked (in linearization order) into the columns (in the
+    columns' order): counter values, unknown outcomes, hidden attempts, cut requests."""
+    counter = np.empty(len(values), dtype=object)
     counter[by_lin] = np.where(unknown, None, values).astype(object)
     cols["counter"] = counter
     unknown_rows = by_lin[unknown]
@@ -260,17 +310,19 @@ def _inject(cols, by_lin, lin, spec: SynthSpec, rng, events) -> int:
     cols["hostname"][cut_rows] = None
     cols["counter_error"][cut_rows] = "not JSON (status 503)"
 
-    if a.late_serving:
-        removed = [e for e in events if e["event"] == "replica_removed"]
-        if not removed:
-            raise SynthError("--late-serving needs a scale-down among the levels")
-        gone = removed[0]
-        later = np.flatnonzero((cols["t_start"] > gone["t"] + 0.01) & (cols["status"] == 200))
-        later = later[~np.isin(later, by_lin[touched])]
-        if len(later) < a.late_serving:
-            raise SynthError("not enough requests after the scale-down for --late-serving")
-        cols["hostname"][rng.choice(later, a.late_serving, replace=False)] = gone["hostname"]
-    return consumed
+
+def _serve_late(cols, by_lin, touched: np.ndarray, k: int, events: list[dict], rng) -> None:
+    """k successful requests after the first scale-down, not touched by another anomaly,
+    answered by the replica it removed."""
+    removed = [e for e in events if e["event"] == "replica_removed"]
+    if not removed:
+        raise SynthError("--late-serving needs a scale-down among the levels")
+    gone = removed[0]
+    later = np.flatnonzero((cols["t_start"] > gone["t"] + 0.01) & (cols["status"] == 200))
+    later = later[~np.isin(later, by_lin[touched])]
+    if len(later) < k:
+        raise SynthError("not enough requests after the scale-down for --late-serving")
+    cols["hostname"][rng.choice(later, k, replace=False)] = gone["hostname"]
 
 
 def write(out: Path, meta: dict, cols: dict[str, np.ndarray], chunk: int = 1_000_000) -> Path:

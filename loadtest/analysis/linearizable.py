@@ -80,7 +80,7 @@ import bisect
 import math
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 from loadtest.analysis.history import (
@@ -105,6 +105,10 @@ RECENT = 16               # operations kept per key from earlier segments, for e
 WINDOW = 12               # operations shown around a violation
 
 
+_Push = Callable[[int, Hashable, float], None]                  # (lin, state, h)
+_Branch = Callable[[int, Hashable, float, int, float, int], None]  # + f, horizon, pending
+
+
 class _Bound(Exception):
     """The search of a key hit one of its bounds."""
 
@@ -118,6 +122,23 @@ class _Entry:
     arg: Hashable         # write: value; read: value seen; cas: (old, new)
     start: float
     ret: float            # t_end + margin (at most the process's next start); unknown: inf
+
+
+@dataclass(slots=True)
+class _Table:
+    """The operations of one search, numbered for bit masks of what is linearized: ok
+    operations by return (bit i), so the frontier is the lowest bit not set, then unknown
+    ones (bit m + j); and what the search looks up by number or by value."""
+    ok: list[_Entry]
+    unk: list[_Entry]
+    bit_of: dict[int, int]                 # serial -> bit
+    ret: list[float]                       # per ok operation
+    start: list[float]
+    kinds: list[tuple[str, Hashable]]      # (f, arg)
+    reads: int                             # mask of the ok reads
+    ok_writes: dict[Hashable, list[int]]   # value -> ok writes of it
+    unk_writes: dict[Hashable, list[tuple[int, float]]]   # value -> (bit mask, start)
+    unk_cas: list[tuple[int, float, Hashable, Hashable]]  # (bit mask, start, old, new)
 
 
 class _Key:
@@ -259,43 +280,38 @@ class RegisterChecker:
         return True
 
     def _search(self, key: _Key, entries: list[_Entry], stop_at: float):
-        ok = sorted((e for e in entries if not e.unknown), key=lambda e: (e.ret, e.start))
-        unk = [e for e in entries if e.unknown]
-        m = len(ok)
-        bit_of = {e.serial: i for i, e in enumerate(ok)}
-        bit_of.update({e.serial: m + j for j, e in enumerate(unk)})
-        okmask = (1 << m) - 1
-        ret = [e.ret for e in ok]
-        start = [e.start for e in ok]
-        kinds = [(e.f, e.arg) for e in ok]
-        reads = sum(1 << i for i, e in enumerate(ok) if e.f == "read")
-        ok_writes: dict[Hashable, list[int]] = {}
-        for i, e in enumerate(ok):
-            if e.f == "write":
-                ok_writes.setdefault(e.arg, []).append(i)
-        unk_writes: dict[Hashable, list[tuple[int, float]]] = {}
-        unk_cas = []
-        for j, e in enumerate(unk):
-            if e.f == "write":
-                unk_writes.setdefault(e.arg, []).append((1 << (m + j), e.start))
-            elif e.f == "cas":
-                unk_cas.append((1 << (m + j), e.start, e.arg[0], e.arg[1]))
+        """Search the key's configurations through ``entries`` up to the cut at ``stop_at``.
 
+        Returns the operations and configurations to carry across the cut, or the evidence
+        of a violation (a dict); raises _Bound when the search hits a bound."""
+        table = _number(entries)
         best: dict[tuple[int, Hashable], float] = {}   # (linearized, value) -> highest H
         stack: list[tuple[int, Hashable, float]] = []
-
-        def push(lin: int, state: Hashable, h: float) -> None:
-            node = (lin, state)
-            if node in best and best[node] >= h:
-                return
-            best[node] = h
-            stack.append((lin, state, h))
-
+        push = _pusher(best, stack)
+        bit_of = table.bit_of
         for state, done, h in key.configs:
             push(sum(1 << bit_of[s] for s in done if s in bit_of), state, h)
+        finals, deepest, deepest_states = self._explore(key, table, stop_at, best, stack, push)
+        if not finals:
+            return self._violation(key, entries, table.ok[deepest] if deepest >= 0 else None,
+                                   deepest_states)
+        return _carry(table, finals, stop_at)
+
+    def _explore(self, key: _Key, table: _Table, stop_at: float,
+                 best: dict[tuple[int, Hashable], float],
+                 stack: list[tuple[int, Hashable, float]], push: _Push) -> tuple[list, int, set]:
+        """The depth-first search itself, from the stacked configurations: the hot loop, so
+        the tables it reads are locals and a configuration costs one call besides its pushes.
+
+        Returns the configurations that reached the cut (at the end of the history, the
+        first is enough), and the deepest frontier reached with up to 10 values the register
+        could hold there: where a violation is, if none reached the cut."""
+        ret, kinds, reads, m = table.ret, table.kinds, table.reads, len(table.ok)
+        okmask = (1 << m) - 1
+        branch = _brancher(table, push)
         finals: list[tuple[int, Hashable, float]] = []
         deepest, deepest_states = -1, set()
-        cands: dict[int, int] = {}
+        cands: dict[int, int] = {}   # frontier -> operations called before it returned
         nodes = 0
         limit = self.max_states - key.nodes
         clock = time.perf_counter
@@ -305,15 +321,8 @@ class RegisterChecker:
             if best[(lin, state)] > h:
                 continue  # explored again with more writes it may absorb
             nodes += 1
-            if nodes > limit:
-                key.nodes += nodes
-                self.states += nodes
-                raise _Bound(f"the search explored {self.max_states:,} configurations "
-                             "(max_states)")
-            if not nodes & 1023 and clock() > deadline:
-                key.nodes += nodes
-                self.states += nodes
-                raise _Bound(f"its time budget of {self.budget_s:g} s ran out")
+            if nodes > limit or not nodes & 1023 and clock() > deadline:
+                raise self._out_of_bounds(key, nodes, nodes > limit)
             free = ~lin & okmask
             f = (free & -free).bit_length() - 1 if free else m
             if f == m or ret[f] >= stop_at:
@@ -328,11 +337,7 @@ class RegisterChecker:
             horizon = ret[f]
             mask = cands.get(f)
             if mask is None:
-                mask = 0
-                for j in range(f, m):
-                    if start[j] <= horizon:
-                        mask |= 1 << j
-                cands[f] = mask
+                mask = cands[f] = _called_by(table.start, f, horizon)
             pending = mask & ~lin
             # 1. Reads of the current value: linearized now, without branching.
             eager, rest = 0, pending & reads
@@ -345,81 +350,22 @@ class RegisterChecker:
             if eager:
                 push(lin | eager, state, h)
                 continue
-            # 2. The first operation to return: it must be linearized now.
-            need: set[Hashable] = set()
-            fbit = 1 << f
-            fname, farg = kinds[f]
-            if fname == "write":
-                push(lin | fbit, farg, horizon)
-                if start[f] <= h:  # unread, it sat just before the last write: no effect
-                    push(lin | fbit, state, h)
-            elif fname == "read":
-                need.add(farg)
-            elif state == farg[0]:
-                push(lin | fbit, farg[1], h)
-            else:
-                need.add(farg[0])
-            # 3. Other operations called before it: a compare-and-set that applies, and
-            # the values that pending reads and compare-and-sets wait for.
-            rest = pending & ~fbit
-            while rest:
-                low = rest & -rest
-                rest ^= low
-                j = low.bit_length() - 1
-                kind, arg = kinds[j]
-                if kind == "read":
-                    need.add(arg)
-                elif kind == "cas":
-                    if state == arg[0]:
-                        push(lin | low, arg[1], h)
-                    else:
-                        need.add(arg[0])
-            for ubit, ustart, old, new in unk_cas:
-                if lin & ubit or ustart > horizon:
-                    continue
-                if state == old:
-                    push(lin | ubit, new, h)
-                else:
-                    need.add(old)
-            # 4. A write of a value waited for, just in time for its readers.
-            for value in need:
-                if value == state:
-                    continue
-                for j in ok_writes.get(value, ()):
-                    low = 1 << j
-                    if pending & low:
-                        push(lin | low, value, horizon)
-                for ubit, ustart in unk_writes.get(value, ()):
-                    if not lin & ubit and ustart <= horizon:
-                        push(lin | ubit, value, horizon)
-                        break  # unknown writes of one value are interchangeable
-            # 5. A write of the value the register holds: it changes nothing now, and the
-            # writes called before it may sit, unread, just before it.
-            for j in ok_writes.get(state, ()):
-                low = 1 << j
-                if pending & low and j != f:
-                    push(lin | low, state, horizon)
+            branch(lin, state, h, f, horizon, pending)
+        self._tally(key, nodes)
+        return finals, deepest, deepest_states
+
+    def _tally(self, key: _Key, nodes: int) -> None:
+        """Count the configurations a search explored, for the key's bound and the total."""
         key.nodes += nodes
         self.states += nodes
-        if not finals:
-            return self._violation(key, entries, ok[deepest] if deepest >= 0 else None,
-                                   deepest_states)
-        # Carry the operations still open at the cut and the configurations reached.
-        carried = [e for e in ok if e.ret >= stop_at] + unk
-        open_writes = sorted(e.start for e in carried if not e.unknown and e.f == "write")
-        configs = {(state, frozenset(e.serial for e in carried if lin >> bit_of[e.serial] & 1),
-                    _absorbing(h, open_writes))
-                   for lin, state, h in finals}
-        done_everywhere = frozenset.intersection(*(d for _, d, _ in configs))
-        gone = {e.serial for e in unk if e.serial in done_everywhere}
-        if gone:
-            carried = [e for e in carried if e.serial not in gone]
-            configs = {(s, d - gone, h) for s, d, h in configs}
-        kept = list(configs) if len(configs) == 1 else \
-            _prune(configs, {e.serial for e in carried if e.unknown})
-        if len(kept) > MAX_CONFIGS:
-            raise _Bound(f"more than {MAX_CONFIGS:,} configurations to carry across a cut")
-        return carried, kept
+
+    def _out_of_bounds(self, key: _Key, nodes: int, states: bool) -> _Bound:
+        """The search stops at a bound: the configurations explored (``states``) or time."""
+        self._tally(key, nodes)
+        if states:
+            return _Bound(f"the search explored {self.max_states:,} configurations "
+                          "(max_states)")
+        return _Bound(f"its time budget of {self.budget_s:g} s ran out")
 
     def _violation(self, key: _Key, entries: list[_Entry], bad: _Entry | None,
                    states: set) -> dict:
@@ -489,6 +435,142 @@ class RegisterChecker:
         else:
             out["valid"] = True
         return out
+
+
+def _number(entries: list[_Entry]) -> _Table:
+    """Number the operations of a search (see _Table), once before it starts."""
+    ok = sorted((e for e in entries if not e.unknown), key=lambda e: (e.ret, e.start))
+    unk = [e for e in entries if e.unknown]
+    m = len(ok)
+    bit_of = {e.serial: i for i, e in enumerate(ok)}
+    bit_of.update({e.serial: m + j for j, e in enumerate(unk)})
+    ok_writes: dict[Hashable, list[int]] = {}
+    for i, e in enumerate(ok):
+        if e.f == "write":
+            ok_writes.setdefault(e.arg, []).append(i)
+    unk_writes: dict[Hashable, list[tuple[int, float]]] = {}
+    unk_cas = []
+    for j, e in enumerate(unk):
+        if e.f == "write":
+            unk_writes.setdefault(e.arg, []).append((1 << (m + j), e.start))
+        elif e.f == "cas":
+            unk_cas.append((1 << (m + j), e.start, e.arg[0], e.arg[1]))
+    return _Table(ok, unk, bit_of, ret=[e.ret for e in ok], start=[e.start for e in ok],
+                  kinds=[(e.f, e.arg) for e in ok],
+                  reads=sum(1 << i for i, e in enumerate(ok) if e.f == "read"),
+                  ok_writes=ok_writes, unk_writes=unk_writes, unk_cas=unk_cas)
+
+
+def _pusher(best: dict[tuple[int, Hashable], float],
+            stack: list[tuple[int, Hashable, float]]) -> _Push:
+    """``push(lin, state, h)``: stack a configuration unless Lowe's memo has it already
+    with at least that time for absorbing writes."""
+    def push(lin: int, state: Hashable, h: float) -> None:
+        node = (lin, state)
+        if node in best and best[node] >= h:
+            return
+        best[node] = h
+        stack.append((lin, state, h))
+    return push
+
+
+def _called_by(start: list[float], f: int, horizon: float) -> int:
+    """Mask of the ok operations from the frontier ``f`` on that were called by its return
+    (``horizon``): the only ones that may be linearized before it."""
+    mask = 0
+    for j in range(f, len(start)):
+        if start[j] <= horizon:
+            mask |= 1 << j
+    return mask
+
+
+def _brancher(table: _Table, push: _Push) -> _Branch:
+    """``branch(lin, state, h, f, horizon, pending)``: push the configurations that follow
+    one with no pending read of the current value (steps 2 to 5). A closure over the
+    table, so the search's hot loop reads it as fast as its own locals."""
+    start, kinds, ok_writes = table.start, table.kinds, table.ok_writes
+    unk_writes, unk_cas = table.unk_writes, table.unk_cas
+
+    def branch(lin: int, state: Hashable, h: float, f: int, horizon: float,
+               pending: int) -> None:
+        # 2. The first operation to return: it must be linearized now.
+        need: set[Hashable] = set()
+        fbit = 1 << f
+        fname, farg = kinds[f]
+        if fname == "write":
+            push(lin | fbit, farg, horizon)
+            if start[f] <= h:  # unread, it sat just before the last write: no effect
+                push(lin | fbit, state, h)
+        elif fname == "read":
+            need.add(farg)
+        elif state == farg[0]:
+            push(lin | fbit, farg[1], h)
+        else:
+            need.add(farg[0])
+        # 3. Other operations called before it: a compare-and-set that applies, and
+        # the values that pending reads and compare-and-sets wait for.
+        rest = pending & ~fbit
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            j = low.bit_length() - 1
+            kind, arg = kinds[j]
+            if kind == "read":
+                need.add(arg)
+            elif kind == "cas":
+                if state == arg[0]:
+                    push(lin | low, arg[1], h)
+                else:
+                    need.add(arg[0])
+        for ubit, ustart, old, new in unk_cas:
+            if lin & ubit or ustart > horizon:
+                continue
+            if state == old:
+                push(lin | ubit, new, h)
+            else:
+                need.add(old)
+        # 4. A write of a value waited for, just in time for its readers.
+        for value in need:
+            if value == state:
+                continue
+            for j in ok_writes.get(value, ()):
+                low = 1 << j
+                if pending & low:
+                    push(lin | low, value, horizon)
+            for ubit, ustart in unk_writes.get(value, ()):
+                if not lin & ubit and ustart <= horizon:
+                    push(lin | ubit, value, horizon)
+                    break  # unknown writes of one value are interchangeable
+        # 5. A write of the value the register holds: it changes nothing now, and the
+        # writes called before it may sit, unread, just before it.
+        for j in ok_writes.get(state, ()):
+            low = 1 << j
+            if pending & low and j != f:
+                push(lin | low, state, horizon)
+    return branch
+
+
+def _carry(table: _Table, finals: list[tuple[int, Hashable, float]],
+           stop_at: float) -> tuple[list[_Entry], list]:
+    """What crosses the cut at ``stop_at``: the operations still open there and the
+    configurations reached (unknown operations linearized in all of them are done with),
+    pruned; _Bound if too many."""
+    bit_of, unk = table.bit_of, table.unk
+    carried = [e for e in table.ok if e.ret >= stop_at] + unk
+    open_writes = sorted(e.start for e in carried if not e.unknown and e.f == "write")
+    configs = {(state, frozenset(e.serial for e in carried if lin >> bit_of[e.serial] & 1),
+                _absorbing(h, open_writes))
+               for lin, state, h in finals}
+    done_everywhere = frozenset.intersection(*(d for _, d, _ in configs))
+    gone = {e.serial for e in unk if e.serial in done_everywhere}
+    if gone:
+        carried = [e for e in carried if e.serial not in gone]
+        configs = {(s, d - gone, h) for s, d, h in configs}
+    kept = list(configs) if len(configs) == 1 else \
+        _prune(configs, {e.serial for e in carried if e.unknown})
+    if len(kept) > MAX_CONFIGS:
+        raise _Bound(f"more than {MAX_CONFIGS:,} configurations to carry across a cut")
+    return carried, kept
 
 
 def _absorbing(h: float, open_writes: list[float]) -> float:

@@ -46,8 +46,22 @@ def _check(summary: dict, name: str) -> dict | None:
 
 def findings(summary: dict) -> list[str]:
     """The answers in plain words, for someone who has not read the rest."""
+    out = _run_findings(summary)
+    out += _spread_findings(summary)
+    out += _counter_findings(summary)
+    out += _throughput_findings(summary)
+    out += _error_findings(summary)
+    for fault in summary["faults"]:
+        out.append(fault_sentence(fault))
+    a = summary.get("autoscaling")
+    if a:
+        out.append(autoscaling_sentence(a))
+    return out
+
+
+def _run_findings(summary: dict) -> list[str]:
+    """How the run went: not completed, stages missing, warnings while it ran."""
     out = []
-    controlled = (summary["run"].get("stack") or {}).get("controlled", True)
     status = summary["run"].get("status")
     if status and status != "completed":
         why = summary["run"].get("error")
@@ -59,7 +73,12 @@ def findings(summary: dict) -> list[str]:
                    f"{missing['why']}.")
     for warning in summary["run"].get("warnings") or []:
         out.append(f"While it ran: {warning.get('text')}.")
+    return out
 
+
+def _spread_findings(summary: dict) -> list[str]:
+    """Whether requests reached every replica, and evenly."""
+    out = []
     jain = _check(summary, "fairness_jain")
     cover = _check(summary, "coverage_uncovered_replicas")
     if cover and cover["status"] == "fail":
@@ -73,7 +92,12 @@ def findings(summary: dict) -> list[str]:
         out.append(f"Requests were spread unevenly with {replicas_word(where.get('level', 0))} "
                    f"(Jain {jain['value']:.3f} in segment {where.get('segment')}; "
                    f"{jain['detail']}).")
+    return out
 
+
+def _counter_findings(summary: dict) -> list[str]:
+    """What the consistency checks of the shared counter found, and what they could not see."""
+    out = []
     counter = [c for c in summary["checks"] if c["name"].startswith("counter_")]
     c = summary["consistency"]
     bad = [ch for ch in counter if ch["status"] == "fail"]
@@ -105,7 +129,14 @@ def findings(summary: dict) -> list[str]:
         out.append(f"Redis lost the counter in a restart without persistence (from "
                    f"{reset['counter_before']} back to {reset['counter_after']}); the history "
                    "was checked on each side of the reset.")
+    return out
 
+
+def _throughput_findings(summary: dict) -> list[str]:
+    """Requests/s by replica count (or in all, on a stack the harness does not control),
+    and whether the replicas expected answered and stayed."""
+    out = []
+    controlled = (summary["run"].get("stack") or {}).get("controlled", True)
     levels = [lv for lv in summary["levels"] if lv["requests"]]
     if controlled and levels:
         per = ", ".join(f"{replicas_word(lv['level'])}: {lv['rps']:,.0f}" for lv in levels)
@@ -129,7 +160,12 @@ def findings(summary: dict) -> list[str]:
     if died and died["status"] == "fail":
         out.append(f"Replicas stopped on their own: {', '.join(died['evidence']['replicas'])} "
                    "(their time in service ends there).")
+    return out
 
+
+def _error_findings(summary: dict) -> list[str]:
+    """Where requests failed: steady segments, scale changes, faults."""
+    out = []
     steady_errors = sum(s["errors"] for s in summary["segments"] if not s["faults"])
     trans_errors = sum(t["errors"] for t in summary["transitions"])
     fault_errors = sum(f.get("errors", 0) for f in summary["faults"])
@@ -159,11 +195,6 @@ def findings(summary: dict) -> list[str]:
         if change["status"] == "judged with its fault":
             out.append(f"The scale change {change['change']} ({change['by']}) overlapped a "
                        f"fault: {change['note']}.")
-    for fault in summary["faults"]:
-        out.append(fault_sentence(fault))
-    a = summary.get("autoscaling")
-    if a:
-        out.append(autoscaling_sentence(a))
     return out
 
 
