@@ -10,6 +10,7 @@ from loadtest import events as ev
 from loadtest.stack.base import StackError
 from loadtest.stack.docker import engine
 from loadtest.stack.docker.swarmnode import explain
+from loadtest.stack.docker.tasks import Phase
 
 
 def observe(stack, want_view: bool = False) -> tuple[list[dict], list | None]:
@@ -29,6 +30,10 @@ def observe(stack, want_view: bool = False) -> tuple[list[dict], list | None]:
     for task in list(tracker.tasks.values()):
         if tracker.settle(task, now, stack._deaths, stack._node.node_id,
                           vanished=task.id not in listed, stopping=stack._stopping):
+            keep_logs(stack, task)
+        elif task.chosen and task.phase != Phase.ENDED:
+            # Swarm removes a scaled-down task's container the moment it exits, often
+            # before a poll sees it end: keep its log while it drains, the last read wins.
             keep_logs(stack, task)
     view = stack._view(tasks) if tracker.wants_view() or want_view else None
     if view is not None:
