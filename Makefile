@@ -34,7 +34,7 @@ demo: setup
 demo-autoscale: setup
 	CPU_MS=5 $(VENV)/bin/locust -f loadtest/hello.py --headless --only-summary \
 		--exit-code-on-error 0 \
-		--load-model open --load-profile 0s:20,20s:150,80s:150,95s:20,150s:20 \
+		--load-model open --load-profile 0s:20,20s:150,80s:150,95s:20,180s:20 \
 		--autoscale hpa --autoscale-metric cpu --autoscale-target 60 --replica-cpus 0.25 \
 		--min-replicas 1 --max-replicas 4 --autoscale-period 3s --scale-down-window 20s \
 		--slo-p95-ms 100
