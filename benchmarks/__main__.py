@@ -1,7 +1,8 @@
 """make bench: what scalecheck costs and how fast the stacks react, with figures.
 
     python -m benchmarks [analysis] [collector] [scaleup] [balancers] [compose] [arrivals]
-                         [autoscaler] [soak] [ci] [sampler] [state] [--large]
+                         [autoscaler] [soak] [ci] [sampler] [state] [transitions]
+                         [--large]
 
 Every comparison is a ratio measured in the same run (these machines are shared and
 noisy); absolute numbers are printed for the record only. With no names, all run
@@ -32,6 +33,7 @@ SECTIONS = {
     "ci": "bench_baseline_noise",
     "sampler": "bench_sampler",
     "state": "bench_state",
+    "transitions": "bench_transitions",
 }
 
 

@@ -231,3 +231,37 @@ def test_the_readme_s_state_example_runs_as_written(tmp_path, no_leftovers):
     checks = {c["name"]: c for c in summary["checks"]}
     assert checks["set_lost"]["status"] == "pass", checks["set_lost"]
     assert checks["set_unexpected"]["status"] == "pass", checks["set_unexpected"]
+
+
+@pytest.mark.parametrize("balancer", ["traefik", "haproxy"])
+def test_an_app_that_does_not_drain_is_caught_cutting_requests(tmp_path, balancer,
+                                                              no_leftovers):
+    """A real run that cuts requests at a scale change: an app whose requests take 2 s and
+    that dies at SIGTERM, given no drain time. Behind Traefik the scale-down 2 -> 1 cuts
+    what the leaving replica had in flight (requests that started just before the change
+    was asked): the transition check fails, naming the change and the replica. HAProxy
+    reports each server's in-flight requests, and the harness waits for them before
+    SIGTERM: nothing is cut, and the same check passes."""
+    run_dir = tmp_path / "abrupt"
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(ROOT / "loadtest" / "hello.py"),
+           "--headless", "--only-summary", "-u", "6", "-r", "6", "--scale-levels", "2,1",
+           "--stage-time", "8s", "--min-steady", "2s", "--balancer", balancer,
+           "--app-cmd", f"{sys.executable} {ROOT / 'tests' / 'apps' / 'abrupt.py'}",
+           "--health-path", "/healthz", "--drain-time", "0s", "--run-dir", str(run_dir),
+           "--stack-port", str(free_port()), "--api-port", str(free_port())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed", proc.stderr[-3000:]
+    removed = [e["hostname"] for e in run["stack_events"] if e["event"] == "replica_removed"]
+    assert len(removed) == 1, run["stack_events"]
+    code, summary = analyse(run_dir)
+    check = next(c for c in summary["checks"] if c["name"] == "transition_errors")
+    [change] = check["evidence"]["changes"]
+    assert change["change"] == "2 → 1" and change["by"] == "plan"
+    if balancer == "haproxy":
+        assert check["status"] == "pass" and change["cut"] == 0, check
+        return
+    assert code == 1 and check["status"] == "fail", (code, check)
+    assert change["status"] == "fail" and change["cut"] > 0
+    assert set(change["errors_by_replica"]) == set(removed), change
+    assert "2 → 1" in check["reason"] and removed[0] in check["reason"]

@@ -91,8 +91,9 @@ class RunWindows:
         stages = stage_windows(meta, t_min, t_max)
         return cls(t_min, t_max, events, stages, service_intervals(events),
                    segments(meta, stages, t_min, t_max, t.transition_margin_s,
-                            t.fault_settle_s, t.fault_lead_s),
-                   [tr for tr in transitions(events, t.transition_margin_s)
+                            t.fault_settle_s, t.fault_lead_s, t.transition_lead_s),
+                   [tr for tr in transitions(events, t.transition_margin_s,
+                                             t.transition_lead_s)
                     if tr["t_start"] < t_max],
                    fault_windows(events), store_resets(events))
 
@@ -115,7 +116,7 @@ class Accumulators:
     @classmethod
     def build(cls, w: RunWindows, meta: dict, stats: dict, t: Thresholds,
               controlled: bool) -> Accumulators:
-        trans = [Slice(Window(f"transition {i}", tr["t_start"], min(tr["t_end"], w.t_max),
+        trans = [Slice(Window(f"transition {i}", tr["t_from"], min(tr["t_end"], w.t_max),
                               int(tr.get("level") or 0))) for i, tr in enumerate(w.transitions)]
         faults: dict[int, Slice] = {}
         applied = [f for f in w.faults if f["applied"] is not None]
@@ -253,7 +254,8 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
     else:  # with the load changing over time, req/s per replica count says nothing of scaling
         for row in (*levels, *stages):
             row["scaling_efficiency"] = None
-    trans_out = [{"index": i, "t_start": tr["t_start"], "t_ready": tr["t_ready"],
+    trans_out = [{"index": i, "t_start": tr["t_start"], "t_from": tr["t_from"],
+                  "t_ready": tr["t_ready"],
                   "t_end": min(tr["t_end"], w.t_max), "level": tr.get("level"),
                   "previous": tr.get("previous"), "by": tr.get("by"),
                   "failed": tr.get("failed", False),

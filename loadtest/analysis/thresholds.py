@@ -35,6 +35,9 @@ class Thresholds:
     """Margin for real-time order between records of different processes."""
     transition_margin_s: float = 1.0
     """How long after 'ready' a scale change still counts as transition."""
+    transition_lead_s: float = 1.0
+    """Scale changes: requests that started this long before a change was asked are
+    judged with it (they were in flight when it struck), not with the level before."""
     max_transition_error_rate: float | None = 0.0
     """Scale changes: highest share of requests cut (errors or unknown outcomes) from the
     moment a change is asked until it is ready plus transition_margin_s; none by default

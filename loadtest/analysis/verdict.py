@@ -391,8 +391,10 @@ def _change_line(c: dict) -> str:
     if where:
         text += f" by {where}"
     if "first_cut_after_s" in c:
-        text += f", from {c['first_cut_after_s']:+.2f} s to {c['last_cut_after_s']:+.2f} s " \
-            "after it was asked"
+        text += f", started {c['first_cut_after_s']:+.2f} s to {c['last_cut_after_s']:+.2f} s " \
+            "from the ask"
+        if c["first_cut_after_s"] < 0:
+            text += " (those before it were in flight when it struck)"
     return text
 
 

@@ -111,9 +111,11 @@ def in_service(interval: dict, window: Window) -> float:
     return max(0.0, min(out_of_service(interval), window.end) - max(start, window.start))
 
 
-def transitions(events: list[dict], margin: float) -> list[dict]:
+def transitions(events: list[dict], margin: float, lead: float = 0.0) -> list[dict]:
     """Each scale change: asked → ready (+ margin); a change that never got ready ends at
-    the next change or at the end of time."""
+    the next change or at the end of time. ``t_from``: where its window begins, ``lead``
+    before it was asked (requests then in flight were struck by it; a replica stopped
+    under them cuts them), never before the previous change's window ends."""
     out = []
     pending = None
     for event in sorted(events or [], key=lambda e: e["t"]):
@@ -132,6 +134,10 @@ def transitions(events: list[dict], margin: float) -> list[dict]:
     if pending is not None:
         pending["t_end"] = math.inf
         out.append(pending)
+    previous_end = -math.inf
+    for tr in out:
+        tr["t_from"] = max(tr["t_start"] - lead, previous_end)
+        previous_end = tr["t_end"]
     # the very first scale (bringing the stack up) is not a change under load
     return [t for t in out if t.get("by") != "up"]
 
@@ -171,14 +177,15 @@ def fault_span(fault: dict, lead: float, settle: float) -> tuple[float, float]:
 
 
 def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
-             margin: float, fault_settle: float = 5.0, fault_lead: float = 0.0) -> list[Segment]:
+             margin: float, fault_settle: float = 5.0, fault_lead: float = 0.0,
+             transition_lead: float = 0.0) -> list[Segment]:
     """Stretches of constant replica set with no scale change under way. A fault's
     stretch (from ``fault_lead`` before it was applied, when the requests it struck in
     flight had started, to ``fault_settle`` after its end) is a segment of its own,
     marked with the fault, so steady segments stay steady."""
     events = meta.get("stack_events") or []
     intervals = service_intervals(events)
-    trans = transitions(events, margin)
+    trans = transitions(events, margin, transition_lead)
     faults = fault_windows(events)
     spans = [(f["index"], *fault_span(f, fault_lead, fault_settle))
              for f in faults if f["applied"] is not None]
@@ -190,7 +197,7 @@ def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
             if t is not None and t_min < t < t_max:
                 cuts.add(t)
     for tr in trans:
-        for t in (tr["t_start"], tr["t_end"]):
+        for t in (tr["t_from"], tr["t_end"]):
             if t_min < t < t_max:
                 cuts.add(t)
     for stage in stages:
@@ -202,7 +209,7 @@ def segments(meta: dict, stages: list[dict], t_min: float, t_max: float,
         if b - a <= 1e-6:
             continue
         mid = (a + b) / 2
-        if any(tr["t_start"] <= mid < tr["t_end"] for tr in trans):
+        if any(tr["t_from"] <= mid < tr["t_end"] for tr in trans):
             continue  # a transition: reported as such, not as a segment
         if intervals:
             hosts = [h for h, iv in intervals.items()
