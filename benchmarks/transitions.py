@@ -19,8 +19,8 @@ from benchmarks.common import analyse, docker_answers, locust_run, scratch_dir
 # (name, harness options, stage length): Docker's scale-downs take seconds (drain, stop,
 # remove), so its stages are longer, and each level still holds steady after its change.
 BACKENDS = (
-    ("local traefik", ["--balancer", "traefik"], "3s"),
-    ("local haproxy", ["--balancer", "haproxy"], "3s"),
+    ("local traefik", ["--balancer", "traefik"], "4s"),
+    ("local haproxy", ["--balancer", "haproxy"], "4s"),
     ("compose traefik", ["--stack", "compose", "--balancer", "traefik"], "8s"),
     ("compose haproxy", ["--stack", "compose", "--balancer", "haproxy"], "8s"),
     ("swarm traefik", ["--stack", "swarm"], "8s"),

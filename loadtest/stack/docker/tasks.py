@@ -62,6 +62,7 @@ class Task:
     terminal_since: float | None = None
     phase: Phase = Phase.NEW
     added: float | None = None      # when it entered service
+    leaving: float | None = None    # when the balancer was seen to stop routing to it
     chosen: bool = False            # a scale-down chose it
     shutdown_noted: bool = False    # Swarm's task_shutdown recorded
 
@@ -146,7 +147,7 @@ class TaskTracker:
                 self.note(ev.REPLICA_ADDED, now, hostname=task.hostname,
                           address=f"{task.address}:{self.port}", task=task.id, node=task.node)
             elif task.chosen and task.phase == Phase.IN_SERVICE and task.address not in up:
-                task.phase = Phase.LEAVING
+                task.phase, task.leaving = Phase.LEAVING, now
                 self.note(ev.REPLICA_REMOVING, now, hostname=task.hostname, task=task.id)
 
     # -- ends ----------------------------------------------------------------------
@@ -165,10 +166,15 @@ class TaskTracker:
             local = task.node == local_node
             if local and not vanished and now - (task.terminal_since or now) < EVENT_GRACE_S:
                 return False  # Docker's die event, with its exact time, is on its way
-            death = (task.status_time or now, task.exit_code)
+            # Without Docker's die event: a terminal state's time is when it ended; a task
+            # gone from the list while last seen running ended by the time we noticed.
+            when = task.status_time if task.state in TERMINAL and task.status_time else now
+            death = (when, task.exit_code)
         was = task.phase
         task.phase = Phase.ENDED
         t, code = death
+        if task.leaving is not None:  # it served until the balancer let it go
+            t = max(t, task.leaving)
         if was < Phase.IN_SERVICE:
             return True  # never in service: task_shutdown tells its story
         if task.chosen:
