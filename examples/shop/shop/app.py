@@ -46,6 +46,7 @@ CATALOGUE_JSON = json.dumps({"products": list(PRODUCTS)}, separators=(",", ":"))
 ORDER_SEQ_KEY = "shop:orders:seq"
 ORDER_TTL_S = 24 * 3600
 USER_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+BAD_USER = "a user is 1-64 letters, digits, '_', '-' or '.'"
 MAX_QTY = 99
 MAX_REVIEW = 200
 
@@ -157,7 +158,7 @@ async def add_review(request: Request) -> JSONResponse:
 async def get_cart(request: Request) -> JSONResponse:
     user = _user(request)
     if user is None:
-        return _error(400, "a user is 1-64 letters, digits, '_', '-' or '.'")
+        return _error(400, BAD_USER)
     await _spend(request)
     client = request.app.state.redis
     items = await client.hgetall(cart_key(user))
@@ -168,7 +169,7 @@ async def get_cart(request: Request) -> JSONResponse:
 async def add_to_cart(request: Request) -> JSONResponse:
     user = _user(request)
     if user is None:
-        return _error(400, "a user is 1-64 letters, digits, '_', '-' or '.'")
+        return _error(400, BAD_USER)
     try:
         body = await request.json()
     except ValueError:
@@ -189,7 +190,7 @@ async def add_to_cart(request: Request) -> JSONResponse:
 async def empty_cart(request: Request) -> JSONResponse:
     user = _user(request)
     if user is None:
-        return _error(400, "a user is 1-64 letters, digits, '_', '-' or '.'")
+        return _error(400, BAD_USER)
     await _spend(request)
     await request.app.state.redis.delete(cart_key(user))
     return JSONResponse({"user": user, "items": [], "total_cents": 0})
@@ -198,7 +199,7 @@ async def empty_cart(request: Request) -> JSONResponse:
 async def checkout(request: Request) -> JSONResponse:
     user = _user(request)
     if user is None:
-        return _error(400, "a user is 1-64 letters, digits, '_', '-' or '.'")
+        return _error(400, BAD_USER)
     await _spend(request)
     client = request.app.state.redis
     # Read and clear the cart in one transaction: two checkouts of one cart
