@@ -39,7 +39,7 @@ def cut_by_change(transitions: list[dict]) -> dict[str, list[int]]:
     for t in transitions:
         if t.get("previous") is None:
             continue  # the first level: no change
-        cuts[f"{t['previous']} -> {t['level']}"].append(int(t.get("cut", t.get("errors", 0))))
+        cuts[f"{t['previous']} -> {t['level']}"].append(int(t["cut"]))
     return dict(cuts)
 
 

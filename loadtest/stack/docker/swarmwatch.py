@@ -28,12 +28,12 @@ def observe(stack, want_view: bool = False) -> tuple[list[dict], list | None]:
     tracker.track(tasks, now)
     listed = {t["ID"] for t in tasks}
     for task in list(tracker.tasks.values()):
-        if tracker.settle(task, now, stack._deaths, stack._node.node_id,
-                          vanished=task.id not in listed, stopping=stack._stopping):
-            keep_logs(stack, task)
-        elif task.chosen and task.phase != Phase.ENDED:
-            # Swarm removes a scaled-down task's container the moment it exits, often
-            # before a poll sees it end: keep its log while it drains, the last read wins.
+        ended_now = tracker.settle(task, now, stack._deaths, stack._node.node_id,
+                                   vanished=task.id not in listed, stopping=stack._stopping)
+        # Swarm removes a scaled-down task's container the moment it exits, often before
+        # a poll sees it end: its log is kept on every poll while it drains (the last
+        # read wins), and once more for any task that has just ended.
+        if ended_now or task.chosen and task.phase != Phase.ENDED:
             keep_logs(stack, task)
     view = stack._view(tasks) if tracker.wants_view() or want_view else None
     if view is not None:
