@@ -313,7 +313,7 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
     values.update(_levels(get, cls, values))
     values.update(_autoscale(get, cls, values["max_replicas"]))
     options = HarnessOptions(
-        **values, replace_dead=bool(get("replace_dead")), run_dir=str(get("run_dir") or ""),
+        **values, replace_dead=bool(get("replace_dead")), run_dir=_absolute(get("run_dir")),
         faults=_fault_list(get("fault") or []),
         backend_options={d: get(d) for d in backend_dests() if hasattr(parsed, d)})
     try:  # the plan and the fault schedule check themselves
@@ -502,6 +502,13 @@ def _limits(get) -> dict:
     except ValueError as exc:
         raise UsageError(f"--replica-cpus/--replica-memory/--replica-cpu-request: "
                          f"{exc}") from None
+
+
+def _absolute(path) -> str:
+    """A path the user typed, made absolute against the directory the harness was started
+    in: Docker, Compose and Swarm each read a relative path differently."""
+    text = str(path or "").strip()
+    return str(Path(text).expanduser().absolute()) if text else ""
 
 
 def _fault_list(values) -> list[str]:

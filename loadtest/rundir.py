@@ -27,20 +27,32 @@ STATUSES = ("starting", "ready", "running", "completed", "interrupted", "failed"
 
 
 def choose_run_dir(requested: str, reports: Path = Path("reports")) -> Path:
-    """The requested directory, or a new ``reports/<UTC timestamp>``; nothing is created."""
+    """The requested directory, or a new ``reports/<UTC timestamp>``, always absolute.
+
+    Absolute because Docker, Compose and Swarm are handed paths under it (bind mounts,
+    the resolved Compose file): a relative path means something else to each of them.
+    The default is claimed at once (an empty directory made here), so that two runs
+    started in the same second never share one."""
     if requested:
-        return Path(requested)
+        return Path(requested).expanduser().absolute()
+    reports = reports.absolute()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = reports / stamp
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = reports / f"{stamp}-{suffix}"
-    return path
+    for suffix in range(1, 10_000):
+        path = reports / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+        try:
+            reports.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError:
+            return path  # create_run_dir reports why it cannot be made
+    raise FileExistsError(f"{reports}: no free run directory for {stamp}")
 
 
 def create_run_dir(path: Path, reports: Path = Path("reports")) -> Path:
     """Create the run directory; ``reports/latest`` then points at it."""
+    path = Path(path).absolute()
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"--run-dir {path} is not empty; choose a new directory")
     path.mkdir(parents=True, exist_ok=True)

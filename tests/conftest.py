@@ -20,6 +20,19 @@ LOCUSTFILE = ROOT / "loadtest" / "hello.py"
 STACK_PROGRAMS = ("haproxy", "redis-server", "traefik")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def need(part: str, reason: str) -> None:
+    """A part the project installs is missing. In CI that is a failure (a green run must
+    never hide an untested part); elsewhere the test skips, saying why."""
+    print(f"{part}: {reason}")
+    if in_ci():
+        pytest.fail(f"CI=true and {part} is missing: {reason}", pytrace=False)
+    pytest.skip(f"{part}: {reason}")
+
+
 def free_port() -> int:
     from loadtest.stack.base import free_port as _free
 
@@ -68,7 +81,7 @@ def no_leftovers():
 @pytest.fixture
 def redis_server():
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make test installs it as root)")
+        need("redis-server", "not installed (make test installs it as root)")
     port = free_port()
     workdir = tempfile.mkdtemp()
     proc = subprocess.Popen(
@@ -98,10 +111,11 @@ def run_locust(args: list[str], env: dict | None = None, timeout: float = 180,
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Under CI, say loudly that the Docker tests did not run, and why."""
+    """Say at the end which parts were missing, and why (in CI they failed the run)."""
     from tests.docker_engine import SKIPPED
 
-    if SKIPPED and os.environ.get("CI") == "true":
-        terminalreporter.write_sep("!", "DOCKER TESTS SKIPPED IN CI", red=True, bold=True)
+    if SKIPPED:
+        terminalreporter.write_sep("!", "PARTS MISSING: THEIR TESTS DID NOT RUN", red=True,
+                                   bold=True)
         for reason in SKIPPED:
             terminalreporter.write_line(f"  {reason}", red=True)

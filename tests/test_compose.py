@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.compose_interpolate import interpolate
 from tests.conftest import ROOT, free_port, run_locust
 from tests.docker_engine import SKIPPED, engine_for_module
 
@@ -33,8 +34,8 @@ def rendered(name: str) -> dict:
                               env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
         assert proc.returncode == 0, proc.stderr
         return yaml.safe_load(proc.stdout)
-    print(f"docker-compose is not installed: {name} checked as plain YAML only")
-    return yaml.safe_load((COMPOSE / name).read_text())
+    print(f"docker-compose is not installed: {name} read and interpolated as Compose does")
+    return interpolate(yaml.safe_load((COMPOSE / name).read_text()), {})
 
 
 def _ports(service: dict) -> list[str]:

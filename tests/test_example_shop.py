@@ -402,12 +402,13 @@ def test_locustfile_runs_every_task_against_the_real_app(shop, redis_server, tmp
 
 @pytest.fixture(scope="module")
 def engine():
+    from tests.conftest import need
     from tests.docker_engine import SKIPPED, Engine
 
     eng = Engine()
     if not eng.start():
         SKIPPED.append(eng.reason or "unknown")
-        pytest.skip(eng.reason)
+        need("the Docker engine", eng.reason or "unknown")
     yield eng
     eng.stop()
 
@@ -429,7 +430,9 @@ def _compose_config(path: Path) -> dict:
             assert proc.returncode == 0, proc.stderr
             print(f"{' '.join(cmd)} config: parsed ({probe.stdout.strip().splitlines()[0]})")
             return yaml.safe_load(proc.stdout)
-    pytest.skip("neither docker compose nor docker-compose is installed")
+    from tests.conftest import need
+
+    need("Compose", "neither docker compose nor docker-compose is installed")
 
 
 @pytest.mark.docker

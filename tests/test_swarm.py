@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import LOCUSTFILE, ROOT, free_port, run_locust
+from tests.conftest import LOCUSTFILE, ROOT, free_port, need, run_locust
 from tests.docker_engine import SKIPPED, engine_for_module
 
 STACK_FILE = ROOT / "compose" / "swarm-stack.yml"
@@ -420,7 +420,7 @@ def two_nodes(engine):
     reason = NodeB.unavailable()
     if reason:
         SKIPPED.append(f"two-node swarm: {reason}")
-        pytest.skip(reason)
+        need("a second Docker engine", reason)
     before = engine_state()
     node = NodeB()
     try:
@@ -429,7 +429,7 @@ def two_nodes(engine):
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             # This machine cannot host a second engine: not what the test is about.
             SKIPPED.append(f"two-node swarm: {exc}")
-            pytest.skip(str(exc))
+            need("a second Docker engine", str(exc))
         node.form_swarm()
         node.load_image("scalecheck/hello:latest")
         yield node

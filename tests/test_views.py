@@ -28,7 +28,7 @@ from loadtest.stack.haproxy import HAProxyAdmin, HAProxyServers, haproxy_config
 from loadtest.stack.swarm import SwarmStack
 from loadtest.stack.traefik import TraefikBalancer
 from loadtest.stack.views import UNCHECKED
-from tests.conftest import free_port
+from tests.conftest import free_port, need
 
 A, B = "10.0.9.2", "10.0.9.3"  # never connected to: only names in a document
 
@@ -42,7 +42,7 @@ def _states(rows: list[BalancerRow]) -> dict[str, str]:
 @pytest.fixture
 def haproxy(tmp_path):
     if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed (make setup installs it)")
+        need("haproxy", "not installed (make setup installs it)")
     socket_name = f"abns@scalecheck-views-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "haproxy.cfg"
     config.write_text(haproxy_config(socket_name, free_port(), free_port()))

@@ -69,7 +69,11 @@ class ControllerRole:
         opts = self.options
         self.gate = SignalGate()
         run_dir = choose_run_dir(opts.run_dir)
-        self.stack = self._make_stack(run_dir)
+        try:
+            self.stack = self._make_stack(run_dir)
+        except SystemExit:
+            _drop_if_empty(run_dir)  # refused before the run began: nothing to keep
+            raise
         try:
             create_run_dir(run_dir)
         except OSError as exc:
@@ -294,3 +298,10 @@ class ControllerRole:
     def _warn(self, text: str) -> None:
         log.warning("scalecheck: %s", text)
         self.record.add_warning(text)
+
+
+def _drop_if_empty(run_dir) -> None:
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # not empty, or not there: either way nothing of ours to remove
