@@ -26,6 +26,8 @@ from loadtest.stack import Stack, StackError
 
 log = logging.getLogger("scalecheck")
 PLAN_TICK = 0.1
+#: Of a stage, what the analysis judges with the scale changes around it, not as steady.
+STEADY_OVERHEAD_S = ev.TRANSITION_MARGIN_S + ev.TRANSITION_LEAD_S
 POLL_EVERY = 0.25
 
 
@@ -100,16 +102,18 @@ class Conductor:
 
     def _hold(self, t: float) -> float:
         """``min_steady``: a stage does not end before its replicas have served steadily for
-        that long; until then the plan's clock stands still at the stage's end (the later
-        stages, the load and the end of the run move back by as much). What a slow rescale
-        costs is then time, not a level that was never judged."""
+        that long, as the analysis counts steady: after the change's margin past 'ready', and
+        before the lead of the next change (those seconds are judged with the changes).
+        Until then the plan's clock stands still at the stage's end (the later stages, the
+        load and the end of the run move back by as much). What a slow rescale costs is then
+        time, not a level that was never judged."""
         stage, record = self.stage, self.stage_record
         need = self.plan.min_steady
         if not need or stage is None or record is None or t < stage.t_end or \
                 stage.index == len(self.plan.stages) - 1 and t < self.plan.duration:
             return t
         ready = record.get("t_ready")
-        if ready is not None and time.time() >= ready + need:
+        if ready is not None and time.time() >= ready + STEADY_OVERHEAD_S + need:
             return t
         self.held += t - (stage.t_end - 1e-6)  # stand still just before the stage's end
         return stage.t_end - 1e-6

@@ -21,6 +21,12 @@ import threading
 import time
 from contextlib import contextmanager
 
+# -- how long a scale change is judged as a change, not as a steady level ----------------
+TRANSITION_MARGIN_S = 1.0
+"""After a change is ready, this long is still the change (the analysis's default)."""
+TRANSITION_LEAD_S = 1.0
+"""Requests that started this long before a change was asked are judged with it."""
+
 # -- scaling, as the stack does it ---------------------------------------------------------
 SCALE_ASKED = "scale_asked"
 """level, previous, by: "up" | "plan" | "autoscaler" | "replace-dead"."""

@@ -74,9 +74,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("--stage-time", "", "TIME", "How long each stage lasts, e.g. 20s, 1m30s (default: "
         f"Locust's --run-time shared among the levels, else {DEFAULT_STAGE_TIME})"),
     Opt("--min-steady", "0s", "TIME",
-        "Fixed levels: a stage does not end before its replicas served steadily this long; a "
-        "slow rescale then moves the later stages back rather than leaving a level unjudged "
-        "(default 0s: the plan's times hold)"),
+        "Fixed levels: a stage does not end before its replicas served steadily this long, "
+        "as the analysis counts steady (from 1 s after the level was ready to 1 s before the "
+        "next change); a slow rescale then moves the later stages back rather than leaving a "
+        "level unjudged (default 0s: the plan's times hold)"),
     Opt("--max-replicas", 0, "N",
         "Highest replica count allowed, for levels and the autoscaler (default, or 0: what "
         f"half the free memory holds at ~{REPLICA_MEMORY_MB} MB a replica, at most "

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from loadtest.events import TRANSITION_LEAD_S, TRANSITION_MARGIN_S
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -33,9 +35,9 @@ class Thresholds:
     """Lowest scaling efficiency of any replica count against the first (off by default)."""
     clock_skew_ms: float = 10.0
     """Margin for real-time order between records of different processes."""
-    transition_margin_s: float = 1.0
+    transition_margin_s: float = TRANSITION_MARGIN_S
     """How long after 'ready' a scale change still counts as transition."""
-    transition_lead_s: float = 1.0
+    transition_lead_s: float = TRANSITION_LEAD_S
     """Scale changes: requests that started this long before a change was asked are
     judged with it (they were in flight when it struck), not with the level before."""
     max_transition_error_rate: float | None = 0.0
