@@ -464,3 +464,17 @@ def test_a_checker_that_raises_is_not_checked_and_the_others_stand(tmp_path, mon
     assert "KeyError" in broken["evidence"]["exception"]
     assert s["verdict"] == "inconclusive"
     assert checks_of(s)["counter_duplicates"]["status"] == "pass"
+
+
+def test_evidence_reads_as_text_not_json():
+    from loadtest.analysis.templating import evidence_text
+
+    evidence = {"changes": [{"change": "1 → 2", "by": "plan", "cut": 0}],
+                "replicas": [f"hello-{i}" for i in range(1, 11)], "segment": None,
+                "examples": [{"message": "key k: read 3 after write 4 was acknowledged"}]}
+    text = evidence_text(evidence)
+    assert text == ("changes: (change: 1 → 2, by: plan, cut: 0); replicas: hello-1, hello-2, "
+                    "hello-3, hello-4, hello-5, hello-6, hello-7, hello-8 … and 2 more; "
+                    "examples: key k: read 3 after write 4 was acknowledged")
+    assert evidence_text({"n": 12345.678, "ok": True}) == "n: 12,346; ok: yes"
+    assert len(evidence_text({"x": "y" * 1000}, limit=50)) == 50

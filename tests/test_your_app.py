@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,30 @@ def test_app_cmd_levels_named_by_the_balancer(tmp_path, balancer, no_leftovers):
     assert df.op.isin(["add", "read-all"]).sum() > 20, df.op.value_counts()
     for name in ("set_lost", "set_unexpected", "set_stale"):
         assert checks[name]["status"] == "pass", checks[name]
+
+
+def test_the_first_look_says_shared_state_was_not_checked(tmp_path, no_leftovers):
+    """The README's first look (loadtest/hello.py) on an app of its own (a plain
+    http.server), which declares no state operations and carries no counter: the verdict
+    line and "In short" say in words that shared state went unchecked, rather than an
+    unqualified PASS."""
+    run_dir = tmp_path / "first-look"
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", "loadtest/hello.py",
+           "--headless", "--only-summary", "-u", "4", "-r", "4", "--scale-levels", "1,2",
+           "--stage-time", "4s", "--min-steady", "2s", "--stack-port", str(free_port()),
+           "--api-port", str(free_port()), "--run-dir", str(run_dir), "--app-cmd",
+           f"{sys.executable} tests/apps/abrupt.py", "--health-path", "/healthz"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "SLOW_S": "0.005"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = subprocess.run([sys.executable, "analyze.py", str(run_dir)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=180)
+    verdict = next(line for line in out.stdout.splitlines() if "PASS" in line or
+                   "FAIL" in line or "INCONCLUSIVE" in line)
+    assert "shared state not checked" in verdict, out.stdout
+    assert "declares no state operations" in verdict
+    markdown = (run_dir / "report.html").read_text()
+    assert "Shared state not checked" in markdown
 
 
 def test_a_faulty_replica_is_caught_and_named(tmp_path, no_leftovers):

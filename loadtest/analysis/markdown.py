@@ -14,16 +14,13 @@ at a line, closing what was left open, if it still exceeds the limit.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from pathlib import Path
 
-import jinja2
-
 from loadtest.analysis import view
+from loadtest.analysis.templating import environment, evidence_text
 
-TEMPLATES = Path(__file__).parent / "templates"
 STEP_SUMMARY_LIMIT = 1024 * 1024  # GitHub: "up to 1MiB" per step
 CHART_POINTS = 60
 MAX_LEVELS = 40
@@ -34,33 +31,9 @@ EVIDENCE_CHARS = 1500
 ICONS = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️"}
 
 
-def _fmt(value: object, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "—"
-        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _cell(value: object) -> str:
-    """Text safe inside a table cell: no pipe, no line break."""
-    return _fmt(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
 def _evidence(check: dict) -> str:
     evidence = check.get("evidence") or {}
-    if not evidence:
-        return ""
-    text = json.dumps(evidence, indent=1, default=str, ensure_ascii=False, sort_keys=True)
-    if len(text) > EVIDENCE_CHARS:
-        text = text[:EVIDENCE_CHARS] + f"\n... ({len(text):,} characters, cut)"
-    return text.replace("```", "'''")
+    return html.escape(evidence_text(evidence, EVIDENCE_CHARS), quote=False) if evidence else ""
 
 
 def series(values: list, points: int = CHART_POINTS) -> tuple[list[float], int]:
@@ -133,17 +106,6 @@ def model(summary: dict) -> dict:
     }
 
 
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["fmt"] = _fmt
-    env.filters["cell"] = _cell
-    env.filters["h"] = lambda v: html.escape(_fmt(v), quote=False)
-    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2%}"
-    return env
-
-
 def bounded(text: str, limit: int) -> str:
     """``text`` if it fits in ``limit`` bytes (UTF-8), else cut at a line, with what was
     left open closed and a note saying so."""
@@ -163,7 +125,7 @@ def bounded(text: str, limit: int) -> str:
 
 def render_markdown(summary: dict, max_bytes: int = STEP_SUMMARY_LIMIT) -> str:
     """The Markdown summary of one analysed run, at most ``max_bytes`` bytes."""
-    text = _env().get_template("summary.md.j2").render(**model(summary))
+    text = environment(False).get_template("summary.md.j2").render(**model(summary))
     return bounded(text, max_bytes)
 
 

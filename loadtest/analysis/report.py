@@ -5,39 +5,10 @@ summary; the words come from ``view``."""
 from __future__ import annotations
 
 import base64
-from pathlib import Path
-
-import jinja2
 
 from loadtest.analysis import view
 from loadtest.analysis.summary import Analysis
-
-TEMPLATES = Path(__file__).parent / "templates"
-
-
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != value:
-            return "—"
-        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.filters["fmt"] = _fmt
-    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2%}"
-    env.filters["replicas"] = view.replicas_word
-    return env
+from loadtest.analysis.templating import environment, fmt
 
 
 def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
@@ -66,7 +37,7 @@ def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
                               if check["name"] == "transition_errors"
                               for c in check["evidence"].get("changes", [])},
     }
-    return _env().get_template("report.html.j2").render(**model)
+    return environment(True).get_template("report.html.j2").render(**model)
 
 
 def terminal(summary: dict) -> str:
@@ -96,8 +67,8 @@ def terminal(summary: dict) -> str:
     for chk in summary["checks"]:
         if chk["status"] in ("fail", "not checked"):
             why = f" — {chk['reason']}" if chk["reason"] else ""
-            lines.append(f"  {chk['status'].upper():>11}  {chk['name']}: {_fmt(chk['value'])} "
-                         f"(threshold {_fmt(chk['threshold'])}){why}")
+            lines.append(f"  {chk['status'].upper():>11}  {chk['name']}: {fmt(chk['value'])} "
+                         f"(threshold {fmt(chk['threshold'])}){why}")
     lines.append(view.banner(summary))
     lines.append(f"verdict: {summary['verdict'].upper()}")
     return "\n".join(lines)

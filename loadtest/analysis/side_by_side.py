@@ -8,15 +8,11 @@ Rendered to HTML and Markdown from Jinja templates, from the summaries alone.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import jinja2
-
 from loadtest.analysis import view
 from loadtest.analysis.compare import METRICS, compare_levels, finding
-from loadtest.analysis.markdown import _cell, _fmt, bounded
+from loadtest.analysis.markdown import bounded
+from loadtest.analysis.templating import environment
 
-TEMPLATES = Path(__file__).parent / "templates"
 COUNTER_KEYS = ("ok", "fail", "unknown", "duplicates", "unexplained_gaps", "lost",
                 "unexplained_increments", "order_violations", "counter_before",
                 "counter_after")
@@ -81,22 +77,12 @@ def side_by_side(summaries: list[dict], names: list[str] | None = None) -> dict:
             "counter_keys": COUNTER_KEYS, "autoscaling_keys": AUTOSCALING_KEYS}
 
 
-def _env(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["fmt"] = _fmt
-    env.filters["cell"] = _cell
-    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2%}"
-    return env
-
-
 def render_compare_html(model: dict) -> str:
-    return _env(True).get_template("compare.html.j2").render(**model)
+    return environment(True).get_template("compare.html.j2").render(**model)
 
 
 def render_compare_markdown(model: dict, max_bytes: int = MARKDOWN_LIMIT) -> str:
-    return bounded(_env(False).get_template("compare.md.j2").render(**model), max_bytes)
+    return bounded(environment(False).get_template("compare.md.j2").render(**model), max_bytes)
 
 
 __all__ = ["render_compare_html", "render_compare_markdown", "side_by_side"]

@@ -19,8 +19,42 @@ COUNTER_LABELS = {
 }
 
 
+#: What each check is about, by the start of its name (the first that matches).
+TOPICS = (
+    (("run_", "records_"), "the run's record"),
+    (("levels_", "error_rate", "unknown_rate", "latency_"), "steady load"),
+    (("fairness_", "coverage_"), "spread over replicas"),
+    (("replicas_", "unexpected_replicas", "served_after_removal"), "replicas"),
+    (("transition_",), "scale changes"),
+    (("counter_",), "the shared counter"),
+    (("register_", "set_", "session_", "sessions_", "list_", "add_counter"), "shared state"),
+    (("fault",), "faults"),
+    (("time_to_scale", "autoscaler_", "slo_"), "autoscaling"),
+    (("scaling_efficiency", "regression"), "against the baseline"),
+)
+STATE_TOPICS = ("the shared counter", "shared state")
+
+
+def topic(check_name: str) -> str:
+    for prefixes, name in TOPICS:
+        if check_name.startswith(prefixes):
+            return name
+    return "other"
+
+
+def state_unchecked(summary: dict) -> str | None:
+    """Why no shared state was checked, in words, or None when some was: a first look on
+    an app of one's own must not read as if its state had passed."""
+    state = [c for c in summary["checks"] if topic(c["name"]) in STATE_TOPICS]
+    if any(c["status"] != "not applicable" for c in state):
+        return None
+    return ("shared state not checked: the app's answers carry no counter "
+            "(--counter-field none) and your locustfile declares no state operations")
+
+
 def banner(summary: dict) -> str:
-    """``FAIL — 3 of 12 checks failed: a, b, c`` (and the like for the other verdicts)."""
+    """``FAIL — 3 of 12 checks failed: a, b, c`` (and the like for the other verdicts),
+    saying so when no shared state was checked at all."""
     checks = [c for c in summary["checks"] if c["status"] != "not applicable"]
     failed = [c["name"] for c in checks if c["status"] == "fail"]
     unchecked = [c["name"] for c in checks if c["status"] == "not checked"]
@@ -29,11 +63,29 @@ def banner(summary: dict) -> str:
         text = f"{verdict} — {len(failed)} of {len(checks)} checks failed: {', '.join(failed)}"
         if unchecked:
             text += f"; {len(unchecked)} could not be made: {', '.join(unchecked)}"
-        return text
-    if unchecked:
-        return (f"{verdict} — {len(unchecked)} of {len(checks)} checks could not be made: "
+    elif unchecked:
+        text = (f"{verdict} — {len(unchecked)} of {len(checks)} checks could not be made: "
                 f"{', '.join(unchecked)}")
-    return f"{verdict} — all {len(checks)} applicable checks passed"
+    else:
+        text = f"{verdict} — all {len(checks)} applicable checks passed"
+    why = state_unchecked(summary)
+    return f"{text}; {why}" if why else text
+
+
+def failed_topics(summary: dict) -> str | None:
+    """``Failed: shared state (a, b); scale changes (c).``: every failed check by topic."""
+    by_topic: dict[str, list[str]] = {}
+    for c in summary["checks"]:
+        if c["status"] == "fail":
+            by_topic.setdefault(topic(c["name"]), []).append(c["name"])
+    if not by_topic:
+        return None
+    return "Failed: " + "; ".join(f"{name} ({', '.join(names)})"
+                                  for name, names in by_topic.items()) + "."
+
+
+def _capital(text: str | None) -> str | None:
+    return f"{text[0].upper()}{text[1:]}." if text else None
 
 
 def replicas_word(n: int) -> str:
@@ -45,8 +97,11 @@ def _check(summary: dict, name: str) -> dict | None:
 
 
 def findings(summary: dict) -> list[str]:
-    """The answers in plain words, for someone who has not read the rest."""
-    out = _run_findings(summary)
+    """The answers in plain words, for someone who has not read the rest: first what
+    failed, by topic, and whether shared state was checked at all."""
+    out = [line for line in (failed_topics(summary), _capital(state_unchecked(summary)))
+           if line]
+    out += _run_findings(summary)
     out += _spread_findings(summary)
     out += _counter_findings(summary)
     out += _throughput_findings(summary)
