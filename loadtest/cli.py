@@ -2,7 +2,7 @@
 
     scalecheck analyze [RUN_DIR] [options]   # the same as python analyze.py
     scalecheck stack up|ps|scale|logs|down   # the same as python -m loadtest.stack
-    scalecheck options                       # the harness's Locust options
+    scalecheck options [--markdown]          # the harness's Locust options (as a reference)
     scalecheck run [locust options]          # locust -f loadtest/hello.py ...
     scalecheck check [locust options] [--baseline RUN_DIR] [--junit F] [--markdown F]
                                              # run, analyse, exit 0/1/3/2 (a merge gate)
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return stack(argv)
     if command == "options":
-        return print_options()
+        return print_options(markdown="--markdown" in argv)
     if command == "check":
         from loadtest.check import main as check
 
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def print_options() -> int:
-    """Locust prints --help before it loads a locustfile, so it cannot list ours: we do."""
+def options_parser():
     import argparse
 
     from loadtest import options
@@ -70,8 +69,36 @@ def print_options() -> int:
                                      description="The harness's options (beside Locust's own, "
                                      "which `locust --help` lists).")
     options.add_arguments(parser)
-    parser.print_help()
+    return parser
+
+
+def print_options(markdown: bool = False) -> int:
+    """Locust prints --help before it loads a locustfile, so it cannot list ours: we do;
+    ``markdown``: the reference page (docs/reference.md is this output)."""
+    parser = options_parser()
+    if markdown:
+        print(options_markdown(parser), end="")
+    else:
+        parser.print_help()
     return 0
+
+
+def options_markdown(parser) -> str:
+    """Every option of the parser as a Markdown table, its help text as written."""
+    rows = []
+    for group in parser._action_groups:  # argparse keeps no public list of groups
+        for action in group._group_actions:
+            if not action.option_strings:
+                continue
+            flags = ", ".join(f"`{f}{' ' + action.metavar if action.metavar else ''}`"
+                              for f in action.option_strings)
+            text = (action.help or "").replace("%%", "%").replace("|", "\\|")
+            rows.append(f"| {flags} | {text} |")
+    return ("# Option reference\n\n"
+            "Generated from the harness's parser by `scalecheck options --markdown` (a test "
+            "keeps this page equal to it). These are the harness's options; Locust's own "
+            "(`-u`, `-r`, `--run-time`, `--processes`, `-H` …) are in `locust --help`.\n\n"
+            "| option | meaning |\n| --- | --- |\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import psutil
 
 from loadtest.collector import FieldSpec
-from loadtest.plan import PlanError, RunPlan, build_plan
+from loadtest.plan import MAX_RUN_TIME_ENV, PlanError, RunPlan, build_plan, compress
 from loadtest.plan import seconds as plan_seconds
 from loadtest.stack import BACKENDS, REGISTRY, backend_class
 from loadtest.stack.base import app_arguments
@@ -318,9 +318,13 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
         faults=_fault_list(get("fault") or []),
         backend_options={d: get(d) for d in backend_dests() if hasattr(parsed, d)})
     try:  # the plan and the fault schedule check themselves
-        options = replace(options, plan=build_plan(options, controlled=cls.controlled))
+        plan = build_plan(options, controlled=cls.controlled)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
+    limit = os.environ.get(MAX_RUN_TIME_ENV, "").strip()
+    if limit:
+        plan = compress(plan, parse_duration(limit, MAX_RUN_TIME_ENV))
+    options = replace(options, plan=plan)
     if check_dir:
         check_writable(options.run_dir)
     return options

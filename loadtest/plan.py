@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 class PlanError(Exception):
@@ -292,6 +292,7 @@ class RunPlan:
             "duration": self.duration,
             "controlled": self.controlled,
             "min_steady": self.min_steady,
+            "notes": list(self.notes),
         }
 
 
@@ -375,3 +376,32 @@ def build_plan(opts, controlled: bool = True) -> RunPlan:
     return RunPlan(load=load, stages=tuple(stages), autoscale=autoscale, faults=faults,
                    duration=float(duration), pool=int(pool), spawn_rate=spawn_rate,
                    controlled=controlled, min_steady=min_steady)
+
+
+#: The environment variable that shortens a run (the README-command tests set it): the
+#: plan's whole timeline is compressed so that the run lasts at most this long.
+MAX_RUN_TIME_ENV = "SCALECHECK_MAX_RUN_TIME"
+
+
+def compress(plan: RunPlan, limit: float) -> RunPlan:
+    """The same plan on a shorter clock: every time of it (stages, load points, faults and
+    their durations, the autoscaler's period and windows) times ``limit / duration``, so the
+    run lasts at most ``limit`` seconds with its shape kept. A plan already that short is
+    returned as it is. What takes real time (starting a replica, a drain) is not
+    compressed, so a shortened run answers "does it run", not "how does it behave"."""
+    if limit <= 0 or plan.duration <= limit:
+        return plan
+    k = limit / plan.duration
+    auto = plan.autoscale
+    if auto is not None:
+        auto = replace(auto, period=auto.period * k,
+                       scale_down_window=auto.scale_down_window * k,
+                       stable_window=auto.stable_window * k)
+    return replace(
+        plan, duration=limit, autoscale=auto,
+        load=replace(plan.load, points=tuple((t * k, v) for t, v in plan.load.points)),
+        stages=tuple(replace(s, t_start=s.t_start * k, t_end=s.t_end * k)
+                     for s in plan.stages),
+        faults=tuple(replace(f, at=f.at * k, duration=f.duration * k) for f in plan.faults),
+        min_steady=plan.min_steady * k,
+        notes=(*plan.notes, f"compressed {k:.3g}x by {MAX_RUN_TIME_ENV} to {limit:g}s"))

@@ -126,3 +126,22 @@ def test_a_fault_still_in_effect_at_the_end_is_undone_before_the_counter_is_read
     for name in ("counter_lost_increments", "counter_unexplained_increments",
                  "counter_final_below_returned"):
         assert checks[name]["status"] == "pass", checks[name]
+
+
+@pytest.mark.parametrize("balancer", ["traefik", "haproxy"])
+def test_a_pause_while_a_dead_replica_is_replaced(tmp_path, balancer, no_leftovers):
+    """A replica frozen while the replacement of a killed one is on its way: still in
+    service (as a frozen pod is to its orchestrator), so the scale completes in seconds
+    rather than waiting 30 s for the balancer to route to a set without it (it did, and
+    the run failed)."""
+    run, _, verdict, _ = fault_run(
+        tmp_path / "run", "3", "8s", ["1s:kill-replica", "1500ms:pause-replica:250ms"],
+        extra=["--replace-dead", "--balancer", balancer], users=6)
+    assert run["status"] == "completed", run.get("error")
+    events = run["stack_events"]
+    asked = next(e for e in events if e["event"] == "scale_asked" and
+                 e["by"] == "replace-dead")
+    ready = next(e for e in events if e["event"] == "scale_ready" and e["t"] > asked["t"])
+    assert ready["level"] == 3 and ready["t"] - asked["t"] < 10
+    assert not [e for e in events if e["event"] == "scale_failed"]
+    assert len({e["hostname"] for e in events if e["event"] == "replica_added"}) == 4

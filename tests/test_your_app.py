@@ -232,10 +232,10 @@ def test_a_service_not_in_the_file_is_one_line(engine, tmp_path):
 
 
 def test_the_readme_s_state_example_runs_as_written(tmp_path, no_leftovers):
-    """The README's complete locustfile for an app not ours (the shop's reviews), taken from
-    the README itself: run against the shop on 1 -> 2 replicas, its operations recorded and
-    judged by the set checks."""
-    text = (ROOT / "README.md").read_text()
+    """The docs' complete locustfile for an app not ours (the shop's reviews), taken from
+    docs/state.md itself: run against the shop on 1 -> 2 replicas, its operations recorded
+    and judged by the set checks."""
+    text = (ROOT / "docs" / "state.md").read_text()
     section = text[text.index("### Your scenario says what each request did"):]
     code = section[section.index("```python\n") + 10:]
     locustfile = tmp_path / "reviews.py"

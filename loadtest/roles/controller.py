@@ -97,6 +97,8 @@ class ControllerRole:
         self._attach_autoscaler_and_faults()
         self.sampler = ending.start_sampler(self.stack, self.environment)
         log.info("scalecheck: recording into %s", run_dir)
+        for note in self.plan.notes:
+            log.warning("scalecheck: the plan was %s", note)
 
     def _make_stack(self, run_dir):
         opts = self.options

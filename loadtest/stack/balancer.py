@@ -62,8 +62,9 @@ class LocalBalancer(ABC):
         """A replica died: take it out at once, without waiting for anything."""
 
     @abstractmethod
-    def routes_exactly(self, names: set[str]) -> bool:
-        """True when the balancer routes to exactly these replicas, all healthy."""
+    def routes_exactly(self, names: set[str], may_be_down: set[str] = frozenset()) -> bool:
+        """True when the balancer has exactly these replicas, all healthy but those in
+        ``may_be_down`` (paused by a fault: its health check may have taken them out)."""
 
     @abstractmethod
     def view(self) -> list[BalancerRow]: ...

@@ -190,10 +190,10 @@ class HAProxyServers:
         self.admin.command(f"del server {self.backend}/{name}")
         self.servers.pop(name, None)
 
-    def routes_exactly(self, names: set[str]) -> bool:
+    def routes_exactly(self, names: set[str], may_be_down: set[str] = frozenset()) -> bool:
         rows = self.admin.servers(self.backend)
         return {r["svname"] for r in rows} == names and \
-            all(haproxy_state(r) == "UP" for r in rows)
+            all(haproxy_state(r) == "UP" for r in rows if r["svname"] not in may_be_down)
 
     def view(self) -> list[BalancerRow]:
         return haproxy_rows(self.admin.servers(self.backend))
@@ -266,8 +266,8 @@ class HAProxyBalancer(LocalBalancer):
     def forget(self, name: str) -> None:
         self.runtime.forget(name)
 
-    def routes_exactly(self, names: set[str]) -> bool:
-        return self.runtime.routes_exactly(names)
+    def routes_exactly(self, names: set[str], may_be_down: set[str] = frozenset()) -> bool:
+        return self.runtime.routes_exactly(names, may_be_down)
 
     def view(self) -> list[BalancerRow]:
         return self.runtime.view() if self.alive() else []

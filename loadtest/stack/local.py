@@ -55,6 +55,9 @@ def make_balancer(name: str, paths: BalancerPaths) -> LocalBalancer:
     raise StackError(f"unknown balancer {name!r}: choose traefik or haproxy")
 
 
+#: States of a replica that count as in service (routed, or frozen by a fault).
+IN_SERVICE = ("up", "paused")
+
 class LocalStack(Stack):
     name = "local"
     balancers = ("traefik", "haproxy")
@@ -198,7 +201,8 @@ class LocalStack(Stack):
 
     def _apply_scale(self, replicas: int) -> tuple[list[str], list[str]]:
         self.poll()  # a replica that died is out of the count, so scale() replaces it
-        current = [p for p in self._replicas.values() if p.replica.state == "up"]
+        # A paused replica is still in service, as a frozen pod is to its orchestrator.
+        current = [p for p in self._replicas.values() if p.replica.state in IN_SERVICE]
         if replicas > len(current):
             return localreplicas.add(self, replicas - len(current)), []
         if replicas < len(current):
@@ -209,13 +213,21 @@ class LocalStack(Stack):
         return [], []
 
     def _wait_routed(self, replicas: int) -> None:
-        names = {p.replica.hostname for p in self._replicas.values() if p.replica.state == "up"}
-        wait_until(lambda: self._lb.routes_exactly(names), self.ready_timeout,
+        wait_until(self._routes_in_service, self.ready_timeout,
                    what=f"{self.balancer} to report exactly {replicas} servers UP")
+
+    def _routes_in_service(self) -> bool:
+        """The balancer has exactly the replicas in service, each UP, but a paused one,
+        which its health check may well have taken out (asked anew each time: a fault may
+        pause or resume a replica while a scale waits)."""
+        procs = list(self._replicas.values())
+        names = {p.replica.hostname for p in procs if p.replica.state in IN_SERVICE}
+        paused = {p.replica.hostname for p in procs if p.replica.state == "paused"}
+        return self._lb.routes_exactly(names, may_be_down=paused)
 
     def replicas(self) -> list[Replica]:
         return [p.replica for p in list(self._replicas.values())
-                if p.replica.state in ("up", "paused")]
+                if p.replica.state in IN_SERVICE]
 
     def read_counter(self) -> int | None:
         if self.store.port is None or not self.reads_counter:
@@ -370,8 +382,7 @@ class LocalStack(Stack):
 
     def restart_balancer(self) -> None:
         self._lb.restart()
-        names = {p.replica.hostname for p in self._replicas.values() if p.replica.state == "up"}
-        wait_until(lambda: self._lb.routes_exactly(names), self.ready_timeout,
+        wait_until(self._routes_in_service, self.ready_timeout,
                    what=f"{self.balancer} to route again after its restart")
 
     def disturb_store_link(self, latency_ms: float = 0.0, reset: bool = False) -> None:
