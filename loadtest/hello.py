@@ -1,4 +1,5 @@
-"""The locustfile: GET / of the hello app, with the stack rescaled, autoscaled, faulted.
+"""The locustfile: GET / (or --request-path) of the hello app, or of yours, rescaled,
+autoscaled, faulted.
 
     locust -f loadtest/hello.py --headless -u 10 -r 10 --scale-levels 1,2,4 --stage-time 20s
 
@@ -36,6 +37,8 @@ class HelloUser(ScalecheckHttpUser):
         rate = getattr(environment.parsed_options, "rate_per_user", 0) or 0
         self._wait = constant_throughput(rate) if rate > 0 else constant(0)
         self._context = {"user": self.user_id}
+        path = getattr(environment.parsed_options, "request_path", None) or "/"
+        self.path = path if path.startswith("/") else f"/{path}"
 
     def wait_time(self):
         return self._wait(self)
@@ -47,9 +50,9 @@ class HelloUser(ScalecheckHttpUser):
     def hello(self) -> None:
         arrivals = harness.arrivals(self.environment)
         if arrivals is None:  # closed model: send, wait for the answer, send again
-            self.client.get("/", headers=HEADERS, name="/")
+            self.client.get(self.path, headers=HEADERS, name=self.path)
         else:  # open model: take the next arrival at its time
             intended = arrivals.next()
             if intended is not None:  # None: nothing came; the user may be stopping
-                self.client.get("/", headers=HEADERS, name="/",
+                self.client.get(self.path, headers=HEADERS, name=self.path,
                                 context={"intended": intended})

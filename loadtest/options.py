@@ -134,6 +134,9 @@ OPTIONS: tuple[Opt, ...] = (
         "KPA: enter panic when desired/ready reaches this (default 2.0 = 200%%)", float),
     Opt("--slo-p95-ms", 0.0, "MS",
         "The latency objective the autoscaling section judges against (p95, ms)", float),
+    Opt("--request-path", "/", "PATH",
+        "loadtest/hello.py: the path every request asks for (default /; e.g. /products for "
+        "an app with no page at /)"),
     Opt("--fault", [], "WHEN:KIND[:ARGS]",
         "Inject a fault, e.g. 30s:kill-replica, 45s:pause-redis:5s, 60s:restart-redis, "
         "70s:latency:redis:50ms:10s (repeat, or separate with commas)", action="append"),
@@ -213,6 +216,7 @@ class HarnessOptions:
     min_steady: float
     app_port: int | None
     health_path: str | None
+    request_path: str
     counter_read: str | None
     ready_timeout: float | None
     limits: Limits
@@ -486,6 +490,10 @@ def _app(get) -> dict:
     if health_path is not None and not health_path.startswith("/"):
         raise UsageError(f"--health-path {health_path!r}: a path, starting with / "
                          "(e.g. /healthz)")
+    request_path = str(get("request_path") or "/").strip() or "/"
+    if not request_path.startswith("/") or any(c.isspace() for c in request_path):
+        raise UsageError(f"--request-path {request_path!r}: a path starting with / "
+                         "(e.g. /products)")
     counter_read = str(get("counter_read") or "").strip() or None
     if counter_read is not None:
         parts = counter_read.split(":")
@@ -493,7 +501,8 @@ def _app(get) -> dict:
             raise UsageError(f"--counter-read {counter_read!r}: expected redis:SERVICE:KEY "
                              "(redis:KEY on the embedded stack)")
     ready = get("ready_timeout")
-    return {"app_port": app_port, "health_path": health_path, "counter_read": counter_read,
+    return {"app_port": app_port, "health_path": health_path, "request_path": request_path,
+            "counter_read": counter_read,
             "ready_timeout": parse_duration(ready, "--ready-timeout") if ready else None}
 
 
