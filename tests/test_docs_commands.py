@@ -137,3 +137,14 @@ def test_block_runs_as_written(block: Block, docker_engine):
     finally:
         if block.after:
             _shell(block.after, cwd, timeout=300)
+
+
+def test_the_option_reference_is_the_parser_s_own():
+    """docs/reference.md is what `scalecheck options --markdown` prints, every option."""
+    from loadtest.cli import options_markdown, options_parser
+
+    parser = options_parser()
+    text = (ROOT / "docs" / "reference.md").read_text()
+    assert text == options_markdown(parser), "regenerate: scalecheck options --markdown"
+    flags = [f for a in parser._actions for f in a.option_strings]
+    assert len(flags) > 40 and all(f"`{f}" in text for f in flags)
