@@ -26,6 +26,7 @@ from loadtest.roles import ControllerRole, MasterRole, WorkerRole
 from loadtest.roles.exits import fail
 
 ATTRIBUTE = "scalecheck"
+STOP_GRACE_S = 2.0  # at the end, how long a request in flight may still take
 #: The last environment a harness was installed in, for users who call ``arrivals()``
 #: without one (locustfiles written before it took the environment).
 _last_environment: Any = None
@@ -59,10 +60,12 @@ class Harness:
                 parsed, check_dir=not isinstance(runner, WorkerRunner))
         except harness_options.UsageError as exc:
             fail(str(exc))
-        # Let users finish the request in flight when the test stops: a request
-        # cut off mid-way may have incremented the counter and never be counted.
+        # Let users finish the request in flight when the test stops (a request cut off
+        # mid-way may have changed the app's state), for a moment: one still waiting
+        # after that is recorded as stopped in flight (an unknown outcome), and the run
+        # ends on time however long the app hangs.
         if not environment.stop_timeout:
-            environment.stop_timeout = 10
+            environment.stop_timeout = min(self.options.request_timeout, STOP_GRACE_S) + 0.5
         role = WorkerRole if isinstance(runner, WorkerRunner) else \
             MasterRole if isinstance(runner, MasterRunner) else ControllerRole
         self.role = role(environment, runner, self.options)

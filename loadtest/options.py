@@ -36,6 +36,7 @@ LOAD_MODELS = ("closed", "open")
 AUTOSCALERS = ("none", "hpa", "kpa")
 AUTOSCALE_METRICS = ("rps", "inflight", "cpu", "p95")
 DEFAULT_STAGE_TIME = "30s"
+MAX_DEFAULT_TIMEOUT_S = 10.0  # the default request timeout: a third of a stage, at most this
 
 
 class UsageError(Exception):
@@ -134,6 +135,11 @@ OPTIONS: tuple[Opt, ...] = (
         "KPA: enter panic when desired/ready reaches this (default 2.0 = 200%%)", float),
     Opt("--slo-p95-ms", 0.0, "MS",
         "The latency objective the autoscaling section judges against (p95, ms)", float),
+    Opt("--request-timeout", "", "TIME",
+        "How long a request may wait for its answer before it counts as having none (an "
+        "unknown outcome; requests_stalled judges them); at the end, requests in flight get "
+        "at most 2s more, then are recorded as stopped in flight (default: a third of a "
+        "stage, between 1s and 10s)"),
     Opt("--request-path", "/", "PATH",
         "loadtest/hello.py: the path every request asks for (default /; e.g. /products for "
         "an app with no page at /)"),
@@ -193,6 +199,7 @@ class HarnessOptions:
     api_port: int | None
     levels: list[int]
     stage_time: float
+    request_timeout: float
     max_replicas: int
     replace_dead: bool
     run_dir: str
@@ -437,7 +444,11 @@ def _levels(get, cls, values: dict) -> dict:
         stage_time = values["run_time"] / len(levels)
     else:
         stage_time = parse_duration(DEFAULT_STAGE_TIME)
-    return {"levels": levels, "max_replicas": max_replicas, "stage_time": stage_time}
+    timeout_text = str(get("request_timeout") or "").strip()
+    request_timeout = parse_duration(timeout_text, "--request-timeout") if timeout_text \
+        else min(MAX_DEFAULT_TIMEOUT_S, max(1.0, stage_time / 3))
+    return {"levels": levels, "max_replicas": max_replicas, "stage_time": stage_time,
+            "request_timeout": request_timeout}
 
 
 def _autoscale(get, cls, max_replicas: int) -> dict:

@@ -13,6 +13,13 @@ Each request also carries ``X-Scalecheck-Id``, a per-run unique id the
 collector records: a balancer that logs it (Traefik's access log) then says
 which server answered each request, even when the app does not name itself.
 
+Every request is accounted for, hung or not. Requests time out after the harness's
+``--request-timeout`` (an answer that never comes is a request with no answer, status 0,
+not a user stuck for the rest of the run), and a request still in flight when the run
+stops its users is recorded then, with how long it had waited, as ``StoppedInFlight``:
+Locust itself fires no request event for a user it kills, so it would otherwise vanish
+from the records and from Locust's own counts alike.
+
 Users of plain ``FastHttpUser`` still work: their records have no attempt
 count and no request id (null), and the report says so.
 """
@@ -21,9 +28,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from typing import Any
 
-from gevent import getcurrent
+from gevent import GreenletExit, getcurrent
 from geventhttpclient.client import HTTPClient, HTTPClientPool
 from locust.contrib.fasthttp import FastHttpUser
 
@@ -106,16 +114,54 @@ class CountingClientPool(HTTPClientPool):
         return client
 
 
+class StoppedInFlight(Exception):
+    """The run stopped this request's user before an answer came."""
+
+
+def harness_request_timeout(environment) -> float | None:
+    """The run's request timeout, as the harness validated it (None outside a run)."""
+    options = getattr(getattr(environment, "scalecheck", None), "options", None)
+    return getattr(options, "request_timeout", None)
+
+
 class ScalecheckHttpUser(FastHttpUser):
-    """``FastHttpUser`` that counts hidden resends (see the module's docstring). Subclass it
-    as you would ``FastHttpUser``."""
+    """``FastHttpUser`` that counts hidden resends, times requests out and records those
+    its stop cut short (see the module's docstring). Subclass it as you would
+    ``FastHttpUser``."""
 
     abstract = True
 
     def __init__(self, environment) -> None:
+        timeout = harness_request_timeout(environment)
+        if timeout:  # read by FastHttpUser.__init__ when it makes the client
+            self.network_timeout = timeout
+            self.connection_timeout = min(self.connection_timeout, timeout)
         super().__init__(environment)
         agent = self.client.client
         if self.client_pool is None:  # a pool of this user's own: count in it
             old = agent.clientpool
             agent.clientpool = CountingClientPool(**old.client_args)
             old.close()
+        self.client.request = self._accounted(self.client.request)
+
+    def _accounted(self, request):
+        """``request`` that, when the user is stopped while waiting, fires the request
+        event for it (an unknown outcome: it may have reached the app) before going."""
+        events = self.environment.events.request
+
+        def accounted(method, url, name=None, *args, context=None, **kwargs):
+            started = time.time()
+            try:
+                return request(method, url, name, *args, context=context or {}, **kwargs)
+            except GreenletExit:
+                waited = time.time() - started
+                events.fire(request_type=method, name=name or url,
+                            response_time=waited * 1000, response_length=0, response=None,
+                            context={**self.context(), **(context or {})},
+                            exception=StoppedInFlight(
+                                f"no answer {waited:.1f} s after it was sent, when the run "
+                                "stopped its users"),
+                            start_time=started, url=url)
+                raise
+
+        return accounted

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -290,3 +291,56 @@ def test_an_app_that_does_not_drain_is_caught_cutting_requests(tmp_path, balance
     assert change["status"] == "fail" and change["cut"] > 0
     assert set(change["errors_by_replica"]) == set(removed), change
     assert "2 → 1" in check["reason"] and removed[0] in check["reason"]
+
+
+def _hanging_run(run_dir: Path, env: dict, *extra: str) -> tuple[subprocess.CompletedProcess,
+                                                                  float]:
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", "loadtest/hello.py",
+           "--headless", "--only-summary", "-u", "10", "-r", "10", "--scale-levels", "1",
+           "--stack-port", str(free_port()), "--api-port", str(free_port()),
+           "--run-dir", str(run_dir), "--app-cmd", f"{sys.executable} tests/apps/hanging.py "
+           "{port}", "--health-path", "/healthz", "--counter-field", "none", *extra]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, **env})
+    return proc, time.monotonic() - started
+
+
+def test_an_app_that_hangs_once_in_ten_fails_naming_the_stalled_requests(tmp_path,
+                                                                         no_leftovers):
+    """GET / sleeps 60 s once in ten: the users used to stall unseen (PASS, p99 56 ms, the
+    run 10 s late). Now each such request times out (a third of the 9 s stage), is an
+    unknown outcome, and requests_stalled fails naming the replica; the run ends on time."""
+    run_dir = tmp_path / "hang"
+    proc, took = _hanging_run(run_dir, {}, "--stage-time", "9s")
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert took < 9 + 20, took  # start-up and teardown, but no waiting out the sleeps
+    code, summary = analyse(run_dir)
+    checks = {c["name"]: c for c in summary["checks"]}
+    stalled = checks["requests_stalled"]
+    assert code == 1 and stalled["status"] == "fail", stalled
+    assert stalled["value"] >= 1 and set(stalled["evidence"]["by_replica"]) == {"app-1"}
+    assert "timed out after 3.0 s" in stalled["reason"]
+    assert summary["stalled"]["timeout_s"] == 3.0
+
+
+def test_requests_in_flight_when_the_run_stops_are_recorded(tmp_path, no_leftovers):
+    """An app that accepts and never answers, with a request timeout longer than the run:
+    every request is still waiting when the run stops its users; each is recorded then
+    (status 0, StoppedInFlight, how long it waited), counted by Locust alike, and the run
+    ends about on time instead of waiting for answers that never come."""
+    run_dir = tmp_path / "never"
+    proc, took = _hanging_run(run_dir, {"HANG_EVERY": "1"}, "--stage-time", "4s",
+                              "--request-timeout", "60s")
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert took < 4 + 20, took
+    run = json.loads((run_dir / "run.json").read_text())
+    df = pd.read_parquet(run_dir / "requests")
+    assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df) >= 10
+    stopped = df[df.error.fillna("").str.startswith("StoppedInFlight")]
+    assert len(stopped) == 10, df[["status", "error", "latency_ms"]]  # one per user
+    assert (stopped.status == 0).all() and (stopped.latency_ms > 3000).all()
+    code, summary = analyse(run_dir)
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["requests_stalled"]["status"] == "fail"
+    assert summary["stalled"]["stopped_in_flight"] == 10

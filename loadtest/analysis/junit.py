@@ -36,28 +36,14 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
-EVIDENCE_CHARS = 4000  # per check: enough to see the examples, not a whole history
+from loadtest.analysis.topics import topic_of
 
-#: Check name (or prefix) -> topic, for the classname.
-TOPICS = (
-    ("run_completed", "run"), ("records_", "run"),
-    ("counter_", "consistency"),
-    ("levels_judged", "load"), ("error_rate", "load"), ("unknown_rate", "load"),
-    ("latency_", "load"),
-    ("fairness_", "distribution"), ("coverage_", "distribution"),
-    ("scaling_efficiency", "throughput"),
-    ("unexpected_replicas", "stack"), ("served_after_removal", "stack"),
-    ("replicas_", "stack"),
-    ("faults_", "faults"), ("fault_", "faults"),
-    ("time_to_scale", "autoscaling"), ("slo_violation", "autoscaling"),
-    ("autoscaler_", "autoscaling"),
-    ("regression", "regression"),
-)
+EVIDENCE_CHARS = 4000  # per check: enough to see the examples, not a whole history
 
 
 def topic(name: str) -> str:
-    """The topic a check belongs to (``other`` for names this table does not know)."""
-    return next((t for prefix, t in TOPICS if name.startswith(prefix)), "other")
+    """The topic a check belongs to (``other`` for names the table does not know)."""
+    return topic_of(name).key
 
 
 def _text(value: object) -> str:

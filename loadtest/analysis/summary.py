@@ -34,6 +34,7 @@ from loadtest.analysis.distribution import ReplicaChanges, window_distribution
 from loadtest.analysis.faults import analyse_faults, fault_slice_window
 from loadtest.analysis.load import NEEDED, AnalysisInputError, LoadedRun
 from loadtest.analysis.passes import Accumulator, Chunk, InputError, run_passes
+from loadtest.analysis.stalled import StalledRequests
 from loadtest.analysis.state_history import StateHistory
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.throughput import Slice, Timeline, scaling_efficiency
@@ -112,6 +113,7 @@ class Accumulators:
     timeline: Timeline
     counter: EpochedCounter
     state: StateHistory
+    stalled: StalledRequests
 
     @classmethod
     def build(cls, w: RunWindows, meta: dict, stats: dict, t: Thresholds,
@@ -144,12 +146,14 @@ class Accumulators:
                    changes, Timeline(w.t_min, w.t_max),
                    EpochedCounter(counter.get("before"), counter.get("after"), w.resets,
                                   stats["counter_min"], stats["counter_max"], t.clock_skew_ms),
-                   StateHistory(t, _clock_margin(meta, t)))
+                   StateHistory(t, _clock_margin(meta, t)),
+                   StalledRequests((meta.get("options") or {}).get("request_timeout"),
+                                   w.t_min))
 
     def all(self) -> list[Accumulator]:
         return [*self.stages, *self.segments, *self.transitions, *self.faults.values(),
                 *self.levels.values(), *self.per_second.values(), *self.changes,
-                self.timeline, self.counter, self.state]
+                self.timeline, self.counter, self.state, self.stalled]
 
 
 class PlotSample:
@@ -201,7 +205,8 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         "requests": st["rows"],
         "verdict": v.compose(checks),
         **{k: f[k] for k in ("stages", "segments", "levels", "transitions", "changes",
-                             "deaths", "consistency", "state", "faults", "autoscaling",
+                             "deaths", "consistency", "state", "stalled", "faults",
+                             "autoscaling",
                              "capacity", "bottleneck", "cpu_by_part")},
         "checks": [c.to_dict() for c in checks],
         "totals": f["totals"],
@@ -284,6 +289,7 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
         "deaths": [{"hostname": e["hostname"], "t": e["t"], "planned": e["hostname"] in killed}
                    for e in w.events if e.get("event") == ev.REPLICA_DIED],
         "consistency": accs.counter.result(), "state": accs.state.result(),
+        "stalled": accs.stalled.result(),
         "anomalies": anomalies, "faults": faults,
         "autoscaling": analyse_autoscaling(meta, timeline, slo, t.capacity_per_replica,
                                            t.flap_window_s),

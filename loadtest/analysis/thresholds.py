@@ -21,6 +21,9 @@ else:  # pragma: no cover
 class Thresholds:
     max_error_rate: float = 0.01
     """Highest error rate of any steady segment (faults and scale changes are judged apart)."""
+    max_stalled_requests: int = 0
+    """Most requests that may wait out the request timeout, or the run's end, with no
+    answer (a hung replica stalls the load generator's users)."""
     max_unknown_rate: float = 0.01
     """Highest share of unknown outcomes (no counter value came back) of any steady segment."""
     min_jain: float = 0.90

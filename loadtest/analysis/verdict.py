@@ -493,8 +493,30 @@ def state_checks(f: dict, t: Thresholds) -> list[Check]:
     return checks(f["state"], t)
 
 
+def stalled_checks(f: dict, t: Thresholds) -> list[Check]:
+    """Requests that got no answer within the request timeout, or were still waiting when
+    the run stopped: a hung replica holds the load generator's users, and the answers that
+    do come back say nothing of it."""
+    s = f.get("stalled")
+    detail = "requests that waited out the request timeout, or the end of the run"
+    if s is None:
+        return [not_applicable("requests_stalled", "the run records no such count", detail)]
+    value = s["count"]
+    reason = ""
+    if value:
+        where = ", ".join(f"{name} {n:,}" for name, n in list(s["by_replica"].items())[:5])
+        reason = (f"{value:,} request(s) got no answer ({s['timed_out']:,} timed out after "
+                  f"{s['timeout_s']} s, {s['stopped_in_flight']:,} still waiting when the run "
+                  f"stopped): {where}")
+    return [Check("requests_stalled", value <= t.max_stalled_requests, value,
+                  t.max_stalled_requests, detail,
+                  {"by_replica": s["by_replica"], "examples": s["examples"],
+                   "timeout_s": s["timeout_s"]}, reason=reason)]
+
+
 CHECKERS: list[Callable[[dict, Thresholds], list[Check]]] = [
-    run_checks, records_checks, counter_checks, load_checks, scaling_checks, stack_checks,
+    run_checks, records_checks, counter_checks, load_checks, stalled_checks, scaling_checks,
+    stack_checks,
     transition_checks, fault_checks, autoscaling_checks, regression_checks, state_checks]
 
 

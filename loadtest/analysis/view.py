@@ -7,6 +7,8 @@ compared again here.
 
 from __future__ import annotations
 
+from loadtest.analysis.topics import STATE_KEYS, topic_of
+
 COUNTER_LABELS = {
     "counter_duplicates": "duplicate values",
     "counter_unexpected": "values out of range",
@@ -19,33 +21,10 @@ COUNTER_LABELS = {
 }
 
 
-#: What each check is about, by the start of its name (the first that matches).
-TOPICS = (
-    (("run_", "records_"), "the run's record"),
-    (("levels_", "error_rate", "unknown_rate", "latency_"), "steady load"),
-    (("fairness_", "coverage_"), "spread over replicas"),
-    (("replicas_", "unexpected_replicas", "served_after_removal"), "replicas"),
-    (("transition_",), "scale changes"),
-    (("counter_",), "the shared counter"),
-    (("register_", "set_", "session_", "sessions_", "list_", "add_counter"), "shared state"),
-    (("fault",), "faults"),
-    (("time_to_scale", "autoscaler_", "slo_"), "autoscaling"),
-    (("scaling_efficiency", "regression"), "against the baseline"),
-)
-STATE_TOPICS = ("the shared counter", "shared state")
-
-
-def topic(check_name: str) -> str:
-    for prefixes, name in TOPICS:
-        if check_name.startswith(prefixes):
-            return name
-    return "other"
-
-
 def state_unchecked(summary: dict) -> str | None:
     """Why no shared state was checked, in words, or None when some was: a first look on
     an app of one's own must not read as if its state had passed."""
-    state = [c for c in summary["checks"] if topic(c["name"]) in STATE_TOPICS]
+    state = [c for c in summary["checks"] if topic_of(c["name"]).key in STATE_KEYS]
     if any(c["status"] != "not applicable" for c in state):
         return None
     return ("shared state not checked: the app's answers carry no counter "
@@ -77,7 +56,7 @@ def failed_topics(summary: dict) -> str | None:
     by_topic: dict[str, list[str]] = {}
     for c in summary["checks"]:
         if c["status"] == "fail":
-            by_topic.setdefault(topic(c["name"]), []).append(c["name"])
+            by_topic.setdefault(topic_of(c["name"]).words, []).append(c["name"])
     if not by_topic:
         return None
     return "Failed: " + "; ".join(f"{name} ({', '.join(names)})"
