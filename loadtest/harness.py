@@ -26,6 +26,7 @@ from loadtest.roles import ControllerRole, MasterRole, WorkerRole
 from loadtest.roles.exits import fail
 
 ATTRIBUTE = "scalecheck"
+LOOPBACK = "127.0.0.1"
 STOP_GRACE_S = 2.0  # at the end, how long a request in flight may still take
 #: The last environment a harness was installed in, for users who call ``arrivals()``
 #: without one (locustfiles written before it took the environment).
@@ -66,6 +67,7 @@ class Harness:
         # ends on time however long the app hangs.
         if not environment.stop_timeout:
             environment.stop_timeout = min(self.options.request_timeout, STOP_GRACE_S) + 0.5
+        warn_if_open(parsed, runner)
         role = WorkerRole if isinstance(runner, WorkerRunner) else \
             MasterRole if isinstance(runner, MasterRunner) else ControllerRole
         self.role = role(environment, runner, self.options)
@@ -90,6 +92,26 @@ class Harness:
         return self.role.tick()
 
 
+def warn_if_open(parsed, runner) -> None:
+    """One line when the user chose to listen beyond this machine: who can reach the port
+    can drive the run."""
+    import logging
+
+    log = logging.getLogger("scalecheck")
+    web = getattr(parsed, "web_host", LOOPBACK)
+    if not getattr(parsed, "headless", False) and not _loopback(web):
+        log.warning("scalecheck: the web UI listens on %s with no login: whoever reaches it "
+                    "can start, stop and reshape this run", web or "every interface")
+    bind = getattr(parsed, "master_bind_host", LOOPBACK)
+    if isinstance(runner, MasterRunner) and not _loopback(bind):
+        log.warning("scalecheck: the master listens on %s: any host that reaches it can "
+                    "join as a worker", bind)
+
+
+def _loopback(host: str | None) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost")
+
+
 def install(environment_events, defaults: dict[str, Any] | None = None) -> None:
     """Hook the harness into Locust; call once from the locustfile. ``defaults``: the
     locustfile's own defaults for the harness's options (by their dest names, e.g.
@@ -98,6 +120,10 @@ def install(environment_events, defaults: dict[str, Any] | None = None) -> None:
     @environment_events.init_command_line_parser.add_listener
     def _(parser, **_kwargs):
         harness_options.add_arguments(parser, defaults)
+        # Locust listens on every interface by default, with no login: its web UI and its
+        # master port could start, stop and retarget this run from anywhere. Loopback
+        # unless the user widens it (and is told so).
+        parser.set_defaults(web_host=LOOPBACK, master_bind_host=LOOPBACK)
 
     @environment_events.init.add_listener
     def _(environment, runner, **kwargs):

@@ -36,7 +36,8 @@ def run_shop(args: list[str], timeout: float = 300, env: dict | None = None
 def local_shop(run_dir: Path, balancer: str, levels: str = "1,3,2", *extra: str) -> list[str]:
     return ["-u", "6", "-r", "6", "--scale-levels", levels, "--stage-time", "6s",
             "--min-steady", "2s", "--balancer", balancer, "--run-dir", str(run_dir),
-            "--app-cmd", SHOP_CMD, "--app-dir", str(SHOP), "--with-redis",
+            "--app-cmd", SHOP_CMD, "--app-env", "BIND_HOST=127.0.0.1", "--app-dir", str(SHOP),
+            "--with-redis",
             "--health-path", "/healthz", *extra]
 
 
@@ -247,6 +248,7 @@ def test_the_readme_s_state_example_runs_as_written(tmp_path, no_leftovers):
          "--only-summary", "--stack-port", str(free_port()), "--api-port", str(free_port()),
          "-u", "4", "-r", "4", "--scale-levels", "1,2", "--stage-time", "5s",
          "--min-steady", "2s", "--run-dir", str(run_dir), "--app-cmd", SHOP_CMD,
+         "--app-env", "BIND_HOST=127.0.0.1",
          "--app-dir", str(SHOP), "--with-redis", "--health-path", "/healthz"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

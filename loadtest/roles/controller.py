@@ -175,6 +175,7 @@ class ControllerRole:
             gevent.spawn(self.runner.stop)
             return
         self._started = True
+        self._keep_the_stack_s_url()
         self._reread_options()
         self._clock()
         self.collector.start()
@@ -183,6 +184,15 @@ class ControllerRole:
         self.conductor.start(self.t0)
         if self.plan.open_model:
             self.start_arrivals()
+
+    def _keep_the_stack_s_url(self) -> None:
+        """The web UI's host field cannot send a harness-run stack's load elsewhere: the
+        run would record requests to another server as this stack's."""
+        url = self.stack.url if self.stack is not None and self.stack.controlled else None
+        if url and self.environment.host != url:
+            self._warn(f"the host {self.environment.host} given in the web UI is ignored: "
+                       f"this run's stack is at {url}")
+            self.environment.host = url
 
     def _clock(self) -> float:
         if self.t0 is None:

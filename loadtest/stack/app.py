@@ -118,17 +118,28 @@ def parse_app_env(items: list[str] | None) -> dict[str, str]:
 def listening_ports(pid: int) -> set[int]:
     """TCP ports a process and its children listen on (to tell a command that ignores
     ``{port}`` and ``PORT`` from one that is only slow to start)."""
+    return {port for _, port in listening_addresses(pid)}
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(address, port) a process and its children listen on."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return set()
-    ports = set()
+    found = set()
     for proc in procs:
         try:
             for conn in proc.net_connections(kind="tcp"):
                 if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                    ports.add(conn.laddr.port)
+                    found.add((conn.laddr.ip, conn.laddr.port))
         except psutil.Error:
             continue
-    return ports
+    return found
+
+
+def beyond_loopback(pid: int) -> list[str]:
+    """What a replica listens on beyond this machine's loopback (``0.0.0.0:5000``)."""
+    return sorted(f"{ip}:{port}" for ip, port in listening_addresses(pid)
+                  if ip not in ("127.0.0.1", "::1") and not ip.startswith("127."))

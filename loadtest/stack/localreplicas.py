@@ -7,13 +7,16 @@ replica's life is, apart from the stack's verbs.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 
 from loadtest import events as ev
 from loadtest.stack import processes
-from loadtest.stack.app import listening_ports
+from loadtest.stack.app import beyond_loopback, listening_ports
 from loadtest.stack.base import Replica, StackError, free_port
+
+log = logging.getLogger("scalecheck")
 
 
 class ReplicaProcess:
@@ -48,6 +51,7 @@ def add(stack, count: int) -> list[str]:
                 pending[pending.index(proc)] = _spawn(stack, name)
             elif stack.app.healthy(port):
                 pending.remove(proc)
+                _say_if_open(stack, proc)
                 stack._lb.add(proc.replica.hostname, proc.replica.address)
                 proc.replica.state = "up"
                 stack._routed_since[proc.replica.hostname] = time.time()
@@ -77,6 +81,20 @@ def _refuse_wrong_port(pending: list[ReplicaProcess]) -> None:
             raise StackError(f"replica {proc.replica.hostname} listens on port "
                              f"{', '.join(map(str, sorted(ports)))}, not on {port}: "
                              "--app-cmd must use {port}, or the app must read PORT")
+
+def _say_if_open(stack, proc: ReplicaProcess) -> None:
+    """Once per stack: the user's app listens beyond loopback (its own choice, left as it
+    is), so anyone who reaches this machine reaches the replicas past the balancer."""
+    if stack.app.ours or getattr(stack, "_said_open", False):
+        return
+    wide = beyond_loopback(proc.popen.pid)
+    if wide:
+        stack._said_open = True
+        log.warning(f"scalecheck: replica {proc.replica.hostname} listens on "
+                    f"{', '.join(wide)}, beyond loopback: reachable past the balancer from "
+                    "other machines (bind it to 127.0.0.1: --host 127.0.0.1, or your app's "
+                    "own setting)")
+
 
 def _log(stack, name: str) -> str:
     return str(stack.log_dir / f"{name}.log")

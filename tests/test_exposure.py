@@ -1,0 +1,131 @@
+"""No open doors: what a run listens on, and who can drive it.
+
+Locust's web UI and master port listen on every interface by default, with no login; the
+harness makes them loopback unless the user widens them. Every part of the embedded
+stack listens on loopback too. (A sandbox may hide some sockets from `ss`; psutil reads
+/proc/net directly.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import LOCUSTFILE, ROOT, free_port
+
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int, str]]:
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.Error:
+                name = "?"
+            out.append((conn.laddr.ip, conn.laddr.port, name))
+    return out
+
+
+def _tree(pid: int) -> set[int]:
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(p.pid for p in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+@pytest.mark.parametrize("processes", [None, "2"])
+def test_a_run_with_its_web_ui_listens_on_loopback_only(tmp_path, processes, no_leftovers):
+    web_port = free_port()
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), "--autostart",
+           "--autoquit", "0", "-u", "2", "-r", "2", "--scale-levels", "1", "--stage-time", "8s",
+           "--web-port", str(web_port), "--stack-port", str(free_port()),
+           "--api-port", str(free_port()), "--run-dir", str(tmp_path / "run"),
+           *(["--processes", processes] if processes else [])]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen: list[tuple[str, int, str]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = _listening(_tree(proc.pid))
+            names = {name for _, _, name in seen}
+            if any(port == web_port for _, port, _ in seen) and "traefik" in names:
+                break
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert any(port == web_port for _, port, _ in seen), (seen, out[-2000:])
+    assert {name for _, _, name in seen} >= {"traefik", "redis-server"}, seen
+    wide = [s for s in seen if s[0] not in LOOPBACK]
+    assert not wide, f"listening beyond loopback: {wide}"
+    assert proc.returncode in (0, 1), out[-2000:]
+    if processes:
+        master_port = 5557  # Locust's default master port, now on loopback
+        assert any(port == master_port and ip in LOOPBACK for ip, port, _ in seen), seen
+
+
+def test_widening_the_web_ui_is_said_in_one_line(tmp_path, no_leftovers):
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE),
+           "--web-host", "0.0.0.0", "--web-port", str(free_port()), "--autostart",
+           "--autoquit", "0", "-u", "1", "-r", "1", "--scale-levels", "1", "--stage-time", "3s",
+           "--stack-port", str(free_port()), "--api-port", str(free_port()),
+           "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    # --autostart shows the UI too: it is the web UI that is open, autostart or not
+    assert "the web UI listens on 0.0.0.0 with no login" in proc.stderr
+
+
+def test_the_web_form_cannot_send_the_load_elsewhere(tmp_path, no_leftovers):
+    """A start from the web UI naming another host (here a closed port of this machine):
+    every request still goes to the harness's stack, and the run says it ignored the
+    host."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    web_port, stack_port = free_port(), free_port()
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE),
+           "--web-port", str(web_port), "--scale-levels", "1", "--stage-time", "4s",
+           "--stack-port", str(stack_port), "--api-port", str(free_port()),
+           "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        form = urllib.parse.urlencode({"user_count": 2, "spawn_rate": 2,
+                                       "host": elsewhere}).encode()
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "no web UI"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/swarm", form,
+                                            timeout=5) as resp:
+                    assert resp.status == 200
+                break
+            except OSError:
+                time.sleep(0.3)
+        run_json = tmp_path / "run" / "run.json"
+        while json.loads(run_json.read_text())["status"] not in ("completed", "interrupted",
+                                                                  "failed"):
+            assert time.monotonic() < deadline, "the run did not end"
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    run = json.loads(run_json.read_text())
+    assert any("is ignored" in w["text"] and elsewhere in w["text"] for w in run["warnings"])
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "run" / "requests")
+    assert len(df) > 10 and (df.status == 200).all(), df.status.value_counts()
