@@ -129,3 +129,66 @@ def test_the_web_form_cannot_send_the_load_elsewhere(tmp_path, no_leftovers):
 
     df = pd.read_parquet(tmp_path / "run" / "requests")
     assert len(df) > 10 and (df.status == 200).all(), df.status.value_counts()
+
+
+def test_haproxy_s_admin_api_refuses_another_local_user(tmp_path, no_leftovers):
+    """The embedded HAProxy's admin socket is a file in a directory of mode 0700: root
+    (the harness) uses it; another local user (nobody) cannot even reach it. It was an
+    abstract socket, which carries no permissions: any user could add servers."""
+    import os
+    import shutil
+
+    from loadtest.stack.local import LocalStack
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as another user")
+    stack = LocalStack(port=free_port(), api_port=free_port(), balancer="haproxy",
+                       log_dir=tmp_path / "logs")
+    try:
+        stack.up(1)
+        sock = stack._lb.admin_socket
+        assert not sock.startswith("abns@") and Path(sock).exists()
+        assert "hello" in stack._lb.admin.command("show backend")  # the harness can
+        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+                 f"try:\n    s.connect({sock!r})\nexcept PermissionError:\n    sys.exit(13)\n"
+                 "s.sendall(b'show backend\\n'); print(s.recv(999))")
+        other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                "--clear-groups", sys.executable, "-c", probe],
+                               capture_output=True, text=True, timeout=30)
+        assert other.returncode == 13, (other.returncode, other.stdout, other.stderr)
+    finally:
+        stack.down()
+    assert not Path(sock).parent.exists()
+
+
+def test_the_by_hand_stack_s_commands_refuse_another_local_user(tmp_path):
+    """`python -m loadtest.stack up -d` is driven over a Unix socket (scale, down): a file
+    in a directory of mode 0700, so another local user cannot scale or stop it."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as another user")
+    from loadtest.stack.cli import _socket_path
+
+    project = tmp_path / "project"
+    project.mkdir()
+    stack = [sys.executable, "-m", "loadtest.stack", "--project-dir", str(project)]
+    up = subprocess.run([*stack, "up", "-d", "--scale", "1", "--port", str(free_port())],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    sock = _socket_path(project / ".scalecheck")
+    try:
+        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+                 f"try:\n    s.connect({sock!r})\nexcept PermissionError:\n    sys.exit(13)\n"
+                 "s.sendall(b'{\"cmd\": \"down\"}\\n'); print(s.recv(999))")
+        other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                "--clear-groups", sys.executable, "-c", probe],
+                               capture_output=True, text=True, timeout=30)
+        assert other.returncode == 13, (other.returncode, other.stdout, other.stderr)
+        ps = subprocess.run([*stack, "ps"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+        assert "hello-1" in ps.stdout  # still up, and ours to drive
+    finally:
+        subprocess.run([*stack, "down"], cwd=ROOT, capture_output=True, timeout=120)
+    assert not Path(sock).parent.exists()

@@ -81,6 +81,10 @@ class LocalBalancer(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
+    def close(self) -> None:
+        """Stopped for good (not to be restarted): what it kept beside its process goes."""
+        self.stop()
+
     def restart(self) -> None:
         """Stop and start again with the same replicas (a fault)."""
         servers = self.current_servers()

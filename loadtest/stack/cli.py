@@ -23,22 +23,42 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from loadtest.stack import BACKENDS, Stack, StackSettings, backend_class, make_stack, processes
+from loadtest.stack import (
+    BACKENDS,
+    Stack,
+    StackSettings,
+    backend_class,
+    make_stack,
+    private,
+    processes,
+)
 from loadtest.stack.base import StackError, app_arguments
 
 STATE_DIR = Path(".scalecheck")
 
 
 def _socket_path(state_dir: Path) -> str:
-    """An abstract Unix socket keyed by the project directory: it exists exactly as long
-    as the supervisor does, and leaves no file behind however that ends."""
+    """The supervisor's socket, keyed by the project directory, in a directory of mode 0700
+    of this user: commands scale and stop the stack, so no other local user may send one
+    (an abstract socket, as this was, carries no permissions at all)."""
     key = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:12]
-    return f"\0scalecheck-stack-{os.getuid()}-{key}"
+    return str(Path(tempfile.gettempdir()) / f"scalecheck-stack-{os.getuid()}-{key}" / "sock")
+
+
+def _own_private_dir(path: Path) -> None:
+    """Make (or check) the socket's directory: ours, and closed to everyone else."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or \
+            stat.S_IMODE(info.st_mode) & 0o077:
+        raise StackError(f"{path} is not a private directory of this user: remove it")
 
 
 def _running(state_dir: Path) -> bool:
@@ -57,7 +77,7 @@ def _request(state_dir: Path, command: dict, timeout: float = 120) -> dict | Non
         sock.settimeout(timeout)
         try:
             sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             return None
         sock.sendall(json.dumps(command).encode() + b"\n")
         data = sock.makefile("rb").readline()
@@ -74,6 +94,8 @@ class Supervisor:
         self.running = True
 
     def serve(self) -> None:
+        _own_private_dir(Path(self.path).parent)
+        Path(self.path).unlink(missing_ok=True)  # a killed supervisor's, nobody answers it
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(self.path)
         server.listen(4)
@@ -186,6 +208,7 @@ def cmd_up(args) -> int:
         stack.down()
         if getattr(supervisor, "server", None) is not None:
             supervisor.server.close()  # tells `down` that everything has stopped
+        private.remove(Path(supervisor.path).parent)
     print("stack down", flush=True)
     return 0
 

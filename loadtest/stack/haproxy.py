@@ -21,15 +21,15 @@ instead of silently sharing it.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import uuid
+from pathlib import Path
 
 from loadtest.stack import processes
 from loadtest.stack.balancer import LocalBalancer
 from loadtest.stack.base import BalancerRow, StackError, wait_until
+from loadtest.stack.private import private_dir, remove
 from loadtest.stack.views import haproxy_rows, haproxy_servers, haproxy_state
 from loadtest.wire import SERVER_HEADER
 
@@ -215,7 +215,8 @@ def haproxy_version() -> str | None:
 
 
 class HAProxyBalancer(LocalBalancer):
-    """HAProxy as a child process of the embedded stack, on an abstract admin socket."""
+    """HAProxy as a child process of the embedded stack; its admin socket is a file in a
+    directory only this user may enter (see ``private``)."""
 
     name = "haproxy"
     binary = "haproxy"
@@ -223,7 +224,8 @@ class HAProxyBalancer(LocalBalancer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.admin_socket = f"abns@scalecheck-haproxy-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._socket_dir = private_dir("scalecheck-haproxy")
+        self.admin_socket = str(self._socket_dir / "admin.sock")
         self.admin = HAProxyAdmin(self.admin_socket)
         self.runtime = HAProxyServers(self.admin, BACKEND,
                                       f"inter {self.health_interval_ms}ms fall 2 rise 1")
@@ -282,3 +284,9 @@ class HAProxyBalancer(LocalBalancer):
         if self.process is not None:
             processes.stop(self.process, timeout=5)
             self.process = None
+        Path(self.admin_socket).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Gone for good: its private directory too (``stop`` alone may be a restart)."""
+        self.stop()
+        remove(self._socket_dir)

@@ -251,7 +251,7 @@ class LocalStack(Stack):
                 if proc.replica.state in ("up", "paused", "starting", "draining"):
                     proc.replica.state = "stopped"
             if self._lb is not None:
-                self._lb.stop()
+                self._lb.close()
             self.store.stop()
             if self.cgroups is not None:
                 self.cgroups.close()

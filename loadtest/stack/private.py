@@ -1,0 +1,32 @@
+"""Directories only this user may enter, for the control sockets of a run's parts.
+
+An abstract Unix socket (``abns@…``, ``\\0name``) carries no permissions: any local user
+could reach HAProxy's admin API through it and add servers, change weights or stop one.
+A socket file inside a directory of mode 0700 can be reached by its owner (and root)
+alone. Kept short (under /tmp) because a Unix socket's path is at most 107 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def private_dir(prefix: str) -> Path:
+    """A new directory of mode 0700, owned by this user."""
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=_short_tmp()))
+    os.chmod(path, 0o700)  # mkdtemp makes it so; said again, as the point of it
+    return path
+
+
+def remove(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _short_tmp() -> str:
+    """$TMPDIR if a socket path under it still fits, else /tmp."""
+    base = tempfile.gettempdir()
+    return base if len(base) < 60 else "/tmp"
