@@ -42,6 +42,7 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict:
         "REDIS_HOST": env.get("REDIS_HOST", "redis"),
         "REDIS_PORT": int(env.get("REDIS_PORT", "6379")),
         "REDIS_TIMEOUT": float(env.get("REDIS_TIMEOUT", "0.5")),
+        "REDIS_PASSWORD": env.get("REDIS_PASSWORD") or None,
         "COUNTER_KEY": env.get("COUNTER_KEY", "counter"),
         "COUNTER_MODE": env.get("COUNTER_MODE", "atomic"),
         "KV_MODE": env.get("KV_MODE", "redis"),
@@ -68,6 +69,7 @@ def create_app(
     client = redis.Redis(
         host=config["REDIS_HOST"],
         port=config["REDIS_PORT"],
+        password=config["REDIS_PASSWORD"],
         socket_timeout=config["REDIS_TIMEOUT"],
         socket_connect_timeout=config["REDIS_TIMEOUT"],
         **_retry_policy(config["COUNTER_MODE"]),
@@ -77,6 +79,7 @@ def create_app(
     state_client = redis.Redis(
         host=config["REDIS_HOST"],
         port=config["REDIS_PORT"],
+        password=config["REDIS_PASSWORD"],
         socket_timeout=config["REDIS_TIMEOUT"],
         socket_connect_timeout=config["REDIS_TIMEOUT"],
         **_retry_policy("atomic"),

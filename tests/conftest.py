@@ -18,6 +18,10 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtest" / "hello.py"
 STACK_PROGRAMS = ("haproxy", "redis-server", "traefik")
+#: Marks what this test session starts (children inherit it), so that a leftover check
+#: never blames this session for another's processes on the same machine.
+SESSION_MARK = "SCALECHECK_TEST_SESSION"
+os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{time.time_ns()}")
 
 
 def in_ci() -> bool:
@@ -60,11 +64,19 @@ def stack_processes() -> set[int]:
             if _pid_namespace(proc.info["pid"]) != ours:
                 continue
             cmd = " ".join(proc.info["cmdline"] or [])
-            if proc.info["name"] in STACK_PROGRAMS or "app.serve" in cmd:
+            if (proc.info["name"] in STACK_PROGRAMS or "app.serve" in cmd) and ours_(proc):
                 found.add(proc.info["pid"])
         except psutil.Error:
             continue
     return found
+
+
+def ours_(proc: psutil.Process) -> bool:
+    """Started by this test session (or unknown: then counted, to be safe)."""
+    try:
+        return proc.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]
+    except psutil.Error:
+        return True
 
 
 @pytest.fixture

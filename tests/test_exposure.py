@@ -7,6 +7,7 @@ stack listens on loopback too. (A sandbox may hide some sockets from `ss`; psuti
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -192,3 +193,33 @@ def test_the_by_hand_stack_s_commands_refuse_another_local_user(tmp_path):
     finally:
         subprocess.run([*stack, "down"], cwd=ROOT, capture_output=True, timeout=120)
     assert not Path(sock).parent.exists()
+
+
+def test_the_embedded_redis_requires_the_password_the_app_was_handed(tmp_path, no_leftovers):
+    """Any local user could change the counter under test; now Redis requires a password
+    (random per run) that only the replicas get, in their environment, never on a command
+    line (`ps` shows those to everyone)."""
+    import psutil
+    import redis
+
+    from loadtest.stack.local import LocalStack
+
+    stack = LocalStack(port=free_port(), api_port=free_port(), log_dir=tmp_path / "logs")
+    try:
+        stack.up(1)
+        port, password = stack.store.port, stack.store.password
+        assert password and len(password) >= 24
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=2).get("hello:visits")
+        assert stack.read_counter() == 0
+        for proc in psutil.process_iter(["cmdline"]):
+            assert password not in " ".join(proc.info["cmdline"] or [])
+        replica = psutil.Process(stack.replicas()[0].pid)
+        assert replica.environ()["REDIS_PASSWORD"] == password
+        import urllib.request
+
+        with urllib.request.urlopen(urllib.request.Request(
+                stack.url, headers={"Accept": "application/json"}), timeout=5) as resp:
+            assert json.loads(resp.read())["visits"] == 1  # the app uses it
+    finally:
+        stack.down()

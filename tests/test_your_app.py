@@ -276,6 +276,7 @@ def test_an_app_that_does_not_drain_is_caught_cutting_requests(tmp_path, balance
            "--stage-time", "8s", "--min-steady", "2s", "--balancer", balancer,
            "--app-cmd", f"{sys.executable} {ROOT / 'tests' / 'apps' / 'abrupt.py'}",
            "--health-path", "/healthz", "--drain-time", "0s", "--run-dir", str(run_dir),
+           "--request-timeout", "10s",  # its requests take 2 s: only the change may cut them
            "--stack-port", str(free_port()), "--api-port", str(free_port())]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
     run = json.loads((run_dir / "run.json").read_text())

@@ -36,6 +36,7 @@ class AppSpec:
     drain_time: float = 0.1               # from leaving the balancer to SIGTERM
     stop_grace: float = 10.0              # from SIGTERM to SIGKILL
     with_redis: bool = False
+    redis_auth: bool = False              # the user's app takes a Redis password (ours does)
 
     def __post_init__(self) -> None:
         if self.command is not None:
@@ -59,6 +60,10 @@ class AppSpec:
         return self.ours or self.with_redis
 
     @property
+    def takes_redis_password(self) -> bool:
+        return self.ours or self.redis_auth
+
+    @property
     def check_path(self) -> str | None:
         """What the balancer checks periodically (None: only that it accepts connections)."""
         return self.health_path or ("/health" if self.ours else None)
@@ -69,11 +74,15 @@ class AppSpec:
         return [word.replace("{port}", str(port)) for word in shlex.split(self.command)]
 
     def environment(self, base: dict[str, str], name: str, port: int,
-                    redis_port: int | None) -> dict[str, str]:
+                    redis_port: int | None, redis_password: str | None = None
+                    ) -> dict[str, str]:
         env = {**base, **self.env, "PORT": str(port), "SCALECHECK_REPLICA": name}
         if redis_port is not None:
+            auth = f":{redis_password}@" if redis_password else ""
             env.update(REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_port),
-                       REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
+                       REDIS_URL=f"redis://{auth}127.0.0.1:{redis_port}/0")
+            if redis_password:
+                env["REDIS_PASSWORD"] = redis_password
         if self.ours:
             env.update(HELLO_HOSTNAME=name, BIND_HOST="127.0.0.1",
                        # The balancer has already stopped routing here when we stop it.

@@ -100,7 +100,8 @@ class LocalStack(Stack):
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.store_proxy = store_proxy
-        self.store = LocalStore(self.workdir, self.log_dir, self.events)
+        self.store = LocalStore(self.workdir, self.log_dir, self.events,
+                                with_password=self.app.takes_redis_password)
         self._lb: LocalBalancer | None = None
         self._replicas: dict[str, ReplicaProcess] = {}
         self._routed_since: dict[str, float] = {}
@@ -121,6 +122,10 @@ class LocalStack(Stack):
         add("--with-redis", action="store_true", default=False,
             help="--stack local --app-cmd: start a redis-server for the app (REDIS_URL, "
                  "REDIS_HOST, REDIS_PORT); implied by --counter-read")
+        add("--redis-auth", action="store_true", default=False,
+            help="--stack local --app-cmd: the app takes a Redis password, so the Redis the "
+                 "harness starts requires one (in REDIS_URL and REDIS_PASSWORD; the hello app "
+                 "always gets one); implies --with-redis")
         add("--drain-time", default="", metavar="TIME",
             help="--stack local: how long a leaving replica keeps running after the balancer "
                  "stopped routing to it, before SIGTERM (default: 0.1s for the hello app, "
@@ -146,7 +151,9 @@ class LocalStack(Stack):
             raise StackError(f"--app-dir {opts['app_dir']}: no such directory")
         app = AppSpec(command, parse_app_env(opts.get("app_env")), opts.get("app_dir") or None,
                       settings.health_path, drain, grace,
-                      with_redis=bool(opts.get("with_redis") or counter))
+                      with_redis=bool(opts.get("with_redis") or opts.get("redis_auth")
+                                      or counter),
+                      redis_auth=bool(opts.get("redis_auth")))
         return cls(port=settings.port, workdir=settings.workdir, log_dir=settings.log_dir,
                    app_env=settings.app_env, balancer=settings.balancer,
                    api_port=settings.api_port,

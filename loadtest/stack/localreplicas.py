@@ -105,7 +105,8 @@ def _take_id(stack) -> int:
 
 def _spawn(stack, hostname: str) -> ReplicaProcess:
     port = free_port()
-    env = stack.app.environment(stack.app_env, hostname, port, stack.store.address_port)
+    env = stack.app.environment(stack.app_env, hostname, port, stack.store.address_port,
+                                stack.store.password)
     try:
         popen = processes.spawn(stack.app.argv(port), stack.log_dir / f"{hostname}.log",
                                 env=env, cwd=stack.app.working_dir(),

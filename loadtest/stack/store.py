@@ -8,6 +8,7 @@ is noticed (``died``), one the harness restarts is not (its restart is expected)
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import redis
 
 from loadtest import events as ev
-from loadtest.stack import processes
+from loadtest.stack import private, processes
 from loadtest.stack.base import StackError, free_port, wait_until
 from loadtest.stack.linkproxy import send_command
 
@@ -25,8 +26,15 @@ PART = "store"
 
 
 class LocalStore:
-    def __init__(self, workdir: Path, log_dir: Path, events: ev.EventLog) -> None:
+    """``with_password``: Redis requires a password (random, per run), so that no other
+    local user can change the state under test; the replicas get it in their environment
+    (readable by this user only), never on a command line (``ps`` shows those to all)."""
+
+    def __init__(self, workdir: Path, log_dir: Path, events: ev.EventLog,
+                 with_password: bool = False) -> None:
         self.dir = workdir / "redis"
+        self.password = secrets.token_urlsafe(24) if with_password else None
+        self._secret_dir: Path | None = None
         self.log_dir = log_dir
         self.events = events
         self.port: int | None = None
@@ -46,7 +54,7 @@ class LocalStore:
             port = free_port()
             self._spawn(port)
             try:
-                wait_until(lambda p=port: ping(p) or self.popen.poll() is not None, 10,
+                wait_until(lambda p=port: self.ping(p) or self.popen.poll() is not None, 10,
                            what="redis-server to answer")
             except StackError:
                 processes.stop(self.popen)
@@ -61,9 +69,31 @@ class LocalStore:
 
     def _spawn(self, port: int) -> None:
         self.popen = processes.spawn(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            ["redis-server", *self._config_file(), "--port", str(port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
             self.log_dir / "redis.log")
+
+    def _config_file(self) -> list[str]:
+        """The password, in a file of mode 0600 in a private directory, never in argv."""
+        if self.password is None:
+            return []
+        if self._secret_dir is None:
+            self._secret_dir = private.private_dir("scalecheck-redis")
+        conf = self._secret_dir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {self.password}\n")
+        return [str(conf)]
+
+    def client(self, port: int | None = None, timeout: float = 2) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port or self.port, password=self.password,
+                           socket_timeout=timeout, retry=None)
+
+    def ping(self, port: int | None = None) -> bool:
+        try:
+            return bool(self.client(port, timeout=0.5).ping())
+        except redis.RedisError:
+            return False
 
     def _start_proxy(self) -> None:
         listen, control = free_port(), free_port()
@@ -73,14 +103,14 @@ class LocalStore:
              "--control", f"127.0.0.1:{control}"],
             self.log_dir / "linkproxy.log", cwd=str(processes.REPO_ROOT),
             env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))})
-        wait_until(lambda: ping(listen) or self.proxy.poll() is not None, 10,
+        wait_until(lambda: self.ping(listen) or self.proxy.poll() is not None, 10,
                    what="the Redis link proxy to answer")
         if self.proxy.poll() is not None:
             raise StackError("the Redis link proxy would not start; see logs/linkproxy.log")
         self.proxy_ports = (listen, control)
 
     def read(self, key: str) -> int:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, retry=None)
+        client = self.client()
         try:
             value = client.get(key)
         except redis.RedisError as exc:
@@ -103,7 +133,7 @@ class LocalStore:
         if self.popen is None or self.port is None:
             raise StackError("Redis is not running")
         with self.events.expecting(PART):
-            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, retry=None)
+            client = self.client(timeout=5)
             paused_at, before = time.time(), None
             try:
                 client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
@@ -121,7 +151,7 @@ class LocalStore:
             if not persist:
                 (self.dir / "dump.rdb").unlink(missing_ok=True)
             self._spawn(self.port)
-            wait_until(lambda: ping(self.port), 10, what="Redis to restart")
+            wait_until(self.ping, 10, what="Redis to restart")
         # A fresh instance starts from the saved value, or from nothing: read now, clients
         # may already have counted on the new instance.
         return {"paused_at": paused_at, "counter_before": before,
@@ -154,11 +184,6 @@ class LocalStore:
             if popen is not None:
                 processes.stop(popen, timeout=5)
                 setattr(self, name, None)
+        private.remove(self._secret_dir)
+        self._secret_dir = None
 
-
-def ping(port: int) -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
-                                retry=None).ping())
-    except redis.RedisError:
-        return False
