@@ -4,12 +4,17 @@ open model it also dispatches its share of the arrivals."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
+
+import psutil
 
 from loadtest import options as harness_options
 from loadtest.arrivals import ArrivalDispatcher, ArrivalSchedule
 from loadtest.collector import Collector
 from loadtest.plan import LoadProfile
+from loadtest.stack import processes
 
 log = logging.getLogger("scalecheck")
 MSG_STAGE = "scalecheck_stage"
@@ -25,6 +30,7 @@ class WorkerRole:
         self.collector: Collector | None = None
 
     def setup(self) -> None:
+        tie_forked_worker_to_master()
         opts = self.options
         self.collector = Collector(self.environment, opts.hostname_field, opts.counter_field,
                                    writer=None, worker=self.runner.client_id)
@@ -74,3 +80,19 @@ def pending_dispatcher(collector: Collector) -> ArrivalDispatcher:
     """A dispatcher users can wait on before the master has sent the rate."""
     return ArrivalDispatcher(ArrivalSchedule(LoadProfile("open", ((0.0, 0.0), (1.0, 0.0)))),
                              time.time(), collector.count_dropped)
+
+
+def tie_forked_worker_to_master() -> None:
+    """A worker forked by ``--processes`` dies with its master, even a master killed by
+    SIGKILL (they outlived it by a minute, at full CPU, starving the stack's shutdown). A
+    worker started on its own (``--worker``, perhaps on another machine) is left alone."""
+    try:
+        me = psutil.Process()
+        parent = me.parent()
+        if parent is None or parent.cmdline() != me.cmdline():
+            return
+    except psutil.Error:
+        return
+    processes.die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent.pid:  # the master died before the signal was set
+        os._exit(1)

@@ -3,7 +3,9 @@
 Children run in their own session, so a Ctrl-C in the terminal reaches only
 the harness, which then stops them in order (flush records, read the counter,
 stop the stack). If the harness itself dies, even by SIGKILL, the kernel's
-parent-death signal ends them (Linux ``PR_SET_PDEATHSIG``).
+parent-death signal ends them (Linux ``PR_SET_PDEATHSIG``), and the watchdog
+(``loadtest.stack.watchdog``) ends their whole process groups: what a wrapper
+started, and what ignores SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,11 +15,44 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Watchdog:
+    """The harness's side of the watchdog: started at the first child, told each group."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def guard(self, pgid: int) -> None:
+        self._say(f"+{pgid}")
+
+    def release(self, pgid: int) -> None:
+        if self._proc is not None:
+            self._say(f"-{pgid}")
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            try:
+                if self._proc is None or self._proc.poll() is not None:
+                    self._proc = subprocess.Popen(
+                        [sys.executable, "-m", "loadtest.stack.watchdog"],
+                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO_ROOT),
+                        env={**os.environ, "PYTHONPATH": pythonpath_with_repo(dict(os.environ))})
+                self._proc.stdin.write(f"{line}\n".encode())
+                self._proc.stdin.flush()
+            except OSError:
+                pass  # the parent-death signal still covers the direct children
+
+
+WATCHDOG = Watchdog()
 
 
 def pythonpath_with_repo(env: dict[str, str]) -> str:
@@ -29,6 +64,12 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """This process ends when its parent does (a forked Locust worker: its master)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _child_setup(tied_to_parent: bool,
@@ -60,7 +101,7 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -72,6 +113,9 @@ def spawn(
         )
     finally:
         log.close()
+    if tied_to_parent:
+        WATCHDOG.guard(proc.pid)  # its session's id is its pid: its process group
+    return proc
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
@@ -87,6 +131,7 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTER
             pass
     # Reap our direct child, and anything left in its session (gunicorn workers).
     _kill_group(proc.pid)
+    WATCHDOG.release(proc.pid)
     return proc.poll()
 
 
