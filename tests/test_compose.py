@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from loadtest.stack.docker import socketproxy
 from tests.compose_interpolate import interpolate
 from tests.conftest import ROOT, free_port, run_locust
 from tests.docker_engine import SKIPPED, engine_for_module
@@ -71,9 +72,14 @@ def test_traefik_file_matches_what_the_harness_expects():
     assert "--entrypoints.traefik.address=:8080" in args  # never the default *:8080 by itself
     assert "--providers.providersThrottleDuration=200ms" in args
     assert sorted(_ports(traefik)) == ["127.0.0.1:4000:80", "127.0.0.1:8080:8080"]
-    volumes = [v if isinstance(v, str) else f"{v['source']}:{v['target']}:" +
-               ("ro" if v.get("read_only") else "rw") for v in traefik["volumes"]]
-    assert volumes == ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+    volumes = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in
+               traefik["volumes"]]
+    assert not any("docker.sock" in v for v in volumes)  # the engine only through the proxy
+    assert "--providers.docker.endpoint=unix:///scalecheck-docker-api/docker.sock" in args
+    proxy = services["docker-api"]
+    assert proxy["network_mode"] == "none"
+    cfg = (COMPOSE / "docker-api-proxy.cfg").read_text()
+    assert cfg.endswith(socketproxy.CONFIG)  # the by-hand file is the harness's own
     labels = hello["labels"]
     labels = labels if isinstance(labels, dict) else dict(x.split("=", 1) for x in labels)
     assert labels["traefik.enable"] == "true"
@@ -253,4 +259,57 @@ def test_kill_a_replica_and_scale_back(engine, tmp_path, monkeypatch):
     finally:
         stack.down()
     assert (tmp_path / "logs" / "compose.log").exists()
+    assert leftovers(stack.project) == []
+
+
+class _UnixHTTP(__import__("http.client").client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.path)
+
+
+def test_traefik_reads_the_engine_through_a_proxy_that_refuses_writes(engine, tmp_path,
+                                                                      monkeypatch):
+    """The Compose Traefik's way to the engine is a proxy, not the socket (a socket
+    mounted ':ro' is still full control): the reads its provider makes pass, a write (a
+    volume created, as was done from inside Traefik's container) gets 403."""
+    from loadtest.stack.compose import ComposeStack
+
+    for key, value in OFFLINE_IMAGES.items():
+        monkeypatch.setenv(key, value)
+    stack = ComposeStack(port=free_port(), api_port=free_port(), log_dir=tmp_path / "logs")
+    name = f"scalecheck-proxy-probe-{stack.project}"
+    try:
+        stack.up(1)
+        mount = subprocess.run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}",
+                                f"{stack.project}_scalecheck-docker-api"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        api = f"{mount}/docker.sock"
+
+        def ask(method: str, path: str, body: str | None = None) -> int:
+            conn = _UnixHTTP(api)
+            conn.request(method, path, body=body,
+                         headers={"Content-Type": "application/json"} if body else {})
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        assert ask("GET", "/version") == 200
+        assert ask("GET", "/v1.41/containers/json") == 200
+        assert ask("POST", "/v1.41/volumes/create", json.dumps({"Name": name})) == 403
+        assert ask("DELETE", f"/v1.41/containers/{stack.project}") == 403
+        assert ask("GET", "/v1.41/secrets") == 403  # a read Traefik does not need
+        assert subprocess.run(["docker", "volume", "inspect", name],
+                              capture_output=True).returncode != 0
+        assert len(stack.replicas()) == 1  # and Traefik, reading through it, routes
+    finally:
+        stack.down()
+        subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
     assert leftovers(stack.project) == []

@@ -60,20 +60,28 @@ def test_traefik_copy_scales_the_service_and_leaves_the_others_as_written():
     assert lb["ports"] == ["127.0.0.1:4100:80", "127.0.0.1:8100:8080"]
     assert lb["networks"] == ["back"]
     assert any("constraints=Label(`com.docker.compose.project`,`p1`)" in a for a in lb["command"])
-    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in lb["volumes"]
+    # The engine only through the read-only proxy, over a socket in a volume of theirs
+    assert not any("docker.sock" in v for v in lb["volumes"])
+    assert "--providers.docker.endpoint=unix:///scalecheck-docker-api/docker.sock" in \
+        lb["command"]
+    proxy = out["services"][cf.PROXY_SERVICE]
+    assert proxy["network_mode"] == "none"  # no container on any network reaches it
+    assert "/var/run/docker.sock:/var/run/docker.sock" in proxy["volumes"]
+    assert set(proxy["volumes"]) & set(lb["volumes"]) == {
+        "scalecheck-docker-api:/scalecheck-docker-api"}
     assert TEAM_FILE["services"]["shop"]["ports"] == ["5000:5000/tcp"]  # a copy, not theirs
 
 
-def test_haproxy_copy_publishes_its_runtime_api_on_loopback_only():
+def test_haproxy_copy_keeps_its_runtime_api_off_every_network():
     bare = {"services": {"web": {"image": "x", "ports": ["8000"]}}}
     scaled = cf.scaled_service(bare, "web")
     assert scaled.networks == ["default"]
-    spec = cf.BalancerSpec("haproxy", "haproxy:2.6", 4100, 8100, None, admin_port=9100,
-                           haproxy_cfg="/run/stack/haproxy.cfg")
+    spec = cf.BalancerSpec("haproxy", "haproxy:2.6", 4100, 8100, None,
+                           admin_dir="/tmp/private", haproxy_cfg="/run/stack/haproxy.cfg")
     out = cf.harness_config(bare, scaled, spec)
     lb = out["services"][cf.BALANCER_SERVICE]
-    assert all(p.startswith("127.0.0.1:") for p in lb["ports"])
-    assert "127.0.0.1:9100:9999" in lb["ports"]
+    assert lb["ports"] == ["127.0.0.1:4100:80", "127.0.0.1:8100:8404"]  # no admin port
+    assert "/tmp/private:/scalecheck/admin" in lb["volumes"] and lb["user"] == "0:0"
     assert "labels" not in out["services"]["web"]
     assert "default" in out["networks"]
 

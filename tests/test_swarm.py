@@ -130,7 +130,7 @@ def test_swarm_stack_end_to_end(engine, tmp_path):
     run_dir = tmp_path / "swarm"
     started = time.monotonic()
     proc = run_locust(["--headless", "-u", "4", "-r", "4", "--stack", "swarm",
-                       "--scale-levels", "1,3,2", "--stage-time", "10s",
+                       "--scale-levels", "1,3,2", "--stage-time", "10s", "--min-steady", "2s",
                        "--run-dir", str(run_dir), "--stack-port", str(free_port()),
                        "--api-port", str(free_port()), "--only-summary"], timeout=400)
     print(f"locust --stack swarm took {time.monotonic() - started:.1f} s")

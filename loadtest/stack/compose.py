@@ -41,16 +41,16 @@ from pathlib import Path
 import yaml
 
 from loadtest import events as ev
+from loadtest.stack import private
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
     StackError,
     StackSettings,
     api_port_or_free,
-    free_port,
 )
 from loadtest.stack.docker import composefile as cf
-from loadtest.stack.docker import composescale, composewatch, engine
+from loadtest.stack.docker import composescale, composewatch, engine, socketproxy
 from loadtest.stack.docker.base import DockerStack
 from loadtest.stack.haproxy import HAProxyAdmin, HAProxyServers, haproxy_config
 from loadtest.stack.processes import REPO_ROOT
@@ -114,6 +114,7 @@ class ComposeStack(DockerStack):
         self._compose: list[str] | None = None
         self._scaled: cf.ScaledService | None = None
         self._runtime: HAProxyServers | None = None
+        self._admin_dir: Path | None = None  # HAProxy's admin socket, private to us
         self._started = False
         self._events_since: float | None = None
         self._known: dict[str, str] = {}   # container id -> hostname, of every replica seen
@@ -217,17 +218,18 @@ class ComposeStack(DockerStack):
             return cf.BalancerSpec("traefik", self.env.get("TRAEFIK_IMAGE") or "traefik:v3.7",
                                    self.port, self.api_port, self.health_path,
                                    project=self.project, log_dir=str(log_dir),
-                                   docker_socket=engine.socket_path(self.env))
-        admin_port = free_port()
+                                   docker_socket=engine.socket_path(self.env),
+                                   proxy_image=self.env.get("HAPROXY_IMAGE") or "haproxy:2.6",
+                                   proxy_cfg=str(socketproxy.write_config(self.workdir)))
         cfg = self.workdir / "haproxy.cfg"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(haproxy_config(f"ipv4@0.0.0.0:{cf.HAPROXY_ADMIN_PORT}", 80, 8404,
-                                      self.health_path, bind=""))
-        self._runtime = HAProxyServers(HAProxyAdmin(("127.0.0.1", admin_port)),
+        cfg.write_text(haproxy_config(cf.ADMIN_SOCKET, 80, 8404, self.health_path, bind=""))
+        self._admin_dir = private.private_dir("scalecheck-compose-haproxy")
+        self._runtime = HAProxyServers(HAProxyAdmin(str(self._admin_dir / "admin.sock")),
                                        check="inter 200ms fall 2 rise 1")
         return cf.BalancerSpec("haproxy", self.env.get("HAPROXY_IMAGE") or "haproxy:2.6",
                                self.port, self.api_port, self.health_path, project=self.project,
-                               admin_port=admin_port, haproxy_cfg=str(cfg))
+                               admin_dir=str(self._admin_dir), haproxy_cfg=str(cfg))
 
     def _require_up(self) -> None:
         if not self._started:
@@ -297,6 +299,8 @@ class ComposeStack(DockerStack):
                           check=False)
             if self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
+            private.remove(self._admin_dir)
+            self._admin_dir = None
             self._release_port()
 
     def save_logs(self, dest: Path) -> None:

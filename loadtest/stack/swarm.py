@@ -26,12 +26,14 @@ Faults act on containers through the SDK, so they reach tasks on this engine onl
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import time
 import uuid
 from pathlib import Path
 
+from loadtest.stack import private
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
@@ -41,7 +43,7 @@ from loadtest.stack.base import (
     api_port_or_free,
 )
 from loadtest.stack.compose import COMPOSE_DIR
-from loadtest.stack.docker import engine, swarmwatch
+from loadtest.stack.docker import engine, socketproxy, swarmwatch
 from loadtest.stack.docker.base import DockerStack
 from loadtest.stack.docker.composefile import BALANCER_LOG_DIR, swarm_traefik_args
 from loadtest.stack.docker.swarmdown import save_logs, tear_down
@@ -57,7 +59,8 @@ STACK_LABEL = "com.docker.stack.namespace"  # Docker puts it on the stack's serv
 OWNER_LABEL = "scalecheck.swarm.stack"      # ours, on the network and the Traefik container
 DEFAULT_IMAGES = {"HELLO_IMAGE": ("scalecheck/hello:latest", "scalecheck/hello:latest"),
                   "TRAEFIK_IMAGE": engine.STAND_INS["TRAEFIK_IMAGE"],
-                  "REDIS_IMAGE": engine.STAND_INS["REDIS_IMAGE"]}
+                  "REDIS_IMAGE": engine.STAND_INS["REDIS_IMAGE"],
+                  "HAPROXY_IMAGE": engine.STAND_INS["HAPROXY_IMAGE"]}  # the API proxy
 
 
 class SwarmStack(DockerStack):
@@ -82,6 +85,9 @@ class SwarmStack(DockerStack):
         self.stack_name = stack_name or f"scalecheck-{uuid.uuid4().hex[:8]}"
         self.network = f"{self.stack_name}-net"
         self.traefik_name = f"{self.stack_name}-traefik"
+        self.proxy_name = f"{self.stack_name}-docker-api"
+        self.proxy_volume = f"{self.stack_name}-docker-api"
+        self._proxy_dir: Path | None = None
         self.service = f"{self.stack_name}_{APP}"
         self.store_service = f"{self.stack_name}_{STORE}"
         self.balancer = "traefik"
@@ -176,11 +182,33 @@ class SwarmStack(DockerStack):
                  if (m := re.fullmatch(r"traefik\.http\.services\.([^.]+)\.loadbalancer\..+", key))]
         self._lb_service = found[0] if found else self.service.replace("_", "-")
 
+    def _start_docker_api_proxy(self) -> None:
+        """Traefik reads the engine through a read-only proxy (``socketproxy``), on a
+        socket in a volume only the two containers mount; the proxy is on no network."""
+        import docker
+
+        self._made.add("traefik")
+        self._proxy_dir = private.private_dir("scalecheck-swarm-proxy")
+        os.chmod(self._proxy_dir, 0o755)  # the container's root reads its configuration
+        cfg = socketproxy.write_config(self._proxy_dir)
+        try:
+            self._client.containers.run(
+                self._image("HAPROXY_IMAGE"), socketproxy.COMMAND, name=self.proxy_name,
+                detach=True, network_mode="none", user="0:0",
+                labels={OWNER_LABEL: self.stack_name},
+                volumes={engine.socket_path(self.env): {"bind": "/var/run/docker.sock",
+                                                        "mode": "rw"},
+                         str(cfg): {"bind": socketproxy.CONFIG_IN_CONTAINER, "mode": "ro"},
+                         self.proxy_volume: {"bind": socketproxy.SOCKET_DIR, "mode": "rw"}})
+        except docker.errors.DockerException as exc:
+            raise StackError(f"cannot start the Docker API proxy: {explain(exc)}") from None
+
     def _start_traefik(self) -> None:
         import docker
 
+        self._start_docker_api_proxy()
         args = swarm_traefik_args(self.network, self.stack_name, bool(self.log_dir))
-        volumes = {engine.socket_path(self.env): {"bind": "/var/run/docker.sock", "mode": "ro"}}
+        volumes = {self.proxy_volume: {"bind": socketproxy.SOCKET_DIR, "mode": "rw"}}
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             volumes[str(self.log_dir)] = {"bind": BALANCER_LOG_DIR, "mode": "rw"}

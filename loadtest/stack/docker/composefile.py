@@ -29,13 +29,17 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+from loadtest.stack.docker import socketproxy
 from loadtest.wire import REQUEST_ID_HEADER
 
 BALANCER_SERVICE = "scalecheck-balancer"
 TRAEFIK_ROUTER = "scalecheck"
 #: Where the balancer container writes what the harness reads (Traefik's access log).
 BALANCER_LOG_DIR = "/scalecheck/logs"
-HAPROXY_ADMIN_PORT = 9999
+PROXY_SERVICE = "scalecheck-docker-api"   # Traefik's read-only way to the engine
+PROXY_VOLUME = "scalecheck-docker-api"
+ADMIN_DIR = "/scalecheck/admin"            # HAProxy's admin socket, in a private host dir
+ADMIN_SOCKET = f"{ADMIN_DIR}/admin.sock"
 
 
 class ComposeFileError(Exception):
@@ -138,10 +142,12 @@ class BalancerSpec:
     api_port: int                # on 127.0.0.1: Traefik's API, HAProxy's stats page
     health_path: str | None = "/health"
     project: str = ""
-    admin_port: int | None = None      # HAProxy's runtime API on 127.0.0.1
+    admin_dir: str | None = None       # host dir (mode 0700) of HAProxy's admin socket
     haproxy_cfg: str | None = None     # host path of the HAProxy configuration
     log_dir: str | None = None         # host directory for the balancer's access log
     docker_socket: str = "/var/run/docker.sock"
+    proxy_image: str | None = None     # an image with haproxy: Traefik's API proxy
+    proxy_cfg: str | None = None       # host path of that proxy's configuration
 
 
 def harness_config(config: dict, scaled: ScaledService, balancer: BalancerSpec,
@@ -169,6 +175,12 @@ def harness_config(config: dict, scaled: ScaledService, balancer: BalancerSpec,
         raise ComposeFileError(f"the Compose file already has a service named "
                                f"{BALANCER_SERVICE}, the name the harness gives its balancer")
     out["services"][BALANCER_SERVICE] = balancer_service(scaled, balancer)
+    if balancer.kind == "traefik":
+        if PROXY_SERVICE in out["services"]:
+            raise ComposeFileError(f"the Compose file already has a service named "
+                                   f"{PROXY_SERVICE}, a name the harness uses")
+        out["services"][PROXY_SERVICE] = docker_api_proxy(balancer)
+        out.setdefault("volumes", {})[PROXY_VOLUME] = None
     if scaled.networks == ["default"]:
         out.setdefault("networks", {}).setdefault("default", None)
     return out
@@ -228,18 +240,33 @@ def balancer_service(scaled: ScaledService, spec: BalancerSpec) -> dict:
         ]
         if len(scaled.networks) > 1:  # which network Traefik reaches the replicas on
             svc["command"].append(f"--providers.docker.network={project}_{scaled.networks[0]}")
+        # The engine's API through the read-only proxy, never the socket itself.
+        svc["command"].append(f"--providers.docker.endpoint={socketproxy.ENDPOINT}")
         svc["ports"] = [f"127.0.0.1:{spec.port}:80", f"127.0.0.1:{spec.api_port}:8080"]
-        svc["volumes"] = [f"{spec.docker_socket}:/var/run/docker.sock:ro"]
+        svc["volumes"] = [f"{PROXY_VOLUME}:{socketproxy.SOCKET_DIR}"]
+        svc["depends_on"] = [PROXY_SERVICE]
         if spec.log_dir:
             svc["volumes"].append(f"{spec.log_dir}:{BALANCER_LOG_DIR}")
     elif spec.kind == "haproxy":
         svc["command"] = ["haproxy", "-db", "-f", "/scalecheck/haproxy.cfg"]
-        svc["ports"] = [f"127.0.0.1:{spec.port}:80", f"127.0.0.1:{spec.api_port}:8404",
-                        f"127.0.0.1:{spec.admin_port}:{HAPROXY_ADMIN_PORT}"]
-        svc["volumes"] = [f"{spec.haproxy_cfg}:/scalecheck/haproxy.cfg:ro"]
+        # The runtime API is a Unix socket in a host directory of mode 0700: the harness
+        # (root) reaches it; no container on the network does, nor any other local user.
+        svc["user"] = "0:0"
+        svc["ports"] = [f"127.0.0.1:{spec.port}:80", f"127.0.0.1:{spec.api_port}:8404"]
+        svc["volumes"] = [f"{spec.haproxy_cfg}:/scalecheck/haproxy.cfg:ro",
+                          f"{spec.admin_dir}:{ADMIN_DIR}"]
     else:
         raise ComposeFileError(f"unknown balancer {spec.kind!r}: choose traefik or haproxy")
     return svc
+
+
+def docker_api_proxy(spec: BalancerSpec) -> dict:
+    """The service that gives Traefik read-only access to the engine (``socketproxy``)."""
+    return {"image": spec.proxy_image, "command": list(socketproxy.COMMAND), "user": "0:0",
+            "network_mode": "none", "labels": {"scalecheck.role": "docker-api-proxy"},
+            "volumes": [f"{spec.docker_socket}:/var/run/docker.sock",
+                        f"{spec.proxy_cfg}:{socketproxy.CONFIG_IN_CONTAINER}:ro",
+                        f"{PROXY_VOLUME}:{socketproxy.SOCKET_DIR}"]}
 
 
 def counter_location(text: str) -> tuple[str, str, str]:
@@ -259,7 +286,7 @@ def swarm_traefik_args(network: str, stack_name: str, access_log: bool) -> list[
     stack's services (another stack's ``hello`` router would clash with ours)."""
     return [
         "--providers.swarm=true",
-        "--providers.swarm.endpoint=unix:///var/run/docker.sock",
+        f"--providers.swarm.endpoint={socketproxy.ENDPOINT}",
         "--providers.swarm.exposedbydefault=false",
         f"--providers.swarm.network={network}",
         # The swarm provider polls (15 s by default); it has no event watch.

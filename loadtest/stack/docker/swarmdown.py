@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from loadtest.stack import private
 from loadtest.stack.base import StackError
 from loadtest.stack.docker import swarmwatch
 from loadtest.stack.docker.tasks import lines_by_task
@@ -90,12 +91,20 @@ def _last_removals(stack) -> None:
 
 
 def _remove_traefik(stack) -> None:
+    """Traefik, then the Docker API proxy it read through, and their shared volume."""
     import docker
 
+    for name in (stack._traefik_id or stack.traefik_name, stack.proxy_name):
+        try:
+            stack._client.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
     try:
-        stack._client.containers.get(stack._traefik_id or stack.traefik_name).remove(force=True)
+        stack._client.volumes.get(stack.proxy_volume).remove(force=True)
     except docker.errors.NotFound:
         pass
+    private.remove(stack._proxy_dir)
+    stack._proxy_dir = None
 
 
 def _remove_volumes(stack) -> None:
