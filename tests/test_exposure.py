@@ -132,6 +132,16 @@ def test_the_web_form_cannot_send_the_load_elsewhere(tmp_path, no_leftovers):
     assert len(df) > 10 and (df.status == 200).all(), df.status.value_counts()
 
 
+def _connect_as_nobody(sock: str, line: bytes) -> subprocess.CompletedProcess:
+    """Another local user (nobody) tries the socket: exit 13 when refused at connect."""
+    probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+             f"try:\n    s.connect({sock!r})\nexcept PermissionError:\n    sys.exit(13)\n"
+             f"s.sendall({line!r}); print(s.recv(999))")
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=30)
+
+
 def test_haproxy_s_admin_api_refuses_another_local_user(tmp_path, no_leftovers):
     """The embedded HAProxy's admin socket is a file in a directory of mode 0700: root
     (the harness) uses it; another local user (nobody) cannot even reach it. It was an
@@ -150,12 +160,7 @@ def test_haproxy_s_admin_api_refuses_another_local_user(tmp_path, no_leftovers):
         sock = stack._lb.admin_socket
         assert not sock.startswith("abns@") and Path(sock).exists()
         assert "hello" in stack._lb.admin.command("show backend")  # the harness can
-        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
-                 f"try:\n    s.connect({sock!r})\nexcept PermissionError:\n    sys.exit(13)\n"
-                 "s.sendall(b'show backend\\n'); print(s.recv(999))")
-        other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                                "--clear-groups", sys.executable, "-c", probe],
-                               capture_output=True, text=True, timeout=30)
+        other = _connect_as_nobody(sock, b"show backend\n")
         assert other.returncode == 13, (other.returncode, other.stdout, other.stderr)
     finally:
         stack.down()
@@ -180,12 +185,7 @@ def test_the_by_hand_stack_s_commands_refuse_another_local_user(tmp_path):
     assert up.returncode == 0, up.stderr
     sock = _socket_path(project / ".scalecheck")
     try:
-        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
-                 f"try:\n    s.connect({sock!r})\nexcept PermissionError:\n    sys.exit(13)\n"
-                 "s.sendall(b'{\"cmd\": \"down\"}\\n'); print(s.recv(999))")
-        other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                                "--clear-groups", sys.executable, "-c", probe],
-                               capture_output=True, text=True, timeout=30)
+        other = _connect_as_nobody(sock, b'{"cmd": "down"}\n')
         assert other.returncode == 13, (other.returncode, other.stdout, other.stderr)
         ps = subprocess.run([*stack, "ps"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)

@@ -19,7 +19,8 @@ import pytest
 from loadtest.stack.watchdog import watch
 from tests.conftest import LOCUSTFILE, ROOT, free_port
 
-APP = f"{sys.executable} {ROOT / 'tests' / 'apps' / 'stubborn.py'}"
+APP = f"{sys.executable} {ROOT / 'tests' / 'apps' / 'hanging.py'}"
+NEVER_HANGS_IGNORES_SIGTERM = ["--app-env", "HANG_EVERY=0", "--app-env", "IGNORE_SIGTERM=1"]
 
 
 def test_the_watchdog_protocol():
@@ -31,7 +32,8 @@ def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
     cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), "--headless",
            "-u", "4", "-r", "4", "--scale-levels", "2", "--stage-time", "60s",
            "--stack-port", str(free_port()), "--api-port", str(free_port()),
-           "--run-dir", str(run_dir), "--health-path", "/", "--counter-field", "none", *extra]
+           "--run-dir", str(run_dir), "--health-path", "/", "--counter-field", "none",
+           *NEVER_HANGS_IGNORES_SIGTERM, *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
