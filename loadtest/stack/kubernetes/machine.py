@@ -1,0 +1,107 @@
+"""One cluster per machine, and the record that lets the next one clean up.
+
+kube-proxy's and the kubelet's iptables chains, the bridge and the ``kubepods``
+cgroups have machine-wide names, so two throwaway clusters cannot share a
+machine: a lock says which process owns the one there is. While a cluster
+runs, ``RUN_DIR/active.json`` names its workdir; if its owner is killed
+(SIGKILL leaves no chance to clean), the next owner finds the record and
+sweeps what is left before starting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+from loadtest.stack.kubernetes import sweep
+from loadtest.stack.kubernetes.layout import RUN_DIR, Layout
+
+LOCK_PATH = Path("/run/scalecheck-kube.lock")
+RECORD = RUN_DIR / "active.json"
+
+
+class MachineBusy(RuntimeError):
+    """Another process on this machine owns a running throwaway cluster."""
+
+
+class MachineLock:
+    """An exclusive flock on LOCK_PATH, removed when released.
+
+    The file is unlinked while still locked, so after taking the lock the path
+    is checked to be the very file locked (else another owner has come and
+    gone, and we try again)."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        for _ in range(10):
+            fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise MachineBusy(f"another throwaway cluster runs on this machine "
+                                  f"(owner pid {owner or '?'}, lock {LOCK_PATH})") from None
+            try:
+                same = os.stat(LOCK_PATH).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                self._fd = fd
+                return
+            os.close(fd)
+        raise MachineBusy(f"could not take {LOCK_PATH}")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            LOCK_PATH.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_record(layout: Layout) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    RECORD.write_text(json.dumps({"workdir": str(layout.workdir), "pid": os.getpid()}))
+
+
+def clear_leftovers_of_killed_run(layout: Layout) -> None:
+    """Sweep what a previous owner left (its workdir from the record, if any).
+
+    Called with the lock held, so nothing found belongs to a live cluster."""
+    roots = layout.owned_roots()
+    pod_logs = layout.pod_logs
+    try:
+        previous = Layout(Path(json.loads(RECORD.read_text())["workdir"]))
+        roots = [*previous.owned_roots(), *roots]
+        pod_logs = previous.pod_logs
+    except (OSError, ValueError, KeyError):
+        previous = None
+    sweep.sweep(roots, pod_logs)
+    if previous is not None and previous.workdir != layout.workdir:
+        remove_tree(previous, keep_logs=True)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+def remove_tree(layout: Layout, keep_logs: bool) -> None:
+    """Remove the workdir's contents (all mounts must be gone), keeping logs/ if asked."""
+    if sweep.mounts_under([layout.workdir]):
+        return  # never delete through a mount point
+    if not layout.workdir.is_dir():
+        return
+    for child in layout.workdir.iterdir():
+        if keep_logs and child == layout.logs:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
