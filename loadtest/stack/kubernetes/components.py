@@ -147,5 +147,7 @@ def metrics_server(kube: Path, settings: Settings, ports: Ports,
         "--kubelet-use-node-status-port",
         "--kubelet-certificate-authority", str(creds.ca.cert),
         "--metric-resolution", _seconds(settings.metric_resolution_s),
+        # must stay under the resolution; the kubelet is local and answers in ms
+        "--kubelet-request-timeout", "5s",
         "--profiling=false",
     ])

@@ -59,6 +59,11 @@ def containerd_config(layout: Layout) -> str:
         "  disable_apparmor = true",
         "  tolerate_missing_hugetlb_controller = true",
         "  disable_hugetlb_controller = true",
+        # These machines' capability bounding set lacks CAP_SYS_RESOURCE, so no
+        # process may lower an oom_score_adj below its own: the kubelet's -998
+        # for sandboxes failed in runc ("can't get final child's PID from
+        # pipe"). Clamp containers' scores to containerd's own (0) instead.
+        "  restrict_oom_score_adj = true",
         f"[{cri}.containerd]",
         '  snapshotter = "overlayfs"',
         '  default_runtime_name = "runc"',
@@ -142,6 +147,8 @@ def kubelet_config(layout: Layout, settings: Settings, ports: Ports,
         "protectKernelDefaults": False,
         "localStorageCapacityIsolation": True,
         "shutdownGracePeriod": "0s",
+        # -999 by default; not allowed here (no CAP_SYS_RESOURCE), so say 0.
+        "oomScoreAdj": 0,
     }
     config.update(settings.extra_kubelet_config)
     return json.dumps(config, indent=1)
@@ -164,6 +171,7 @@ def proxy_config(layout: Layout, settings: Settings, ports: Ports,
         "healthzBindAddress": f"127.0.0.1:{ports.proxy_healthz}",
         "metricsBindAddress": f"127.0.0.1:{ports.proxy_metrics}",
         "clusterCIDR": settings.pod_cidr,
+        "oomScoreAdj": 0,  # -999 by default, refused here (no CAP_SYS_RESOURCE)
         "nodePortAddresses": [f"{settings.node_ip}/32"],
         "iptables": {"localhostNodePorts": False, "syncPeriod": "10s", "minSyncPeriod": "0s"},
         "nftables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},

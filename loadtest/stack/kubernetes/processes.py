@@ -2,7 +2,7 @@
 
 Each component is a child in its own session (a Ctrl-C in the terminal reaches
 only the harness, which stops the cluster in order), logs to
-``workdir/logs/<name>.log``, gets SIGTERM from the kernel if the owning
+``workdir/logs/<name>.log``, gets SIGKILL from the kernel if the owning
 process dies, even by SIGKILL (``PR_SET_PDEATHSIG``), and joins the cluster's
 tracking cgroup, so that what it starts and orphans (containerd's shims) can
 still be found and ended by the next ``start()`` or ``stop()``.
@@ -10,6 +10,7 @@ still be found and ended by the next ``start()`` or ``stop()``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from loadtest.stack.kubernetes.layout import TRACKING_CGROUP
 from loadtest.stack.processes import spawn
 
 TRACKING_DIR = Path("/sys/fs/cgroup/pids") / TRACKING_CGROUP
+_PR_SET_PDEATHSIG = 1
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -35,7 +37,11 @@ class ComponentDied(RuntimeError):
     """A component exited while the cluster needed it (one line: name, code, log)."""
 
 
-def _join_tracking_cgroup() -> None:  # runs in the child between fork and exec
+def _child_setup() -> None:  # runs in the child between fork and exec
+    """SIGKILL (not spawn's SIGTERM) when the owner dies: an apiserver whose etcd
+    died with it would wait forever in its graceful shutdown. Then join the
+    tracking cgroup."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
         (TRACKING_DIR / "cgroup.procs").write_text(str(os.getpid()))
     except OSError:
@@ -67,7 +73,7 @@ class Supervisor:
     def start(self, component: Component, env: dict[str, str] | None = None) -> None:
         full_env = {**os.environ, "PATH": PATH, **(env or {})}
         self.procs[component.name] = spawn(component.argv, self.log(component.name),
-                                           env=full_env, preexec=_join_tracking_cgroup)
+                                           env=full_env, preexec=_child_setup)
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"

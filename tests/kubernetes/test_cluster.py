@@ -1,0 +1,174 @@
+"""A real throwaway cluster, used as the harness will use it.
+
+One Deployment of our tiny image (a static Go HTTP server packaged as an OCI
+archive here, no Docker), reached from the host at its pod IP, scaled through
+the ``scale`` subresource with the EndpointSlice following, its CPU read from
+metrics.k8s.io and by an HPA; then the cluster is stopped and nothing of it may
+remain on the host. The tests run in order and share the one cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+from kubernetes import client, config
+
+from loadtest.stack.kubernetes import images
+
+pytestmark = pytest.mark.kubernetes
+NAMESPACE = "scalecheck-test"
+APP = "hello"
+
+
+def wait(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except client.ApiException:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached after {timeout} s")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def api(cluster):
+    return config.new_client_from_config(str(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def deployment(cluster, api):
+    """Our hello image, a namespace, a Deployment (1 replica) and a Service."""
+    cluster.load_program_image(images.HELLO_IMAGE, cluster.bins.hello)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    wait(lambda: core.read_namespaced_service_account("default", NAMESPACE), 30,
+         "the namespace's default ServiceAccount")
+    labels = {"app": APP}
+    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+           {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    apps.create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": APP, "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                "name": APP, "image": images.HELLO_IMAGE, "imagePullPolicy": "Never",
+                "env": env, "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080},
+                                   "periodSeconds": 1},
+                "resources": {"requests": {"cpu": "100m", "memory": "16Mi"},
+                              "limits": {"cpu": "500m", "memory": "64Mi"}}}]}}}})
+    core.create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": APP},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}})
+    return APP
+
+
+def ready_pods(api) -> list:
+    pods = client.CoreV1Api(api).list_namespaced_pod(NAMESPACE, label_selector=f"app={APP}")
+    return [p for p in pods.items if p.status.pod_ip and not p.metadata.deletion_timestamp
+            and any(c.type == "Ready" and c.status == "True"
+                    for c in (p.status.conditions or []))]
+
+
+def ready_endpoint_ips(api) -> set[str]:
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        NAMESPACE, label_selector=f"kubernetes.io/service-name={APP}")
+    return {address for s in slices.items for e in (s.endpoints or [])
+            if e.conditions and e.conditions.ready for address in e.addresses}
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a pod IP of ours
+        return json.loads(response.read())
+
+
+def test_node_is_ready_and_metrics_api_answers(cluster, api):
+    node = client.CoreV1Api(api).read_node(cluster.settings.node_name)
+    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+    assert node.status.node_info.kubelet_version == "v1.34.4"
+    listing = client.CustomObjectsApi(api).list_cluster_custom_object(
+        "metrics.k8s.io", "v1beta1", "nodes")
+    assert listing["kind"] == "NodeMetricsList"
+    print(f"\ncluster start timings (s): {cluster.timings}")
+
+
+def test_pod_answers_on_its_ip_from_the_host(api, deployment):
+    started = time.monotonic()
+    pods = wait(lambda: ready_pods(api), 90, "a ready hello pod")
+    pod = pods[0]
+    answer = get_json(f"http://{pod.status.pod_ip}:8080/")
+    assert answer["pod"] == pod.metadata.name
+    assert answer["ip"] == pod.status.pod_ip
+    print(f"\npod {pod.metadata.name} at {pod.status.pod_ip} answered "
+          f"{time.monotonic() - started:.1f} s after the Deployment was created")
+
+
+def test_scale_subresource_and_endpointslice_follow(api, deployment):
+    apps = client.AppsV1Api(api)
+    for replicas in (3, 1):
+        started = time.monotonic()
+        apps.patch_namespaced_deployment_scale(APP, NAMESPACE, {"spec": {"replicas": replicas}})
+        ips = wait(lambda r=replicas: (lambda s: s if len(s) == r else None)(
+            ready_endpoint_ips(api)), 90, f"{replicas} ready endpoints")
+        assert ips == {p.status.pod_ip for p in ready_pods(api)}
+        for ip in ips:  # each endpoint is a pod that answers, as itself
+            assert get_json(f"http://{ip}:8080/")["ip"] == ip
+        print(f"\nscaled to {replicas}: EndpointSlice followed in "
+              f"{time.monotonic() - started:.1f} s")
+    scale = apps.read_namespaced_deployment_scale(APP, NAMESPACE)
+    assert scale.spec.replicas == 1
+
+
+def test_metrics_api_reports_pod_cpu(api, deployment):
+    metrics = client.CustomObjectsApi(api)
+
+    def pod_cpu():
+        items = metrics.list_namespaced_custom_object(
+            "metrics.k8s.io", "v1beta1", NAMESPACE, "pods")["items"]
+        return [c["usage"]["cpu"] for item in items for c in item["containers"]]
+
+    started = time.monotonic()
+    usage = wait(pod_cpu, 90, "pod CPU in metrics.k8s.io", interval=2)
+    print(f"\npod CPU {usage} read {time.monotonic() - started:.1f} s after asking")
+
+
+def test_hpa_reads_cpu(api, deployment):
+    pod_ip = wait(lambda: ready_pods(api), 60, "a ready pod")[0].status.pod_ip
+    client.AutoscalingV2Api(api).create_namespaced_horizontal_pod_autoscaler(NAMESPACE, {
+        "metadata": {"name": APP},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
+                 "minReplicas": 1, "maxReplicas": 2,
+                 "metrics": [{"type": "Resource", "resource": {
+                     "name": "cpu", "target": {"type": "Utilization",
+                                               "averageUtilization": 50}}}]}})
+    started = time.monotonic()
+
+    def current_cpu():
+        # some CPU for the HPA to see: 100 ms of work per request, bounded
+        get_json(f"http://{pod_ip}:8080/burn?ms=100")
+        hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(
+            APP, NAMESPACE)
+        for metric in hpa.status.current_metrics or []:
+            if metric.resource and metric.resource.name == "cpu":
+                return metric.resource.current
+        return None
+
+    current = wait(current_cpu, 120, "the HPA's current CPU", interval=1)
+    assert current.average_utilization is not None
+    print(f"\nHPA saw CPU {current.average_utilization}% ({current.average_value}) "
+          f"{time.monotonic() - started:.1f} s after its creation")
+
+
+def test_stop_leaves_nothing_behind(cluster):
+    started = time.monotonic()
+    left = cluster.stop()
+    print(f"\nstopped in {time.monotonic() - started:.1f} s ({cluster.timings})")
+    assert left == [], left
+    assert cluster.leftovers() == []
