@@ -78,7 +78,7 @@ class Cluster:
         self._lock = machine.MachineLock()
         self._stop_lock = threading.Lock()
         self._before: leftovers.HostState | None = None
-        self._sysctls: dict[str, str] = {}
+        self._baseline: machine.Baseline | None = None
         self._started = False
 
     # -- the public verbs -------------------------------------------------------------
@@ -134,7 +134,8 @@ class Cluster:
                 self._supervisor.kill_all()
                 self._proxy_cleanup()
                 sweep.sweep(self.layout.owned_roots(), self.layout.pod_logs)
-                network.restore_sysctls(self._sysctls)
+                if self._baseline is not None:
+                    self._baseline.restore()
                 machine.remove_tree(self.layout, keep_logs=keep_logs)
                 shutil.rmtree(machine.RUN_DIR, ignore_errors=True)
             finally:
@@ -189,9 +190,10 @@ class Cluster:
         self._before = leftovers.snapshot(layout)
         machine.remove_tree(layout, keep_logs=False)
         layout.logs.mkdir(parents=True, exist_ok=True)
-        machine.write_record(layout)
+        self._baseline = machine.Baseline.now()
+        machine.write_record(layout, self._baseline)
         network.create_node_interface(settings)
-        self._sysctls = network.set_sysctls()
+        network.set_sysctls()
         network.install_guard(settings)
         node, local = settings.node_ip, "127.0.0.1"
         self.ports = ports = Ports(

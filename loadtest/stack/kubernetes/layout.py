@@ -21,6 +21,11 @@ BRIDGE = "sck-br0"
 DUMMY = "sck-node0"
 GUARD_CHAIN = "SCALECHECK-KUBE"
 CNI_NETWORK = "scalecheck-kube"
+# Directories the kubelet and libcni create whatever their settings say (the
+# device-plugin socket, container log links, CNI result cache): removed at stop
+# when they were not there before.
+HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/lib/cni"), Path("/var/log/containers"),
+             Path("/var/log/pods"))
 # The cgroup (v1 pids hierarchy) every component joins, so that containerd's
 # shims, which leave their parent, can still be found and ended.
 TRACKING_CGROUP = "scalecheck-kube"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.stack.kubernetes import network, sweep
-from loadtest.stack.kubernetes.layout import Layout
+from loadtest.stack.kubernetes.layout import HOST_DIRS, Layout
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def _chains() -> set[str]:
     for family in ("4", "6"):
         for table, chains in network.iptables_chains(family).items():
             found.update(f"ip{'6' if family == '6' else ''}tables {table} {c}" for c in chains)
-    found.update(f"nft table {t}" for t in network.nft_tables())
+    found.update(f"nft table {t}" for t in network.all_nft_tables())
     return found
 
 
@@ -64,7 +64,8 @@ def current(layout: Layout) -> HostState:
              | {f"mount {m}" for m in sweep.mounts_under(roots)}
              | _interfaces() | _netns(layout) | _chains()
              | {f"cgroup {d}" for d in sweep.cgroup_dirs()}
-             | {f"file {f}" for f in sweep.stray_files(layout.pod_logs)})
+             | {f"file {f}" for f in sweep.stray_files(layout.pod_logs)}
+             | {f"directory {d}" for d in HOST_DIRS if d.exists()})
     return HostState(frozenset(items))
 
 

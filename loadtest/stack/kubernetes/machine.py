@@ -14,10 +14,11 @@ import fcntl
 import json
 import os
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest.stack.kubernetes import sweep
-from loadtest.stack.kubernetes.layout import RUN_DIR, Layout
+from loadtest.stack.kubernetes import network, sweep
+from loadtest.stack.kubernetes.layout import HOST_DIRS, RUN_DIR, Layout
 
 LOCK_PATH = Path("/run/scalecheck-kube.lock")
 RECORD = RUN_DIR / "active.json"
@@ -69,24 +70,54 @@ class MachineLock:
             self._fd = None
 
 
-def write_record(layout: Layout) -> None:
+@dataclass(frozen=True)
+class Baseline:
+    """What the host had before the cluster, to put back after it."""
+
+    absent_dirs: list[str]
+    nft_tables: list[str]
+    sysctls: dict[str, str]
+
+    @classmethod
+    def now(cls) -> Baseline:
+        return cls(absent_dirs=[str(d) for d in HOST_DIRS if not d.exists()],
+                   nft_tables=network.all_nft_tables(), sysctls=network.read_sysctls())
+
+    def restore(self) -> None:
+        """Remove the host directories and empty nftables tables the cluster
+        brought, and put back the sysctls it changed."""
+        for directory in map(Path, self.absent_dirs):
+            if directory.exists() and not sweep.mounts_under([directory]):
+                shutil.rmtree(directory, ignore_errors=True)
+        network.remove_new_empty_tables(self.nft_tables)
+        network.restore_sysctls(self.sysctls)
+
+
+def write_record(layout: Layout, baseline: Baseline) -> None:
+    """Say which workdir is running and what to put back, for a killed run's successor."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    RECORD.write_text(json.dumps({"workdir": str(layout.workdir), "pid": os.getpid()}))
+    RECORD.write_text(json.dumps({"workdir": str(layout.workdir), "pid": os.getpid(),
+                                  "baseline": asdict(baseline)}))
 
 
 def clear_leftovers_of_killed_run(layout: Layout) -> None:
-    """Sweep what a previous owner left (its workdir from the record, if any).
+    """Sweep what a previous owner left (its workdir and baseline from the record).
 
     Called with the lock held, so nothing found belongs to a live cluster."""
     roots = layout.owned_roots()
     pod_logs = layout.pod_logs
+    previous, baseline = None, None
     try:
-        previous = Layout(Path(json.loads(RECORD.read_text())["workdir"]))
+        record = json.loads(RECORD.read_text())
+        previous = Layout(Path(record["workdir"]))
+        baseline = Baseline(**record["baseline"])
         roots = [*previous.owned_roots(), *roots]
         pod_logs = previous.pod_logs
-    except (OSError, ValueError, KeyError):
-        previous = None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     sweep.sweep(roots, pod_logs)
+    if baseline is not None:
+        baseline.restore()
     if previous is not None and previous.workdir != layout.workdir:
         remove_tree(previous, keep_logs=True)
     shutil.rmtree(RUN_DIR, ignore_errors=True)

@@ -71,17 +71,18 @@ def install_guard(settings: Settings) -> None:
     _run(["iptables-restore", "--noflush"], stdin=script)
 
 
-def set_sysctls() -> dict[str, str]:
-    """Set what the cluster needs; return the values found, to restore at stop."""
-    before = {}
+def read_sysctls() -> dict[str, str]:
+    """The values now of the sysctls the cluster sets (to restore at stop)."""
+    return {key: (Path("/proc/sys") / key).read_text().strip() for key in SYSCTLS
+            if (Path("/proc/sys") / key).exists()}
+
+
+def set_sysctls() -> None:
+    """Set what the cluster needs."""
     for key, value in SYSCTLS.items():
         path = Path("/proc/sys") / key
-        if not path.exists():
-            continue
-        before[key] = path.read_text().strip()
-        if before[key] != value:
+        if path.exists() and path.read_text().strip() != value:
             path.write_text(value)
-    return before
 
 
 def restore_sysctls(before: dict[str, str]) -> None:
@@ -181,15 +182,38 @@ def _target(parts: list[str]) -> str | None:
     return None
 
 
-def nft_tables() -> list[str]:
-    """kube-proxy's nftables tables (``ip kube-proxy``, ``ip6 kube-proxy``), if any."""
+def all_nft_tables() -> list[str]:
+    """Every nftables table, as ``family name`` (iptables-nft's are ``ip filter``...)."""
     if shutil.which("nft") is None:
         return []
     out = _run(["nft", "list", "tables"], check=False).stdout
-    return [line.split(None, 1)[1] for line in out.splitlines()
-            if line.startswith("table ") and line.split()[-1] in NFT_TABLES]
+    return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("table ")]
+
+
+def nft_tables() -> list[str]:
+    """kube-proxy's nftables tables (``ip kube-proxy``, ``ip6 kube-proxy``), if any."""
+    return [t for t in all_nft_tables() if t.split()[-1] in NFT_TABLES]
 
 
 def remove_nft_tables() -> None:
     for table in nft_tables():
         _run(["nft", "delete", "table", *table.split()], check=False)
+
+
+def _nft_rule_count(table: str) -> int:
+    out = _run(["nft", "-j", "list", "table", *table.split()], check=False).stdout
+    try:
+        return sum(1 for item in json.loads(out).get("nftables", []) if "rule" in item)
+    except ValueError:
+        return -1
+
+
+def remove_new_empty_tables(before: list[str]) -> None:
+    """Delete tables that appeared since ``before`` and hold no rule.
+
+    iptables-nft creates a table (ip raw, ip6 nat...) on first use and never
+    removes it; after our chains are gone, the tables the cluster brought are
+    empty shells. A table with a rule in it (Docker's, say) is left alone."""
+    for table in set(all_nft_tables()) - set(before):
+        if _nft_rule_count(table) == 0:
+            _run(["nft", "delete", "table", *table.split()], check=False)
