@@ -19,11 +19,27 @@ if [ "${SCALECHECK_WITH_DOCKER:-}" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt
     command -v ip >/dev/null 2>&1 || optional="$optional iproute2"
     command -v nsenter >/dev/null 2>&1 || optional="$optional util-linux"
 fi
+# The throwaway Kubernetes (tests/kubernetes, `make kube-build`): the runtime,
+# the CNI plugins and etcd from Debian; the components themselves are built with Go.
+if [ "${SCALECHECK_WITH_KUBE:-}" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    command -v etcd >/dev/null 2>&1 || optional="$optional etcd-server"
+    command -v containerd >/dev/null 2>&1 || optional="$optional containerd"
+    command -v runc >/dev/null 2>&1 || optional="$optional runc"
+    [ -x /usr/lib/cni/bridge ] || optional="$optional containernetworking-plugins"
+    command -v iptables >/dev/null 2>&1 || optional="$optional iptables"
+    command -v nft >/dev/null 2>&1 || optional="$optional nftables"
+    command -v ip >/dev/null 2>&1 || optional="$optional iproute2"
+fi
 if [ -n "$optional" ]; then
-    echo "scalecheck: installing Debian packages for the Docker tests:$optional"
+    echo "scalecheck: installing Debian packages for the Docker/Kubernetes tests:$optional"
     export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $optional >/dev/null; } \
-        || echo "scalecheck: could not install$optional; the Docker tests will be skipped" >&2
+    { apt-get -o DPkg::Lock::Timeout=600 update -qq \
+        && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $optional >/dev/null; } \
+        || echo "scalecheck: could not install$optional; those tests will be skipped" >&2
+    # The throwaway cluster runs its own etcd and containerd: not the system's.
+    for svc in etcd; do
+        if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+    done
 fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -53,10 +53,13 @@ def kube_binaries() -> binaries.Binaries:
 def cluster(kube_binaries, tmp_path_factory):
     """A started cluster (HPA every 5 s, so the HPA test is quick); stopped at the end.
 
+    SCALECHECK_KUBE_PROXY_MODE=nftables runs kube-proxy in nftables mode.
+
     The last test of test_cluster.py stops it itself, to assert nothing is left."""
     workdir = tmp_path_factory.mktemp("kube")  # pytest keeps the last runs' logs there
-    cluster = Cluster(workdir, Settings(hpa_sync_period_s=5.0, metric_resolution_s=10.0),
-                      bins=kube_binaries)
+    settings = Settings(hpa_sync_period_s=5.0, metric_resolution_s=10.0,
+                        proxy_mode=os.environ.get("SCALECHECK_KUBE_PROXY_MODE", "iptables"))
+    cluster = Cluster(workdir, settings, bins=kube_binaries)
     cluster.start(timeout=240)
     yield cluster
     cluster.stop()

@@ -28,7 +28,7 @@ def wait(condition, timeout: float, what: str, interval: float = 0.5):
     while True:
         try:
             value = condition()
-        except client.ApiException:
+        except (client.ApiException, OSError):
             value = None
         if value:
             return value
@@ -124,6 +124,15 @@ def test_scale_subresource_and_endpointslice_follow(api, deployment):
               f"{time.monotonic() - started:.1f} s")
     scale = apps.read_namespaced_deployment_scale(APP, NAMESPACE)
     assert scale.spec.replicas == 1
+
+
+def test_service_cluster_ip_answers_from_the_host(api, deployment):
+    """kube-proxy's rules (iptables or nftables mode) take the host to a pod."""
+    service = client.CoreV1Api(api).read_namespaced_service(APP, NAMESPACE)
+    ip = service.spec.cluster_ip
+    answer = wait(lambda: get_json(f"http://{ip}:80/"), 30, f"the Service at {ip}",
+                  interval=1)
+    assert answer["ip"] in ready_endpoint_ips(api)
 
 
 def test_metrics_api_reports_pod_cpu(api, deployment):
