@@ -10,13 +10,15 @@ remain on the host. The tests run in order and share the one cluster.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 
 import pytest
 from kubernetes import client, config
 
-from loadtest.stack.kubernetes import images
+from loadtest.stack.kubernetes import dns, images
+from tests.kubernetes.conftest import skip_or_fail
 
 pytestmark = pytest.mark.kubernetes
 NAMESPACE = "scalecheck-test"
@@ -130,9 +132,26 @@ def test_service_cluster_ip_answers_from_the_host(api, deployment):
     """kube-proxy's rules (iptables or nftables mode) take the host to a pod."""
     service = client.CoreV1Api(api).read_namespaced_service(APP, NAMESPACE)
     ip = service.spec.cluster_ip
-    answer = wait(lambda: get_json(f"http://{ip}:80/"), 30, f"the Service at {ip}",
-                  interval=1)
-    assert answer["ip"] in ready_endpoint_ips(api)
+
+    def answer_from_a_ready_endpoint():
+        # kube-proxy follows the EndpointSlice within its sync: a pod just
+        # scaled away may still answer for a moment
+        answer = get_json(f"http://{ip}:80/")
+        return answer if answer["ip"] in ready_endpoint_ips(api) else None
+
+    wait(answer_from_a_ready_endpoint, 30, f"the Service at {ip}", interval=0.5)
+
+
+def test_pods_find_services_by_name(cluster, api, deployment):
+    """The cluster's DNS: a pod resolves a Service by its short name, as apps do."""
+    service_ip = client.CoreV1Api(api).read_namespaced_service(APP, NAMESPACE).spec.cluster_ip
+    pod_ip = wait(lambda: ready_pods(api), 60, "a ready pod")[0].status.pod_ip
+    answer = wait(lambda: get_json(f"http://{pod_ip}:8080/resolve?name={APP}"), 20,
+                  "the pod resolving the Service's name")
+    assert answer["addresses"] == [service_ip]
+    assert dns.resolve(cluster.settings.node_ip,
+                       f"{APP}.{NAMESPACE}.svc.cluster.local") == [service_ip]
+    assert dns.resolve(cluster.settings.node_ip, "nothing.example") == []
 
 
 def test_metrics_api_reports_pod_cpu(api, deployment):
@@ -173,6 +192,47 @@ def test_hpa_reads_cpu(api, deployment):
     assert current.average_utilization is not None
     print(f"\nHPA saw CPU {current.average_utilization}% ({current.average_value}) "
           f"{time.monotonic() - started:.1f} s after its creation")
+
+
+def test_docker_image_runs_in_the_cluster(cluster, api, tmp_path):
+    """An image Docker has reaches the cluster by docker save -> ctr import.
+
+    Starting dockerd (when none runs) while the cluster runs also checks that
+    Docker's iptables rules and kube-proxy's live side by side."""
+    from tests.docker_engine import Engine
+
+    engine = Engine()
+    if not engine.start():
+        skip_or_fail(engine.reason or "no Docker Engine")
+    name, tag = "scalecheck/kube-hello", "docker"
+    try:
+        (tmp_path / "hello").write_bytes(cluster.bins.hello.read_bytes())
+        (tmp_path / "hello").chmod(0o755)
+        tar = subprocess.run(["tar", "-C", str(tmp_path), "-c", "hello"], capture_output=True,
+                             check=True).stdout
+        subprocess.run(["docker", "import", "-c", 'ENTRYPOINT ["/hello"]', "-", f"{name}:{tag}"],
+                       input=tar, capture_output=True, check=True, timeout=120)
+        started = time.monotonic()
+        cluster.load_docker_image(f"{name}:{tag}")
+        loaded = time.monotonic() - started
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{name}:{tag}"], capture_output=True,
+                       timeout=60)
+        engine.stop()
+    assert f"docker.io/{name}:{tag}" in images.image_names(cluster.containerd_socket)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NAMESPACE, {
+        "metadata": {"name": "from-docker"},
+        "spec": {"containers": [{"name": "hello", "image": f"{name}:{tag}",
+                                 "imagePullPolicy": "Never"}]}})
+
+    def pod_ip():
+        pod = core.read_namespaced_pod("from-docker", NAMESPACE)
+        return pod.status.pod_ip if pod.status.phase == "Running" else None
+
+    ip = wait(pod_ip, 60, "the pod of the Docker image running")
+    assert wait(lambda: get_json(f"http://{ip}:8080/"), 20, "its answer")["hostname"]
+    print(f"\ndocker save -> import took {loaded:.1f} s; its pod answered at {ip}")
 
 
 def test_stop_leaves_nothing_behind(cluster):

@@ -29,6 +29,7 @@ from loadtest.stack.kubernetes import (
     binaries,
     components,
     configs,
+    dns,
     images,
     leftovers,
     machine,
@@ -49,7 +50,7 @@ from loadtest.stack.kubernetes.processes import (
 _LIVE: weakref.WeakSet[Cluster] = weakref.WeakSet()
 CONTROL = ["kube-controller-manager", "kube-scheduler"]
 # Stopped together, after the pods are gone; then containerd, then the store.
-NODE = ["metrics-server", "kube-proxy", "kubelet"]
+NODE = ["metrics-server", "cluster-dns", "kube-proxy", "kubelet"]
 
 
 class ClusterError(RuntimeError):
@@ -76,7 +77,9 @@ class Cluster:
         self.timings: dict[str, float] = {}
         self._supervisor = Supervisor(self.layout.logs)
         self._lock = machine.MachineLock()
-        self._stop_lock = threading.Lock()
+        # Re-entrant: a signal handler may call stop() while stop() runs.
+        self._stop_lock = threading.RLock()
+        self._stopping = False
         self._before: leftovers.HostState | None = None
         self._baseline: machine.Baseline | None = None
         self._started = False
@@ -101,6 +104,8 @@ class Cluster:
         """Start everything; return the admin kubeconfig once the cluster is usable.
 
         Raises ClusterError (after cleaning up) naming what failed and its log."""
+        if self._started:
+            raise ClusterError("this cluster is already started")
         t0 = time.monotonic()
         self.bins = self.bins or binaries.ensure()
         self.timings["build"] = time.monotonic() - t0
@@ -113,6 +118,9 @@ class Cluster:
             logs = self.layout.logs
             self.stop(graceful=False)
             raise ClusterError(f"cluster did not start: {exc} (logs in {logs})") from exc
+        except BaseException:  # Ctrl-C, SystemExit: nothing may stay behind either
+            self.stop(graceful=False)
+            raise
         self.timings["start"] = time.monotonic() - t0
         return self.kubeconfig
 
@@ -125,13 +133,15 @@ class Cluster:
         net afterwards) processes are killed and the host is swept. Safe to call
         twice, from a signal handler's context, or after a failed start."""
         with self._stop_lock:
-            if not self._started:
+            if not self._started or self._stopping:
                 return []
+            self._stopping = True
             t0 = time.monotonic()
             try:
                 if graceful:
                     self._stop_gracefully(timeout)
                 self._supervisor.kill_all()
+                self.timings["stop_processes"] = time.monotonic() - t0
                 self._proxy_cleanup()
                 sweep.sweep(self.layout.owned_roots(), self.layout.pod_logs)
                 if self._baseline is not None:
@@ -139,7 +149,7 @@ class Cluster:
                 machine.remove_tree(self.layout, keep_logs=keep_logs)
                 shutil.rmtree(machine.RUN_DIR, ignore_errors=True)
             finally:
-                self._started = False
+                self._started = self._stopping = False
                 self._lock.release()
                 _LIVE.discard(self)
             self.timings["stop"] = time.monotonic() - t0
@@ -226,6 +236,7 @@ class Cluster:
         sup.start(components.scheduler(bins.kube, creds))
         sup.start(components.kubelet(bins.kube, layout, settings, creds))
         sup.start(components.proxy(bins.kube, layout))
+        sup.start(components.cluster_dns(bins.kube, settings, creds))
         sup.start(components.metrics_server(bins.kube, settings, ports, creds,
                                              layout.workdir / "metrics-server"))
         metricsapi.register(self.api, node, ports.metrics_server, creds.ca.cert)
@@ -235,6 +246,8 @@ class Cluster:
                  self._remaining(deadline), "default ServiceAccount", sup)
         wait_for(lambda: metricsapi.available(self.api), self._remaining(deadline),
                  "metrics.k8s.io available", sup)
+        wait_for(lambda: dns.resolve(node, "kubernetes.default.svc.cluster.local"),
+                 self._remaining(deadline), "cluster DNS answering", sup)
         self.timings["metrics_ready"] = time.monotonic() - mark
 
     def _write_configs(self) -> None:
@@ -263,10 +276,12 @@ class Cluster:
         deadline = time.monotonic() + timeout
         sup.stop(CONTROL, timeout=10)
         if api is not None and sup.alive("kube-apiserver") and sup.alive("kubelet"):
+            mark = time.monotonic()
             try:
                 self._delete_pods(api, deadline)
             except (OSError, ApiError):
                 pass
+            self.timings["stop_pods"] = time.monotonic() - mark
         sup.stop(NODE, timeout=10)
         sup.stop(["containerd"], timeout=10)
         sup.stop(["kube-apiserver"], timeout=10)

@@ -130,6 +130,17 @@ def proxy(kube: Path, layout: Layout) -> Component:
     return Component("kube-proxy", [str(kube), "kube-proxy", "--config", str(layout.proxy_config)])
 
 
+def cluster_dns(kube: Path, settings: Settings, creds: Credentials) -> Component:
+    """Our DNS for Services (kube cluster-dns, in the multicall binary), on the
+    node IP's port 53, where the kubelet points pods (clusterDNS). It reads
+    Services and EndpointSlices as kube-proxy does, so it uses kube-proxy's
+    identity (system:node-proxier may list and watch both)."""
+    return Component("cluster-dns", [
+        str(kube), "cluster-dns", "--kubeconfig", str(creds.kubeconfigs["kube-proxy"]),
+        "--listen", f"{settings.node_ip}:53", "--cluster-domain", "cluster.local",
+    ])
+
+
 def metrics_server(kube: Path, settings: Settings, ports: Ports,
                    creds: Credentials, cert_dir: Path) -> Component:
     kubeconfig = str(creds.kubeconfigs["metrics-server"])

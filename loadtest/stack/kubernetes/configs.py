@@ -128,6 +128,8 @@ def kubelet_config(layout: Layout, settings: Settings, ports: Ports,
         "authorization": {"mode": "Webhook"},
         "podCIDR": settings.pod_cidr,
         "clusterDomain": "cluster.local",
+        # our cluster-dns on the node IP: pods find Services by name
+        "clusterDNS": [settings.node_ip],
         "podLogsDir": str(layout.pod_logs),
         "resolvConf": "/etc/resolv.conf",
         # Images cannot be pulled again here: never garbage-collect them, and

@@ -68,7 +68,7 @@ def _protected() -> set[int]:
 
 def cluster_pids(roots: list[Path]) -> set[int]:
     """Processes of the cluster: in its cgroups, or naming one of its directories."""
-    marks = [str(root) for root in roots]
+    marks = [str(root).rstrip("/") + "/" for root in roots]  # /tmp/a/ never matches /tmp/ab
     pids = cgroup_pids()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -1,12 +1,14 @@
 // Command hello is the tiny HTTP server of the Kubernetes tests' image: it
 // answers who served the request (the pod's name and IP, from the downward API
-// or the hostname), and /burn spends CPU for the given milliseconds so that a
-// HorizontalPodAutoscaler has a CPU metric to read. It has no dependencies, so
+// or the hostname), /burn spends CPU for the given milliseconds so that a
+// HorizontalPodAutoscaler has a CPU metric to read, and /resolve?name= looks a
+// name up as the pod sees it (the cluster's DNS). It has no dependencies, so
 // the image is one static file.
 package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -35,6 +37,16 @@ func main() {
 			n++
 		}
 		w.Write([]byte(strconv.Itoa(n) + "\n"))
+	})
+	http.HandleFunc("/resolve", func(w http.ResponseWriter, r *http.Request) {
+		addrs, err := net.LookupHost(r.URL.Query().Get("name"))
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string][]string{"addresses": addrs})
 	})
 	server := &http.Server{Addr: addr}
 	go func() {

@@ -33,6 +33,7 @@ var components = map[string]func() *cobra.Command{
 	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
 	"kube-proxy":              proxy.NewProxyCommand,
 	"kubectl":                 kubectl.NewDefaultKubectlCommand,
+	"cluster-dns":             newDNSCommand,
 	"metrics-server": func() *cobra.Command {
 		return metricsserver.NewMetricsServerCommand(genericapiserver.SetupSignalHandler())
 	},
@@ -48,7 +49,7 @@ func main() {
 	}
 	newCommand, ok := components[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "usage: kube COMPONENT [flags]; components: apiserver, controller-manager, scheduler, kubelet, proxy, kubectl, metrics-server\n")
+		fmt.Fprintf(os.Stderr, "usage: kube COMPONENT [flags]; components: apiserver, controller-manager, scheduler, kubelet, proxy, kubectl, metrics-server, cluster-dns\n")
 		os.Exit(2)
 	}
 	command := newCommand()
