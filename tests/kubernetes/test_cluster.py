@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -233,6 +234,41 @@ def test_docker_image_runs_in_the_cluster(cluster, api, tmp_path):
     ip = wait(pod_ip, 60, "the pod of the Docker image running")
     assert wait(lambda: get_json(f"http://{ip}:8080/"), 20, "its answer")["hostname"]
     print(f"\ndocker save -> import took {loaded:.1f} s; its pod answered at {ip}")
+
+
+def test_outside_the_machine_cannot_reach_the_cluster(cluster, deployment, api):
+    """The guard: a neighbour routing the node IP or a pod IP to this machine gets
+    nothing, though Linux would accept a packet for any local address on any
+    interface. The neighbour is a network namespace of ours behind a veth."""
+    ns, host_end, ns_end = "sck-outside", "sck-out0", "sck-out1"
+    pod_ip = wait(lambda: ready_pods(api), 60, "a ready pod")[0].status.pod_ip
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+
+    def reachable_from_outside(ip: str, port: int) -> bool:
+        probe = f"import socket; socket.create_connection(('{ip}', {port}), timeout=2)"
+        return run("ip", "netns", "exec", ns, sys.executable, "-c", probe).returncode == 0
+
+    try:
+        for argv in (["ip", "netns", "add", ns],
+                     ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end],
+                     ["ip", "link", "set", ns_end, "netns", ns],
+                     ["ip", "addr", "add", "10.252.255.1/30", "dev", host_end],
+                     ["ip", "link", "set", host_end, "up"],
+                     ["ip", "netns", "exec", ns, "ip", "addr", "add", "10.252.255.2/30",
+                      "dev", ns_end],
+                     ["ip", "netns", "exec", ns, "ip", "link", "set", ns_end, "up"],
+                     ["ip", "netns", "exec", ns, "ip", "route", "add", "default",
+                      "via", "10.252.255.1"]):
+            assert run(*argv).returncode == 0, argv
+        assert not reachable_from_outside(cluster.settings.node_ip, cluster.ports.apiserver)
+        assert not reachable_from_outside(pod_ip, 8080)
+        # ... while the host itself reaches both
+        assert get_json(f"http://{pod_ip}:8080/")["ip"] == pod_ip
+    finally:
+        run("ip", "link", "delete", host_end)
+        run("ip", "netns", "delete", ns)
 
 
 def test_stop_leaves_nothing_behind(cluster):
