@@ -194,6 +194,18 @@ def test_hpa_reads_cpu(api, deployment):
     print(f"\nHPA saw CPU {current.average_utilization}% ({current.average_value}) "
           f"{time.monotonic() - started:.1f} s after its creation")
 
+    def scaled_up():
+        # 300 ms of CPU a second is 300 % of the 100m request: over the 50 % target
+        get_json(f"http://{pod_ip}:8080/burn?ms=300")
+        hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(
+            APP, NAMESPACE)
+        return hpa if (hpa.status.desired_replicas or 0) >= 2 else None
+
+    hpa = wait(scaled_up, 120, "the HPA scaling up on CPU", interval=0.7)
+    cpu = next(m.resource.current for m in hpa.status.current_metrics if m.resource)
+    print(f"HPA asked for {hpa.status.desired_replicas} replicas at CPU "
+          f"{cpu.average_utilization}%, {time.monotonic() - started:.1f} s after its creation")
+
 
 def test_docker_image_runs_in_the_cluster(cluster, api, tmp_path):
     """An image Docker has reaches the cluster by docker save -> ctr import.
