@@ -60,7 +60,7 @@ def cluster(kube_binaries, tmp_path_factory):
     settings = Settings(hpa_sync_period_s=5.0, metric_resolution_s=10.0,
                         proxy_mode=os.environ.get("SCALECHECK_KUBE_PROXY_MODE", "iptables"))
     cluster = Cluster(workdir, settings, bins=kube_binaries)
-    cluster.start(timeout=240)
+    cluster.start(timeout=240, wait_for_machine=900)  # another suite's cluster may be up
     yield cluster
     cluster.stop()
     print(f"\nKubernetes component logs: {cluster.layout.logs}")

@@ -26,7 +26,7 @@ OWNER = textwrap.dedent("""
     from pathlib import Path
     from loadtest.stack.kubernetes import Cluster, images
     cluster = Cluster(Path(sys.argv[1]))
-    cluster.start(timeout=240)
+    cluster.start(timeout=240, wait_for_machine=300)
     cluster.load_program_image(images.HELLO_IMAGE, cluster.bins.hello)
     cluster.api.create("/api/v1/namespaces/default/pods", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan"},
@@ -79,7 +79,7 @@ def test_killed_owner_then_next_start_clears_everything(kube_binaries, tmp_path)
 
     started = time.monotonic()
     second = Cluster(tmp_path / "next", bins=kube_binaries)
-    second.start(timeout=240)
+    second.start(timeout=240, wait_for_machine=300)
     print(f"next start, clearing the killed run first: {time.monotonic() - started:.1f} s")
     assert sweep.mounts_under([first.workdir]) == [], "the killed run's mounts"
     second.load_program_image(images.HELLO_IMAGE, kube_binaries.hello)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +39,19 @@ class MachineLock:
     def __init__(self) -> None:
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, timeout: float = 0.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for another owner to stop."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._try_acquire()
+                return
+            except MachineBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+
+    def _try_acquire(self) -> None:
         for _ in range(10):
             fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
             try:
