@@ -145,7 +145,9 @@ class Cluster:
                 self._supervisor.kill_all()
                 self.timings["stop_processes"] = time.monotonic() - t0
                 self._proxy_cleanup()
-                sweep.sweep(self.layout.owned_roots(), self.layout.pod_logs)
+                sweep.sweep(self.layout.owned_roots(), self.layout.pod_logs,
+                            sweep.shim_sockets(self.layout.containerd_state,
+                                               self.layout.containerd_socket))
                 if self._baseline is not None:
                     self._baseline.restore()
                 machine.remove_tree(self.layout, keep_logs=keep_logs)

@@ -65,7 +65,8 @@ def current(layout: Layout) -> HostState:
              | _interfaces() | _netns(layout) | _chains()
              | {f"cgroup {d}" for d in sweep.cgroup_dirs()}
              | {f"file {f}" for f in sweep.stray_files(layout.pod_logs)}
-             | {f"directory {d}" for d in HOST_DIRS if d.exists()})
+             | {f"directory {d}" for d in HOST_DIRS if d.exists()}
+             | {f"stale shim socket {p}" for p in sweep.stale_shim_sockets()})
     return HostState(frozenset(items))
 
 

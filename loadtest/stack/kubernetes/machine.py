@@ -128,7 +128,10 @@ def clear_leftovers_of_killed_run(layout: Layout) -> None:
         pod_logs = previous.pod_logs
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    sweep.sweep(roots, pod_logs)
+    sockets = [*sweep.shim_sockets(layout.containerd_state, layout.containerd_socket)]
+    if previous is not None:
+        sockets += sweep.shim_sockets(previous.containerd_state, previous.containerd_socket)
+    sweep.sweep(roots, pod_logs, sockets)
     if baseline is not None:
         baseline.restore()
     if previous is not None and previous.workdir != layout.workdir:

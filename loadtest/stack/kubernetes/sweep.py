@@ -11,9 +11,11 @@ killed run left.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from loadtest.stack.kubernetes import network
@@ -127,6 +129,38 @@ def remove_cgroups(timeout: float = 10.0) -> list[Path]:
     return cgroup_dirs()
 
 
+SHIM_SOCKETS = Path("/run/containerd/s")  # containerd 1.6 puts every shim's socket here
+
+
+def shim_sockets(containerd_state: Path, containerd_socket: Path) -> list[Path]:
+    """The sockets of this containerd's shims (live or stale) in /run/containerd/s.
+
+    A shim names its socket sha256("<containerd address>/<namespace>/<task id>")
+    under a fixed directory, whatever containerd's state dir, and removes it
+    when it exits cleanly; a SIGKILLed shim leaves it. Task ids are read from
+    the state dir, so call this before the state dir is removed."""
+    tasks = containerd_state / "io.containerd.runtime.v2.task"
+    found = []
+    for task in tasks.glob("*/*") if tasks.is_dir() else []:
+        key = f"{containerd_socket}/{task.parent.name}/{task.name}"
+        path = SHIM_SOCKETS / hashlib.sha256(key.encode()).hexdigest()
+        if path.exists():
+            found.append(path)
+    return found
+
+
+def stale_shim_sockets() -> set[Path]:
+    """Shim sockets nobody listens on any more (any containerd's)."""
+    if not SHIM_SOCKETS.is_dir():
+        return set()
+    try:
+        listening = {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()
+                     if line.split()[-1].startswith(str(SHIM_SOCKETS))}
+    except OSError:
+        return set()
+    return {p for p in SHIM_SOCKETS.iterdir() if str(p) not in listening}
+
+
 CNI_RESULTS = Path("/var/lib/cni/results")
 CONTAINER_LOGS = Path("/var/log/containers")
 
@@ -151,12 +185,15 @@ def remove_stray_files(pod_logs: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
-def sweep(roots: list[Path], pod_logs: Path | None) -> None:
+def sweep(roots: list[Path], pod_logs: Path | None, sockets: Sequence[Path] = ()) -> None:
     """Everything, in the order that lets each step succeed.
 
     Processes first (a live shim holds mounts and netns), then mounts (a
-    mounted netns holds its veth), then interfaces, chains, cgroups and files."""
+    mounted netns holds its veth), then interfaces, chains, cgroups and files
+    (``sockets``: this cluster's shim sockets, from shim_sockets())."""
     kill_processes(roots)
+    for socket in sockets:
+        socket.unlink(missing_ok=True)
     unmount_all(roots)
     network.remove_links()
     for family in ("4", "6"):
