@@ -248,6 +248,24 @@ def test_docker_image_runs_in_the_cluster(cluster, api, tmp_path):
     print(f"\ndocker save -> import took {loaded:.1f} s; its pod answered at {ip}")
 
 
+def test_an_image_pull_never_leaves_the_machine(cluster, api, deployment):
+    """A :latest image is pulled by default (imagePullPolicy Always), even when
+    present: containerd's pulls go to a closed port on 127.0.0.1, never out."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NAMESPACE, {
+        "metadata": {"name": "pulls"},
+        "spec": {"containers": [{"name": "h", "image": "scalecheck.local/hello:latest"}]}})
+
+    def pull_error():
+        statuses = core.read_namespaced_pod("pulls", NAMESPACE).status.container_statuses
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting.message if waiting and waiting.message else None
+
+    message = wait(pull_error, 60, "the pull's error")
+    assert "127.0.0.1:9" in message, message
+    core.delete_namespaced_pod("pulls", NAMESPACE, grace_period_seconds=0)
+
+
 def test_outside_the_machine_cannot_reach_the_cluster(cluster, deployment, api):
     """The guard: a neighbour routing the node IP or a pod IP to this machine gets
     nothing, though Linux would accept a packet for any local address on any

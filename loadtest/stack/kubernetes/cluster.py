@@ -41,6 +41,7 @@ from loadtest.stack.kubernetes import (
 from loadtest.stack.kubernetes.api import Api, ApiError
 from loadtest.stack.kubernetes.layout import Layout, Ports, Settings
 from loadtest.stack.kubernetes.processes import (
+    NO_REGISTRY,
     ComponentDied,
     Supervisor,
     make_tracking_cgroup,
@@ -226,7 +227,7 @@ class Cluster:
 
         sup = self._supervisor
         sup.start(components.etcd(bins.etcd, layout, ports))
-        sup.start(components.containerd(layout))
+        sup.start(components.containerd(layout), env=NO_REGISTRY)
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"),
                  self._remaining(deadline), "etcd health", sup)
         sup.start(components.apiserver(bins.kube, settings, ports, creds))

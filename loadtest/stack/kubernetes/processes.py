@@ -27,6 +27,23 @@ _PR_SET_PDEATHSIG = 1
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+# Where containerd sends any image pull: a closed port on this machine. No
+# registry is reachable here, and a pull must never try one outside (the
+# kubelet asks for one whenever a pod's imagePullPolicy is Always, as it is by
+# default for a :latest tag); Go's HTTP client honours these variables.
+NO_REGISTRY = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "NO_PROXY": ""}
+
+
+def clean_environment() -> dict[str, str]:
+    """The owner's environment without proxy settings (a component would send
+    its apiserver traffic through them), with a PATH that has the sbin tools."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env["PATH"] = PATH
+    return env
+
+
 def make_tracking_cgroup() -> None:
     """The cgroup components join (v1 pids hierarchy; skipped where there is none)."""
     if TRACKING_DIR.parent.is_dir():
@@ -71,7 +88,7 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, component: Component, env: dict[str, str] | None = None) -> None:
-        full_env = {**os.environ, "PATH": PATH, **(env or {})}
+        full_env = {**clean_environment(), **(env or {})}
         self.procs[component.name] = spawn(component.argv, self.log(component.name),
                                            env=full_env, preexec=_child_setup)
 
