@@ -289,6 +289,7 @@ def test_outside_the_machine_cannot_reach_the_cluster(cluster, deployment, api):
                      ["ip", "netns", "exec", ns, "ip", "addr", "add", "10.252.255.2/30",
                       "dev", ns_end],
                      ["ip", "netns", "exec", ns, "ip", "link", "set", ns_end, "up"],
+                     ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
                      ["ip", "netns", "exec", ns, "ip", "route", "add", "default",
                       "via", "10.252.255.1"]):
             assert run(*argv).returncode == 0, argv
@@ -296,6 +297,23 @@ def test_outside_the_machine_cannot_reach_the_cluster(cluster, deployment, api):
         assert not reachable_from_outside(pod_ip, 8080)
         # ... while the host itself reaches both
         assert get_json(f"http://{pod_ip}:8080/")["ip"] == pod_ip
+        # and a pod reaches nothing outside the cluster: not the neighbour...
+        listener = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                     "import socket, time; s = socket.create_server("
+                                     "('10.252.255.2', 8099)); time.sleep(60)"])
+        try:
+            time.sleep(0.5)
+            assert run("ip", "netns", "exec", ns, sys.executable, "-c",
+                       "import socket; socket.create_connection(('10.252.255.2', 8099), 2)"
+                       ).returncode == 0, "the neighbour's listener is up"
+            answer = get_json(f"http://{pod_ip}:8080/connect?addr=10.252.255.2:8099")
+            assert not answer["connected"], answer
+        finally:
+            listener.kill()
+            listener.wait(10)
+        # ...while it does reach the node (the apiserver) and its Service
+        node = f"{cluster.settings.node_ip}:{cluster.ports.apiserver}"
+        assert get_json(f"http://{pod_ip}:8080/connect?addr={node}")["connected"]
     finally:
         run("ip", "link", "delete", host_end)
         run("ip", "netns", "delete", ns)

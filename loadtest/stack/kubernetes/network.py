@@ -9,6 +9,8 @@ machine's real interfaces. Linux accepts a packet for any local address on any
 interface, so a guard chain in the raw table drops packets for the node IP, the
 pod network and the service network that arrive from anywhere but loopback and
 the pods' bridge: nothing of the cluster is reachable from outside the machine.
+The same chain drops what pods send to anything but the cluster's own
+addresses, so no pod sends a packet off the machine either.
 
 The sweeps remove what kube-proxy, the kubelet and the CNI plugins leave in the
 kernel (chains named ``KUBE-*``, ``CNI-*``, kube-proxy's nftables tables, the
@@ -58,10 +60,16 @@ def create_node_interface(settings: Settings) -> None:
 
 
 def install_guard(settings: Settings) -> None:
-    """Drop packets for the cluster's addresses that come from outside the machine."""
+    """Drop packets for the cluster's addresses that come from outside the machine,
+    and packets from pods to anything outside the cluster (nothing out there is
+    theirs to reach: without masquerade they would leave with pod addresses)."""
     rules = [
         f"-A {GUARD_CHAIN} -i lo -j RETURN",
-        f"-A {GUARD_CHAIN} -i {BRIDGE} -j RETURN",
+        # pods reach the cluster (pods, services, the node) and nothing else
+        f"-A {GUARD_CHAIN} -i {BRIDGE} -d {settings.pod_cidr} -j RETURN",
+        f"-A {GUARD_CHAIN} -i {BRIDGE} -d {settings.service_cidr} -j RETURN",
+        f"-A {GUARD_CHAIN} -i {BRIDGE} -d {settings.node_ip}/32 -j RETURN",
+        f"-A {GUARD_CHAIN} -i {BRIDGE} -j DROP",
         f"-A {GUARD_CHAIN} -d {settings.node_ip}/32 -j DROP",
         f"-A {GUARD_CHAIN} -d {settings.pod_cidr} -j DROP",
         f"-A {GUARD_CHAIN} -d {settings.service_cidr} -j DROP",

@@ -2,7 +2,9 @@
 // answers who served the request (the pod's name and IP, from the downward API
 // or the hostname), /burn spends CPU for the given milliseconds so that a
 // HorizontalPodAutoscaler has a CPU metric to read, and /resolve?name= looks a
-// name up as the pod sees it (the cluster's DNS). It has no dependencies, so
+// name up as the pod sees it (the cluster's DNS), and /connect?addr=ip:port
+// says whether the pod can open a TCP connection there (the tests check what a
+// pod cannot reach). It has no dependencies, so
 // the image is one static file.
 package main
 
@@ -47,6 +49,16 @@ func main() {
 			return
 		}
 		json.NewEncoder(w).Encode(map[string][]string{"addresses": addrs})
+	})
+	http.HandleFunc("/connect", func(w http.ResponseWriter, r *http.Request) {
+		conn, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			json.NewEncoder(w).Encode(map[string]any{"connected": false, "error": err.Error()})
+			return
+		}
+		conn.Close()
+		json.NewEncoder(w).Encode(map[string]any{"connected": true})
 	})
 	server := &http.Server{Addr: addr}
 	go func() {
