@@ -244,7 +244,9 @@ class Cluster:
         sup.start(components.cluster_dns(bins.kube, settings, creds))
         sup.start(components.metrics_server(bins.kube, settings, ports, creds,
                                              layout.workdir / "metrics-server"))
-        metricsapi.register(self.api, node, ports.metrics_server, creds.ca.cert)
+        wait_for(lambda: metricsapi.register(self.api, node, ports.metrics_server,
+                                             creds.ca.cert),
+                 self._remaining(deadline), "metrics-server's APIService created", sup)
         wait_for(self._node_ready, self._remaining(deadline), "node Ready", sup)
         self.timings["node_ready"] = time.monotonic() - mark
         wait_for(lambda: self.api.ok("/api/v1/namespaces/default/serviceaccounts/default"),

@@ -167,6 +167,12 @@ class Layout:
     def kubeconfig(self, user: str) -> Path:
         return self.kubeconfigs / f"{user}.conf"
 
+    def owned_paths(self) -> list[Path]:
+        """What the cluster writes under ``workdir`` (which may hold other files)."""
+        return [self.pki, self.kubeconfigs, self.etcd_data, self.containerd,
+                self.workdir / "cni", self.kubelet_root, self.pod_logs, self.images,
+                self.workdir / "metrics-server", self.kubelet_config, self.proxy_config]
+
     def owned_roots(self) -> list[Path]:
         """Trees whose mounts, files and sockets belong to this cluster alone."""
         return [self.workdir, RUN_DIR]

@@ -140,15 +140,12 @@ def clear_leftovers_of_killed_run(layout: Layout) -> None:
 
 
 def remove_tree(layout: Layout, keep_logs: bool) -> None:
-    """Remove the workdir's contents (all mounts must be gone), keeping logs/ if asked."""
+    """Remove what the cluster wrote under its workdir (all mounts must be gone),
+    keeping logs/ if asked. Other files in the workdir are not the cluster's."""
     if sweep.mounts_under([layout.workdir]):
         return  # never delete through a mount point
-    if not layout.workdir.is_dir():
-        return
-    for child in layout.workdir.iterdir():
-        if keep_logs and child == layout.logs:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
+    for path in [*layout.owned_paths(), *([] if keep_logs else [layout.logs])]:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
         else:
-            child.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)

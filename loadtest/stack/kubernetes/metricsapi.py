@@ -19,8 +19,9 @@ NAME = "metrics-server"
 APISERVICE = "v1beta1.metrics.k8s.io"
 
 
-def register(api: Api, node_ip: str, port: int, ca: Path) -> None:
-    """Create the Service, its Endpoints and the APIService (idempotent)."""
+def register(api: Api, node_ip: str, port: int, ca: Path) -> bool:
+    """Create the Service, its Endpoints and the APIService (idempotent: start()
+    retries it until the apiserver takes all three)."""
     meta = {"name": NAME, "namespace": NAMESPACE, "labels": {"k8s-app": NAME}}
     api.create(f"/api/v1/namespaces/{NAMESPACE}/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": meta,
@@ -37,6 +38,7 @@ def register(api: Api, node_ip: str, port: int, ca: Path) -> None:
                  "group": "metrics.k8s.io", "version": "v1beta1",
                  "caBundle": base64.b64encode(ca.read_bytes()).decode(),
                  "groupPriorityMinimum": 100, "versionPriority": 100}})
+    return True
 
 
 def available(api: Api) -> bool:
