@@ -6,7 +6,8 @@ LEVELS ?= 1,2,4
 STAGE_TIME ?= 20s
 USERS ?= 10
 
-.PHONY: setup system-deps demo demo-autoscale demo-faults test bench lint clean docker-images
+.PHONY: setup system-deps demo demo-autoscale demo-faults test bench lint clean docker-images \
+	kube-build
 
 setup: system-deps $(VENV)/.installed
 
@@ -55,7 +56,7 @@ demo-faults: setup
 		echo "Run and report: reports/latest/ (open reports/latest/report.html)"; \
 		[ $$status -ne 2 ]  # a verdict (pass, fail, inconclusive) was reached
 
-test: setup
+test: setup kube-build
 	@SCALECHECK_WITH_DOCKER=1 sh scripts/system-deps.sh
 	$(PY) -m pytest
 
@@ -67,6 +68,14 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
+
+# The throwaway Kubernetes of tests/kubernetes: Debian packages (as root), then its
+# components built from the Go module proxy into ~/.cache/scalecheck/kube/<version>/
+# (about 8 minutes on 2 cores the first time, nothing the next).
+kube-build: setup
+	@SCALECHECK_WITH_KUBE=1 sh scripts/system-deps.sh
+	@if command -v go >/dev/null 2>&1; then sh scripts/kube-build.sh >/dev/null; \
+	else echo "scalecheck: go not found: the Kubernetes tests will be skipped (and fail under CI)"; fi
 
 # Images for the Compose stack, built without a registry (root, dockerd running).
 docker-images: setup

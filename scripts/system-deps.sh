@@ -24,6 +24,17 @@ if [ "${SCALECHECK_WITH_DOCKER:-}" = 1 ]; then
     command -v ip >/dev/null 2>&1 || optional="$optional iproute2"
     command -v nsenter >/dev/null 2>&1 || optional="$optional util-linux"
 fi
+# The throwaway Kubernetes (tests/kubernetes, `make kube-build`): the runtime, the CNI
+# plugins and etcd from Debian; the components themselves are built with Go.
+if [ "${SCALECHECK_WITH_KUBE:-}" = 1 ]; then
+    command -v etcd >/dev/null 2>&1 || optional="$optional etcd-server"
+    command -v containerd >/dev/null 2>&1 || optional="$optional containerd"
+    command -v runc >/dev/null 2>&1 || optional="$optional runc"
+    [ -x /usr/lib/cni/bridge ] || optional="$optional containernetworking-plugins"
+    command -v iptables >/dev/null 2>&1 || optional="$optional iptables"
+    command -v nft >/dev/null 2>&1 || optional="$optional nftables"
+    command -v ip >/dev/null 2>&1 || optional="$optional iproute2"
+fi
 
 in_ci() { case "${CI:-}" in true|1|yes) return 0 ;; esac; return 1; }
 say() { echo "scalecheck: $*" >&2; }
@@ -71,15 +82,17 @@ fi
 
 if [ -n "$optional" ]; then
     if ! can_install; then
-        if in_ci; then say "CI=true and the Docker tests need:$optional (as root, with apt-get)"; exit 1; fi
-        say "the Docker tests will be skipped: they need$optional (installed as root with apt-get)"
+        if in_ci; then say "CI=true and the Docker and Kubernetes tests need:$optional (as root, with apt-get)"; exit 1; fi
+        say "the Docker and Kubernetes tests will be skipped: they need$optional (installed as root with apt-get)"
         exit 0
     fi
-    say "installing Debian packages for the Docker tests:$optional"
+    say "installing Debian packages for the Docker and Kubernetes tests:$optional"
     # shellcheck disable=SC2086
     if ! install $optional; then
         if in_ci; then say "CI=true and a package the tests need could not be installed:$failed"; exit 1; fi
-        say "could not install$failed; the Docker tests will be skipped"
+        say "could not install$failed; the tests that need it will be skipped"
     fi
+    # The throwaway cluster runs its own etcd and containerd, not the system's.
+    if command -v service >/dev/null 2>&1; then service etcd stop >/dev/null 2>&1 || true; fi
 fi
 exit 0

@@ -69,11 +69,11 @@ def _as_nobody(bin_dir: Path) -> None:
                            env={**env, "CI": "true"})
     assert in_ci.returncode == 1
     assert in_ci.stderr.strip().splitlines()[-1].startswith(
-        "scalecheck: CI=true and the Docker tests need:")
+        "scalecheck: CI=true and the Docker and Kubernetes tests need:")
     assert "debootstrap" in in_ci.stderr
     elsewhere = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert elsewhere.returncode == 0
-    assert "the Docker tests will be skipped" in elsewhere.stderr
+    assert "the Docker and Kubernetes tests will be skipped" in elsewhere.stderr
 
 
 def test_under_ci_an_unreachable_engine_fails_the_docker_tests(tmp_path):
