@@ -15,12 +15,18 @@ which server answered each request, even when the app does not name itself.
 
 Users of plain ``FastHttpUser`` still work: their records have no attempt
 count and no request id (null), and the report says so.
+
+Which client sent a request: each Locust user runs in a greenlet of its own and sends
+its requests one after another, a *process* in Jepsen's sense. ``client_number`` names
+that greenlet, so every user is a client of its own without declaring anything (a
+scenario's ``context()`` returning ``{"user": id}`` groups requests otherwise).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from typing import Any
 
 from gevent import getcurrent
@@ -34,6 +40,18 @@ from loadtest.wire import REQUEST_ID_HEADER
 _PENDING: dict[Any, list] = {}
 _PREFIX = f"{os.getpid():x}-{os.urandom(3).hex()}-"
 _SEQUENCE = itertools.count(1)
+_CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # greenlet -> its number
+_CLIENT_NUMBERS = itertools.count(1)
+
+
+def client_number() -> int:
+    """The number of the greenlet running now (1, 2, ... in this process, in order of
+    first request): one Locust user's requests share it, and no other user's do."""
+    me = getcurrent()
+    number = _CLIENTS.get(me)
+    if number is None:
+        number = _CLIENTS[me] = next(_CLIENT_NUMBERS)
+    return number
 
 
 def take_request_facts() -> tuple[int | None, str | None]:

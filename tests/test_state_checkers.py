@@ -5,7 +5,9 @@ Pure functions over plain operations: nothing is started here."""
 
 from __future__ import annotations
 
+import re
 from itertools import combinations, permutations
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from loadtest.analysis import linearizable
 from loadtest.analysis.history import Op, freeze
 from loadtest.analysis.linearizable import check_register
+from loadtest.analysis.outcomes import OutcomeError, operation_outcome
 from loadtest.analysis.sessions import check_login_sessions, check_session_guarantees
 from loadtest.analysis.setcheck import check_sets
 from loadtest.analysis.state_checks import state_checks, state_findings
@@ -92,7 +95,7 @@ def test_only_a_chain_of_three_operations_is_not_linearizable():
     assert bad["op"]["process"] == "c" and bad["replica"] == "hello-2"
     shown = {o["process"] for o in bad["ops"]}
     assert shown == {"a", "b", "c"}, "the window names the whole chain"
-    assert "c read null from k (absent) on hello-2 at 3.000–4.000 s" in bad["message"]
+    assert "c read null from k on hello-2 at 3.000–4.000 s (HTTP 200)" in bad["message"]
     assert "could only hold 1" in bad["message"]
 
 
@@ -106,7 +109,7 @@ def test_stale_read_from_a_per_replica_cache():
     assert bad["key"] == "k" and bad["replica"] == "hello-2" and bad["t"] == 7.0
     assert bad["could_hold"] == ["v2"]
     texts = [o["text"] for o in bad["ops"]]
-    assert 'a wrote "v2" to k on hello-1 at 4.000–5.000 s' in texts
+    assert 'a wrote "v2" to k on hello-1 at 4.000–5.000 s (HTTP 200)' in texts
 
 
 def test_unknown_writes_may_apply_late_or_never():
@@ -234,6 +237,129 @@ def test_long_history_without_a_quiescent_point_is_cut_and_carried(monkeypatch):
     assert again["violations"][0]["op"]["t_start"] == pytest.approx(377 + 1.6)
 
 
+# -- outcomes as HTTP means them, and compare-and-set -----------------------------------
+
+@pytest.mark.parametrize("f,status,never,declared,expected", [
+    ("write", 200, False, None, ("ok", None)),
+    ("write", 201, False, None, ("ok", None)),
+    ("write", 409, False, None, ("fail", None)),     # the app refused it: no effect
+    ("write", 422, False, None, ("fail", None)),
+    ("write", 500, False, None, ("unknown", None)),  # it may have written
+    ("write", 0, False, None, ("unknown", None)),    # no answer
+    ("write", 503, True, None, ("fail", None)),      # the balancer's own: never reached it
+    ("cas", 200, False, None, ("ok", True)),         # swapped
+    ("cas", 409, False, None, ("ok", False)),        # compared and failed
+    ("cas", 412, False, None, ("ok", False)),
+    ("cas", 400, False, None, ("fail", None)),
+    ("cas", 504, False, None, ("unknown", None)),
+    ("read", 404, False, "ok", ("ok", None)),        # declared: an absent key
+    ("write", 422, False, "unknown", ("unknown", None)),
+    ("write", 200, False, "fail", ("fail", None)),
+    ("cas", 200, False, "compare-failed", ("ok", False)),
+    ("cas", 409, False, "swapped", ("ok", True)),
+])
+def test_operation_outcome_reads_http(f, status, never, declared, expected):
+    assert operation_outcome(f, status, never, declared) == expected
+
+
+def test_a_declared_outcome_that_is_none_is_refused_in_words():
+    with pytest.raises(OutcomeError, match="'done' is not one of ok, fail"):
+        operation_outcome("write", 200, False, "done")
+    with pytest.raises(OutcomeError, match="a cas's, not a write's"):
+        operation_outcome("write", 200, False, "compare-failed")
+
+
+def test_a_rejected_write_has_no_effect():
+    """A 409 to a write (the app refused a conflicting write, as Kinto does) wrote
+    nothing: read as such, the history is linearizable."""
+    h = history(w("a", "v1", 0, 1), w("b", "v2", 0.5, 1.5, outcome="fail", status=409),
+                r("c", "v1", 2, 3))
+    assert check_register(h)["valid"] is True
+    taken = history(w("a", "v1", 0, 1), w("b", "v2", 0.5, 1.5, status=409),
+                    r("c", "v1", 2, 3))  # the same 409 counted as applied: a false alarm
+    assert check_register(taken)["valid"] is True  # v2 may precede v1: overlapping
+    late = history(w("a", "v1", 0, 1), w("b", "v2", 1.5, 1.8, outcome="fail", status=409),
+                   r("c", "v1", 2, 3))
+    assert check_register(late)["valid"] is True
+    applied = history(w("a", "v1", 0, 1), w("b", "v2", 1.5, 1.8, status=409),
+                      r("c", "v1", 2, 3))
+    assert check_register(applied)["valid"] is False
+
+
+def cas(process, old, new, a, b, swapped=True, **kw):
+    status = kw.pop("status", 200 if swapped else 412)
+    return op(process, "cas", a, b, value=[old, new], seen=swapped, status=status, **kw)
+
+
+def test_a_failed_compare_sees_another_value_and_changes_nothing():
+    h = history(w("a", 1, 0, 1), cas("b", 2, 3, 2, 3, swapped=False), r("c", 1, 4, 5))
+    assert check_register(h)["valid"] is True
+    # The same answer while the key surely held 2: no order explains it.
+    h = history(w("a", 2, 0, 1), cas("b", 2, 3, 2, 3, swapped=False, replica="hello-3"),
+                r("c", 2, 4, 5))
+    result = check_register(h)
+    assert result["valid"] is False
+    bad = result["violations"][0]
+    assert bad["op"]["f"] == "cas" and bad["replica"] == "hello-3"
+    assert "compare failed" in bad["message"] and "(HTTP 412)" in bad["message"]
+    assert "could only hold the 2 it expected" in bad["message"]
+    # A concurrent write of another value explains it.
+    h = history(w("a", 2, 0, 1), w("d", 5, 1.5, 2.5), cas("b", 2, 3, 2, 3, swapped=False),
+                r("c", 2, 4, 5))
+    assert check_register(h)["valid"] is False  # 5 then 2 again: no write of 2 after 5
+    h = history(w("a", 2, 0, 1), w("d", 5, 1.5, 2.5), cas("b", 2, 3, 2, 3, swapped=False),
+                r("c", 5, 4, 5))
+    assert check_register(h)["valid"] is True
+    # Counted as a swap (the old reading of any answer below 500), it would not be.
+    h = history(w("a", 1, 0, 1), cas("b", 2, 3, 2, 3), r("c", 1, 4, 5))
+    assert check_register(h)["valid"] is False
+
+
+ETCD = Path(__file__).parent / "data" / "porcupine-etcd"
+_JEPSEN = re.compile(r"^INFO\s+jepsen\.util\s+-\s+(\d+)\s+:(invoke|ok|fail|info)\s+"
+                     r":(read|write|cas)\s+(.*)$")
+
+
+def jepsen_log(text: str, failed_cas: str = "compare-failed") -> list[Op]:
+    """A Jepsen etcd log as a history: a line's index is its time; ``:info`` (a timeout)
+    and an invocation never completed are unknown; a ``:fail :read`` saw nothing; a
+    ``:fail :cas`` compared and failed (or, ``failed_cas="swapped"``, is taken as a swap,
+    as any answer was before compare-and-set had three outcomes)."""
+    pending, ops = {}, []
+    for i, line in enumerate(text.splitlines()):
+        m = _JEPSEN.match(line.strip())
+        if not m:
+            continue
+        process, kind, f, arg = m.groups()
+        if kind == "invoke":
+            value = int(arg) if f == "write" else [int(x) for x in arg.strip("[]").split()] \
+                if f == "cas" else None
+            pending[process] = (f, value, float(i))
+            continue
+        f, value, start = pending.pop(process)
+        unknown = kind == "info" or (kind == "fail" and f == "read")
+        seen = None if unknown else (None if arg == "nil" else int(arg)) if f == "read" else \
+            (kind == "ok" or failed_cas == "swapped") if f == "cas" else None
+        ops.append(op(f"p{process}", f, start, start if unknown else float(i), value=value,
+                      seen=seen, outcome="unknown" if unknown else "ok"))
+    ops += [op(f"p{p}", f, start, start, value=value, outcome="unknown")
+            for p, (f, value, start) in pending.items()]
+    return history(*ops)  # an unknown operation may apply at any time after its start
+
+
+@pytest.mark.parametrize("name,linearizable", [
+    ("etcd_002", True), ("etcd_005", True), ("etcd_007", True), ("etcd_000", False)])
+def test_porcupine_etcd_logs_read_as_porcupine_reads_them(name, linearizable):
+    """Jepsen's etcd logs from Porcupine's tests (tests/data/porcupine-etcd), their failed
+    compare-and-sets recorded as *compare failed*: the same verdict as Porcupine's."""
+    ops = jepsen_log((ETCD / f"{name}.log").read_text())
+    assert len(ops) > 60 and sum(1 for o in ops if o.f == "cas" and o.seen is False) > 5
+    assert check_register(ops)["valid"] is linearizable
+    if linearizable:  # a failed cas taken as a swap: every one reads as a violation
+        swapped = jepsen_log((ETCD / f"{name}.log").read_text(), failed_cas="swapped")
+        assert check_register(swapped)["valid"] is False
+
+
 # -- linearizability against brute force ------------------------------------------------
 
 def brute_force(ops, initial=None) -> bool:
@@ -265,6 +391,9 @@ def _legal(order, state) -> bool:
         elif o.f == "read":
             if freeze(o.seen) != state:
                 return False
+        elif o.seen is False and o.outcome == "ok":  # compared and failed: no effect
+            if state == freeze(o.value[0]):
+                return False
         else:
             old, new = o.value
             if state != old:
@@ -292,6 +421,7 @@ def small_histories(draw, max_ops=7):
             seen = draw(VALUES)
         else:
             value = (draw(VALUES), draw(VALUES))
+            seen = draw(st.sampled_from([True, True, False]))  # False: the compare failed
         key = draw(st.sampled_from(["k", "k", "j"]))
         ops.append(op(f"p{i}", f, a, b, value=value, seen=seen, outcome=outcome, key=key))
     return history(*ops)

@@ -1,11 +1,19 @@
 """Each record's outcome, as Jepsen classifies an operation, and the attempts it hid.
 
+For the visit counter (``classify``):
+
 - ok: a counter value came back (an app without a counter: it answered, below 400);
 - fail: it surely never reached the app (connection refused, or the balancer's
   own answer without a replica name: 503 "no server available", 404 "no route",
   which a restarting Traefik gives before it has loaded its routes);
 - unknown: anything else without a value (timeouts, resets, 502/504, a Redis
   error inside the app): it may or may not have taken effect.
+
+For an operation a scenario declared (``operation_outcome``), as HTTP means the status:
+a 2xx or 3xx took effect (ok), a 4xx did not (fail: the app refused it; a compare-and-set
+answered 409 or 412 *compared and failed*, a definite answer that changed nothing), a
+5xx, a reset or a timeout may have (unknown); what never reached the app failed. What
+the scenario declared (``loadtest.ops.outcome``) wins over all of this.
 """
 
 from __future__ import annotations
@@ -14,6 +22,37 @@ import numpy as np
 import pandas as pd
 
 NO_SERVER_STATUSES = (404, 503)
+COMPARE_FAILED_STATUSES = (409, 412)  # Conflict, Precondition Failed: the compare failed
+DECLARED = ("ok", "fail", "unknown", "swapped", "compare-failed")  # loadtest.ops.OUTCOMES
+
+
+class OutcomeError(ValueError):
+    """A declared outcome the analysis cannot read (the message is one line)."""
+
+
+def operation_outcome(f: str, status: int, never_reached: bool, declared: str | None = None
+                      ) -> tuple[str, bool | None]:
+    """(outcome, swapped) of one declared operation: ``ok``, ``fail`` or ``unknown``, and
+    for a ``cas`` with outcome ok whether it swapped (True) or its compare failed (False);
+    None for every other operation. ``never_reached``: the balancer answered itself or the
+    connection was refused (see ``classify``)."""
+    if declared is not None:
+        if declared not in DECLARED:
+            raise OutcomeError(f"outcome {declared!r} is not one of {', '.join(DECLARED)}")
+        if declared in ("swapped", "compare-failed") and f != "cas":
+            raise OutcomeError(f"outcome {declared!r} is a cas's, not a {f}'s")
+        if declared in ("fail", "unknown"):
+            return declared, None
+        return "ok", (declared != "compare-failed") if f == "cas" else None
+    if never_reached:
+        return "fail", None
+    if status <= 0 or status >= 500:
+        return "unknown", None
+    if status < 400:
+        return "ok", True if f == "cas" else None
+    if f == "cas" and status in COMPARE_FAILED_STATUSES:
+        return "ok", False
+    return "fail", None
 
 
 def classify(df: pd.DataFrame, counted: bool = True
