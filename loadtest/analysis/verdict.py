@@ -302,8 +302,9 @@ def transition_checks(f: dict, t: Thresholds) -> list[Check]:
     can do to a request: no answer, a 5xx (the balancer's 502/503/504 among them), an
     unknown outcome, the balancer's own 4xx; the app's own 4xx answers (a 409 to a
     conflicting write) are the app answering, reported apart and never cut. A change a
-    fault caused or overlaps is judged with that fault (its errors are the fault's); a change that could not be observed to its end
-    (never ready, or too close to the end of the run) is not checked."""
+    fault caused or overlaps is judged with that fault (its errors are the fault's); a
+    change that could not be observed to its end (never ready, or too close to the end of
+    the run) is not checked."""
     transitions, faults, t_max, t0 = f["transitions"], f["faults"], f["t_max"], f["t_min"]
     name = "transition_errors"
     detail = ("requests cut while a scale change was under way (asked → ready + margin): "
