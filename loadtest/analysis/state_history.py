@@ -62,6 +62,9 @@ class StateHistory(Accumulator):
                 raise InputError(f"{where}: {exc}") from None
             _validate(f, value, where)
             seen = _load(seens[j], _MISSING)
+            if f == "read-counter" and outcome == OK and not _count(seen):
+                raise InputError(f"{where}: a read-counter saw {_short(seen)}, not an "
+                                 "integer (or null)")
             if f == "cas":
                 seen = swapped
             elif seen is _MISSING:
@@ -90,6 +93,12 @@ def _validate(f: str, value: object, where: str) -> None:
                          f"{_short(value)}")
     if f == "incr" and (isinstance(value, bool) or not isinstance(value, int)):
         raise InputError(f"{where}: an incr takes an integer to add, not {_short(value)}")
+
+
+def _count(seen: object) -> bool:
+    """A counter's reading: an integer, null (never written), or nothing recorded."""
+    return seen is None or seen is _MISSING or (isinstance(seen, int)
+                                                 and not isinstance(seen, bool))
 
 
 def _short(value: object) -> str:
