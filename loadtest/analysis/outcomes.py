@@ -1,11 +1,13 @@
 """Each record's outcome, as Jepsen classifies an operation, and the attempts it hid.
 
-For the visit counter (``classify``):
+For every record (``classify``):
 
 - ok: a counter value came back (an app without a counter: it answered, below 400);
-- fail: it surely never reached the app (connection refused, or the balancer's
-  own answer without a replica name: 503 "no server available", 404 "no route",
-  which a restarting Traefik gives before it has loaded its routes);
+- fail: it surely never reached the app (``never_reached``: connection refused, or
+  the balancer's own answer without a replica name: 503 "no server available", 404
+  "no route", which a restarting Traefik gives before it has loaded its routes); for
+  an app without a counter, also an answer 4xx from the app itself (a 409 Conflict: a
+  definite refusal, nothing done);
 - unknown: anything else without a value (timeouts, resets, 502/504, a Redis
   error inside the app): it may or may not have taken effect.
 
@@ -59,13 +61,23 @@ def classify(df: pd.DataFrame, counted: bool = True
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks (ok, fail, unknown), one entry per record. ``counted``: the app
     carries a counter, and only a value that came back is ok; an app without one (its
-    counter field ``none``) is ok where it answered below 400."""
+    counter field ``none``) is ok where it answered below 400, and failed where it
+    answered 4xx itself."""
     status = df["status"].to_numpy()
     ok = df["counter"].notna().to_numpy() if counted else (status > 0) & (status < 400)
+    fail = ~ok & never_reached(df)
+    if not counted:
+        fail |= (status >= 400) & (status < 500)
+    return ok, fail, ~ok & ~fail
+
+
+def never_reached(df: pd.DataFrame) -> np.ndarray:
+    """Records that surely never reached the app: a refused connection, or the balancer's
+    own 404/503 with no replica named."""
+    status = df["status"].to_numpy()
     refused = (status == 0) & matches(df["error"], r"ConnectionRefused|Connection refused")
     no_server = np.isin(status, NO_SERVER_STATUSES) & df["hostname"].isna().to_numpy()
-    fail = ~ok & (refused | no_server)
-    return ok, fail, ~ok & ~fail
+    return refused | no_server
 
 
 def matches(series: pd.Series, pattern: str) -> np.ndarray:

@@ -57,7 +57,8 @@ class StateHistory(Accumulator):
             mark = declared[j]
             try:
                 outcome, swapped = operation_outcome(
-                    f, status, bool(chunk.fail[i]), None if _absent(mark) else str(mark))
+                    f, status, bool(chunk.unreached[i]),
+                    None if _absent(mark) else str(mark))
             except OutcomeError as exc:
                 raise InputError(f"{where}: {exc}") from None
             _validate(f, value, where)

@@ -97,7 +97,7 @@ class Slice(Accumulator):
             self.unnamed_errors += int((err & (codes < 0)).sum())
         self.unknown += int(chunk.unknown[sl].sum())
         status = chunk.status[sl]
-        app_4xx = (status >= 400) & (status < 500) & ~chunk.fail[sl]
+        app_4xx = (status >= 400) & (status < 500) & ~chunk.unreached[sl]
         cut = (err | chunk.unknown[sl]) & ~app_4xx
         self.app_4xx += int(app_4xx.sum())
         if cut.any():
