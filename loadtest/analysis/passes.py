@@ -73,7 +73,8 @@ class Chunk:
         """The records at ``rows`` (a mask), as a chunk of their own."""
         kept = {name: getattr(self, name)[rows] for name in (
             "t_start", "t_end", "latency", "status", "err", "ok", "fail", "unknown",
-            "unreached", "host_codes", "intended", "counter", "worker_codes", "user", "hidden", "bins")}
+            "unreached", "host_codes", "intended", "counter", "worker_codes", "user", "hidden",
+            "bins")}
         return Chunk(self.df[rows].reset_index(drop=True), host_names=self.host_names,
                      worker_names=self.worker_names, **kept)
 
