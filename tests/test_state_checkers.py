@@ -271,6 +271,27 @@ def test_a_declared_outcome_that_is_none_is_refused_in_words():
         operation_outcome("write", 200, False, "compare-failed")
 
 
+def test_the_scenario_s_mistakes_are_refused_where_they_are_written():
+    from loadtest.ops import operation, outcome
+
+    assert operation("cas", "k", ("a", "b")) == {"op": "cas", "key": "k", "value": ["a", "b"]}
+    for args, message in ((("wrte", "k", 1), "unknown operation 'wrte'"),
+                          (("cas", "k", "b"), "cas takes [expected, new]"),
+                          (("incr", "k", 1.5), "incr takes an integer")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            operation(*args)
+
+    class Response:
+        request_meta = {"context": operation("write", "k", 1)}
+
+    with pytest.raises(ValueError, match="'compare-failed' is a cas's"):
+        outcome(Response(), "compare-failed")
+    with pytest.raises(ValueError, match="unknown outcome 'maybe'"):
+        outcome(Response(), "maybe")
+    outcome(Response(), "unknown")
+    assert Response.request_meta["context"]["outcome"] == "unknown"
+
+
 def test_a_rejected_write_has_no_effect():
     """A 409 to a write (the app refused a conflicting write, as Kinto does) wrote
     nothing: read as such, the history is linearizable."""
