@@ -44,10 +44,11 @@ _CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # greenlet ->
 _CLIENT_NUMBERS = itertools.count(1)
 
 
-def client_number() -> int:
-    """The number of the greenlet running now (1, 2, ... in this process, in order of
-    first request): one Locust user's requests share it, and no other user's do."""
-    me = getcurrent()
+def client_number(greenlet=None) -> int:
+    """The number of ``greenlet`` (the one running now by default): 1, 2, ... in this
+    process, in the order the users started (``ScalecheckHttpUser``), else of their first
+    request. One Locust user's requests share it, and no other user's do."""
+    me = getcurrent() if greenlet is None else greenlet
     number = _CLIENTS.get(me)
     if number is None:
         number = _CLIENTS[me] = next(_CLIENT_NUMBERS)
@@ -129,6 +130,13 @@ class ScalecheckHttpUser(FastHttpUser):
     as you would ``FastHttpUser``."""
 
     abstract = True
+
+    def start(self, group):
+        """Locust's start, the user's greenlet numbered as a client now: in the order
+        users start, as a scenario numbers its users in ``on_start``."""
+        greenlet = super().start(group)
+        client_number(greenlet)
+        return greenlet
 
     def __init__(self, environment) -> None:
         super().__init__(environment)

@@ -52,8 +52,12 @@ def test_correct_modes_pass_while_the_stack_scales(tmp_path, no_leftovers):
     assert set(df.op.dropna()) == {"login", "write", "read", "add", "read-all", "session",
                                    "incr", "read-counter", "append", "read-list"}
     assert df.hostname.nunique() == 3
-    # No context(): each of the 8 Locust users is a client of its own, numbered apart.
+    # No context(): each of the 8 Locust users is a client of its own, numbered apart, in
+    # the order they started (as the scenario numbers them): local/user3 is user-3.
     assert df.user.nunique() == 8 and (df.user < -1).all()
+    writes = df[df.op == "write"]
+    assert all(json.loads(v).startswith(f"user-{-1 - u}:")
+               for u, v in zip(writes.user, writes.value))
     code, summary = analyse(run_dir)
     checks = checks_of(summary)
     assert code == 0, [(n, c["status"], c["reason"]) for n, c in checks.items()
