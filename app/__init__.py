@@ -4,9 +4,10 @@ It knows nothing of the harness. ``GET /`` answers HTML to browsers and JSON
 to clients that ask for it; ``GET /health`` says whether this replica should
 receive traffic, and stays up when Redis is down (the page still renders and
 says the counter is unavailable, as in the workshop). Beside the counter, the
-state a real app has: keyed values and lists (``app/kv.py``, ``KV_MODE``) and
-logins (``app/session.py``, ``SESSION_MODE``), each with a correct and a faulty
-mode.
+state a real app has: keyed values and lists (``app/kv.py``, ``KV_MODE``), counters
+added to (``app/tally.py``, ``TALLY_MODE``), ordered lists (``app/lists.py``,
+``LIST_MODE``) and logins (``app/session.py``, ``SESSION_MODE``), each with a correct and
+faulty modes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flask import Flask, jsonify, render_template_string, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import kv, session
+from app import kv, lists, session, tally
 from app.cost import spend
 from app.counter import make_counter
 
@@ -49,6 +50,8 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict:
         "KV_CACHE_TTL": float(env.get("KV_CACHE_TTL", "2")),
         "SESSION_MODE": env.get("SESSION_MODE", "redis"),
         "SESSION_TTL": float(env.get("SESSION_TTL", "3600")),
+        "TALLY_MODE": env.get("TALLY_MODE", "atomic"),
+        "LIST_MODE": env.get("LIST_MODE", "redis"),
         # What each GET / costs: CPU burnt and time waited (as for a database call), in ms.
         "CPU_MS": float(env.get("CPU_MS", "0")),
         "WAIT_MS": float(env.get("WAIT_MS", "0")),
@@ -89,6 +92,20 @@ def create_app(
         config["HOSTNAME"]))
     app.register_blueprint(session.blueprint(
         session.make_sessions(config["SESSION_MODE"], state_client, config["SESSION_TTL"]),
+        config["HOSTNAME"]))
+    # The faulty retrying modes' client: redis-py's default, re-sending after a timeout.
+    retrying_client = redis.Redis(
+        host=config["REDIS_HOST"],
+        port=config["REDIS_PORT"],
+        socket_timeout=config["REDIS_TIMEOUT"],
+        socket_connect_timeout=config["REDIS_TIMEOUT"],
+        **_retry_policy("retrying"),
+    )
+    app.register_blueprint(tally.blueprint(
+        tally.make_tally(config["TALLY_MODE"], state_client, retrying_client),
+        config["HOSTNAME"]))
+    app.register_blueprint(lists.blueprint(
+        lists.make_lists(config["LIST_MODE"], state_client, retrying_client),
         config["HOSTNAME"]))
 
     @app.get("/")

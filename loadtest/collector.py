@@ -26,7 +26,7 @@ import gevent
 import orjson
 
 from loadtest.records import PartWriter, Record, ipc_bytes, table_from_ipc, table_from_records
-from loadtest.users import take_request_facts
+from loadtest.users import client_number, take_request_facts
 from loadtest.wire import SERVER_HEADER
 
 log = logging.getLogger(__name__)
@@ -229,13 +229,23 @@ class FieldCheck:
         return warnings
 
 
-_NO_OP = (None, None, None, None)
+_NO_OP = (None, None, None, None, None)
 
 
 def _operation(context: dict) -> tuple:
-    """(op, key, value, seen) of a request that said what it did (``loadtest.ops``)."""
+    """(op, key, value, seen, outcome) of a request that said what it did
+    (``loadtest.ops``)."""
+    declared = context.get("outcome")
     return (context["op"], context.get("key"), _json(context.get("value")),
-            _json(context["seen"]) if "seen" in context else None)
+            _json(context["seen"]) if "seen" in context else None,
+            None if declared is None else str(declared)[:40])
+
+
+def auto_user(number: int) -> int:
+    """The ``user`` recorded for the ``number``-th Locust user of a process that gave no
+    ``context()`` id: negative (-2, -3, ...), so it never meets a scenario's own ids; -1
+    stays "not known" (records written before every user was a client)."""
+    return -1 - number
 
 
 def _json(value) -> str:
@@ -292,7 +302,8 @@ class Collector:
     # The hot path: one reading of the response, one append.
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, _now=time.time,
-                   _facts=take_request_facts, **_kwargs) -> None:
+                   _facts=take_request_facts, _client=client_number, _auto_user=auto_user,
+                   **_kwargs) -> None:
         t_end = _now()
         try:
             hidden, request_id = _facts()
@@ -305,10 +316,12 @@ class Collector:
             else:
                 error = None
             if context:
-                user, intended = context.get("user", -1), context.get("intended")
+                user, intended = context.get("user"), context.get("intended")
                 op = context.get("op")
             else:
-                user, intended, op = -1, None, None
+                user, intended, op = None, None, None
+            if user is None:  # each Locust user is a client of its own (users.client_number)
+                user = _auto_user(_client())
             stage, level = self.stage
             self.seen += 1
             self._rows.append(Record(

@@ -36,7 +36,8 @@ class Record(NamedTuple):
     counter_error: str | None  # why there is no counter value
     stage: int                # index of the plan's stage when it was sent
     scale_level: int          # replicas the plan asked for when it was sent (0: not controlled)
-    user: int                 # per-user id, unique within a worker
+    user: int                 # the scenario's client id (context()), else -1-n for the
+                              # n-th Locust user of its worker; -1: not known
     worker: str
     method: str
     name: str
@@ -49,6 +50,7 @@ class Record(NamedTuple):
     key: str | None = None     # ... to which key
     value: str | None = None   # ... sending this (JSON)
     seen: str | None = None    # ... and seeing this (JSON)
+    outcome: str | None = None  # ... with this outcome, when the scenario declared one
 
 
 SCHEMA = pa.schema([
@@ -75,6 +77,7 @@ SCHEMA = pa.schema([
     ("key", pa.string()),
     ("value", pa.string()),
     ("seen", pa.string()),
+    ("outcome", pa.string()),
 ])
 COLUMNS: list[str] = SCHEMA.names
 if tuple(COLUMNS) != Record._fields:  # pragma: no cover - a programming error, caught at import
@@ -82,7 +85,7 @@ if tuple(COLUMNS) != Record._fields:  # pragma: no cover - a programming error, 
 
 #: Columns a record file written by an older version may lack; they read as null.
 OPTIONAL_COLUMNS = ("t_intended", "attempts", "server", "request_id", "op", "key", "value",
-                    "seen")
+                    "seen", "outcome")
 REQUIRED_COLUMNS = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
 REQUESTS_DIR = "requests"
 

@@ -1,14 +1,18 @@
-"""The locustfile for the hello app's state: keys, sets and sessions, checked Jepsen-style.
+"""The locustfile for the hello app's state: keys, sets, counters, lists and sessions,
+checked Jepsen-style.
 
     locust -f loadtest/state.py --headless -u 12 -r 12 --scale-levels 1,3,2 --stage-time 20s
     KV_MODE=cached SESSION_MODE=memory locust -f loadtest/state.py ...   # the faulty modes
+    TALLY_MODE=racy LIST_MODE=racy locust -f loadtest/state.py ...        # lost adds, appends
 
 The same options as ``loadtest/hello.py``. Each user logs in once, then writes values of
 its own to a few shared keys (unique: the user and a sequence number), reads them back,
-adds elements to a shared list and reads it all, and asks who it is. Every request says
-what it did to the app's state (``loadtest.ops``); ``analyze.py`` checks the history:
-linearizability of each key, the session guarantees, lost and stale elements, and
-sessions honoured by every replica.
+adds elements to a shared set and reads it all, adds to a shared counter and reads it,
+appends to a shared list and reads it in order, and asks who it is. Every request says
+what it did to the app's state (``loadtest.ops``); each user is one client, with nothing
+to declare. ``analyze.py`` checks the history: linearizability of each key, the session
+guarantees, lost and stale elements, counters within their adds' bounds, lists in one
+order, and sessions honoured by every replica.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ harness.install(events, defaults={"counter_field": "none"})  # state, not a visi
 _user_ids = itertools.count(1)
 KEYS = [f"k{n}" for n in range(8)]   # shared by every user: concurrent writers and readers
 SETS = ["log"]
+TALLIES = ["likes"]
+LISTS = ["events"]
 JSON = {"Accept": "application/json"}
 
 
@@ -49,13 +55,9 @@ class StateUser(ScalecheckHttpUser):
     def on_start(self) -> None:
         self.user_id = next(_user_ids)
         self.name = f"user-{self.user_id}"
-        self._context = {"user": self.user_id}
         self.sequence = itertools.count(1)
         self.client.post("/login", json={"user": self.name}, headers=JSON, name="/login",
                          context=operation("login", value=self.name))
-
-    def context(self) -> dict:
-        return self._context
 
     @task(3)
     def write(self) -> None:
@@ -86,6 +88,37 @@ class StateUser(ScalecheckHttpUser):
         key = random.choice(SETS)
         with self.client.get(f"/set/{key}", headers=JSON, name="/set read",
                              catch_response=True, context=operation("read-all", key)) as resp:
+            if resp.status_code == 200:
+                saw(resp, _json(resp).get("value"))
+
+    @task(2)
+    def incr(self) -> None:
+        key = random.choice(TALLIES)
+        n = random.randint(1, 3)
+        self.client.post(f"/tally/{key}", json=n, headers=JSON, name="/tally add",
+                         context=operation("incr", key, n))
+
+    @task(2)
+    def read_counter(self) -> None:
+        key = random.choice(TALLIES)
+        with self.client.get(f"/tally/{key}", headers=JSON, name="/tally read",
+                             catch_response=True,
+                             context=operation("read-counter", key)) as resp:
+            if resp.status_code == 200:
+                saw(resp, _json(resp).get("value"))
+
+    @task(2)
+    def append(self) -> None:
+        key = random.choice(LISTS)
+        element = f"{self.name}:{next(self.sequence)}"
+        self.client.post(f"/list/{key}", json=element, headers=JSON, name="/list append",
+                         context=operation("append", key, element))
+
+    @task(1)
+    def read_list(self) -> None:
+        key = random.choice(LISTS)
+        with self.client.get(f"/list/{key}", headers=JSON, name="/list read",
+                             catch_response=True, context=operation("read-list", key)) as resp:
             if resp.status_code == 200:
                 saw(resp, _json(resp).get("value"))
 

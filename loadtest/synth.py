@@ -90,7 +90,8 @@ def generate(spec: SynthSpec) -> tuple[dict, dict[str, np.ndarray]]:
         "attempts": np.ones(n, dtype=np.int32),
         "server": np.full(n, None, dtype=object),
         "request_id": np.full(n, None, dtype=object),
-        **{name: np.full(n, None, dtype=object) for name in ("op", "key", "value", "seen")},
+        **{name: np.full(n, None, dtype=object) for name in ("op", "key", "value", "seen",
+                                                            "outcome")},
     }
     consumed = _inject(cols, by_lin, lin, spec, rng, events)
     after = spec.counter_before + consumed - spec.anomalies.lost

@@ -22,6 +22,11 @@ from the records and from Locust's own counts alike.
 
 Users of plain ``FastHttpUser`` still work: their records have no attempt
 count and no request id (null), and the report says so.
+
+Which client sent a request: each Locust user runs in a greenlet of its own and sends
+its requests one after another, a *process* in Jepsen's sense. ``client_number`` names
+that greenlet, so every user is a client of its own without declaring anything (a
+scenario's ``context()`` returning ``{"user": id}`` groups requests otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import weakref
 from typing import Any
 
 from gevent import GreenletExit, getcurrent
@@ -42,6 +48,19 @@ from loadtest.wire import REQUEST_ID_HEADER
 _PENDING: dict[Any, list] = {}
 _PREFIX = f"{os.getpid():x}-{os.urandom(3).hex()}-"
 _SEQUENCE = itertools.count(1)
+_CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # greenlet -> its number
+_CLIENT_NUMBERS = itertools.count(1)
+
+
+def client_number(greenlet=None) -> int:
+    """The number of ``greenlet`` (the one running now by default): 1, 2, ... in this
+    process, in the order the users started (``ScalecheckHttpUser``), else of their first
+    request. One Locust user's requests share it, and no other user's do."""
+    me = getcurrent() if greenlet is None else greenlet
+    number = _CLIENTS.get(me)
+    if number is None:
+        number = _CLIENTS[me] = next(_CLIENT_NUMBERS)
+    return number
 
 
 def take_request_facts() -> tuple[int | None, str | None]:
@@ -130,6 +149,13 @@ class ScalecheckHttpUser(FastHttpUser):
     ``FastHttpUser``."""
 
     abstract = True
+
+    def start(self, group):
+        """Locust's start, the user's greenlet numbered as a client now: in the order
+        users start, as a scenario numbers its users in ``on_start``."""
+        greenlet = super().start(group)
+        client_number(greenlet)
+        return greenlet
 
     def __init__(self, environment) -> None:
         timeout = harness_request_timeout(environment)

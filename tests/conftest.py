@@ -18,10 +18,10 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtest" / "hello.py"
 STACK_PROGRAMS = ("haproxy", "redis-server", "traefik")
-#: Marks what this test session starts (children inherit it), so that a leftover check
-#: never blames this session for another's processes on the same machine.
+# Every process this test session starts inherits this mark: on a machine shared with other
+# checkouts running stacks of their own, only ours count as left behind.
 SESSION_MARK = "SCALECHECK_TEST_SESSION"
-os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{time.time_ns()}")
+os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def in_ci() -> bool:
@@ -54,7 +54,9 @@ def stack_processes() -> set[int]:
     """PIDs of everything a stack may start (to prove none is left behind).
 
     Processes in containers (another PID namespace) are Docker's business, not
-    ours: a Redis or a replica in a container looks the same from here."""
+    ours: a Redis or a replica in a container looks the same from here. Nor are those
+    another session started (another checkout's tests on the same machine): a process
+    whose environment is readable and lacks this session's mark is not ours."""
     found = set()
     ours = _pid_namespace("self")
     for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
@@ -64,19 +66,21 @@ def stack_processes() -> set[int]:
             if _pid_namespace(proc.info["pid"]) != ours:
                 continue
             cmd = " ".join(proc.info["cmdline"] or [])
-            if (proc.info["name"] in STACK_PROGRAMS or "app.serve" in cmd) and ours_(proc):
+            replica = any(mark in cmd for mark in ("app.serve", "tests/apps/", "-m shop"))
+            if (proc.info["name"] in STACK_PROGRAMS or replica) and _ours(proc):
                 found.add(proc.info["pid"])
         except psutil.Error:
             continue
     return found
 
 
-def ours_(proc: psutil.Process) -> bool:
-    """Started by this test session (or unknown: then counted, to be safe)."""
+def _ours(proc: psutil.Process) -> bool:
     try:
         return proc.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]
+    except psutil.AccessDenied:
+        return True  # cannot tell: counted, as before
     except psutil.Error:
-        return True
+        return False
 
 
 @pytest.fixture

@@ -208,6 +208,47 @@ def test_transition_threshold_can_allow_a_stack_known_to_cut(tmp_path):
     assert check["status"] == "not applicable" and off["verdict"] == "pass"
 
 
+def test_the_app_s_own_4xx_during_a_scale_change_are_not_cut(tmp_path):
+    """Seven 409s the app itself answered (a replica named, no counter value) inside the
+    scale changes: the app answering, not the change cutting. Counted apart; the check
+    passes and the sentence says no request was cut and the 7 answers apart."""
+    from loadtest.analysis.view import findings
+    from loadtest.synth import _in_transitions
+
+    spec = SynthSpec(20_000, [1, 3, 2], seed=3)
+    meta, cols = generate(spec)
+    inside = np.flatnonzero(_in_transitions(meta["stack_events"], cols["t_start"]))
+    chosen = inside[:: max(1, len(inside) // 7)][:7]
+    cols["status"][chosen] = 409
+    cols["counter"][chosen] = None
+    cols["error"][chosen] = "HTTP 409"
+    s = analyse(load_run(write(tmp_path / "run", meta, cols)), Thresholds()).summary
+    check = next(c for c in s["checks"] if c["name"] == "transition_errors")
+    assert check["status"] == "pass", check["reason"]
+    changes = check["evidence"]["changes"]
+    assert sum(c["cut"] for c in changes) == 0 and sum(c["app_4xx"] for c in changes) == 7
+    assert sum(c["errors"] for c in changes) == 7  # errors still, for the error counts
+    line = next(x for x in findings(s) if "scale change" in x and "cut" in x)
+    assert line.startswith("No request was cut at any of the 2 scale changes")
+    assert "the app answered 7 of them 4xx itself" in line
+
+
+def test_a_relaxed_transition_threshold_still_says_what_was_cut(tmp_path):
+    """Four balancer errors let through by a loose threshold: the check passes, and the
+    sentence counts the 4 rather than saying no request was cut."""
+    from loadtest.analysis.view import findings
+
+    spec = SynthSpec(20_000, [1, 3, 2], seed=3, anomalies=Anomalies(transition_errors=4))
+    meta, cols = generate(spec)
+    s = analyse(load_run(write(tmp_path / "run", meta, cols)),
+                Thresholds(max_transition_error_rate=0.5)).summary
+    check = next(c for c in s["checks"] if c["name"] == "transition_errors")
+    assert check["status"] == "pass"
+    line = next(x for x in findings(s) if "scale change" in x and "cut" in x)
+    assert line.startswith("4 of ") and "requests were cut at the 2 scale change(s)" in line
+    assert "No request was cut" not in " ".join(findings(s))
+
+
 def test_a_scale_change_at_the_very_end_is_not_checked(tmp_path):
     spec = SynthSpec(20_000, [1, 2], seed=5)
     meta, cols = generate(spec)

@@ -119,6 +119,31 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("op,value,outcome,message", [
+    ("wrte", '"v"', None, "unknown operation 'wrte'"),
+    ("cas", '"v"', None, 'a cas takes [expected, new] as its value, not "v"'),
+    ("incr", '"two"', None, 'an incr takes an integer to add, not "two"'),
+    ("write", '"v"', "done", "outcome 'done' is not one of ok, fail"),
+])
+def test_an_operation_the_checkers_cannot_read_is_one_line(tmp_path, op, value, outcome,
+                                                           message):
+    """A record of a state operation the checkers cannot read (written by hand, or by
+    something other than loadtest.ops): one line naming the record, exit 2, never a
+    traceback, never judged as the app's doing."""
+    import numpy as np
+
+    meta, cols = generate(SynthSpec(600))
+    for name in ("op", "key", "value", "seen", "outcome"):
+        cols[name] = np.full(len(cols["t_start"]), None, dtype=object)
+    cols["op"][100], cols["key"][100], cols["value"][100] = op, "k", value
+    cols["outcome"][100] = outcome
+    proc = analyze(write(tmp_path / "run", meta, cols))
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("  [")]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "the record of synth/" in lines[0] and "Traceback" not in proc.stderr
+
+
 def test_unknown_option_is_usage_error(tmp_path):
     proc = analyze("--frobnicate")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

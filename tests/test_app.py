@@ -187,6 +187,93 @@ def test_state_modes_are_checked():
         client_for(1, SESSION_MODE="sticky")
 
 
+def test_state_modes_are_checked_for_counters_and_lists():
+    with pytest.raises(ValueError, match="TALLY_MODE"):
+        client_for(1, TALLY_MODE="eventual")
+    with pytest.raises(ValueError, match="LIST_MODE"):
+        client_for(1, LIST_MODE="sorted")
+
+
+def _add_from_threads(clients, route: str, bodies: list, threads: int = 8) -> None:
+    """Each body POSTed once to ``route``, by ``threads`` threads over the replicas."""
+    import json
+
+    def run(t: int) -> None:
+        for i in range(t, len(bodies), threads):
+            resp = clients[i % len(clients)].post(route, data=json.dumps(bodies[i]),
+                                                   content_type="application/json")
+            assert resp.status_code == 200, resp.get_json()
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+@pytest.mark.parametrize("mode,whole", [("atomic", True), ("racy", False)])
+def test_tally_modes_under_concurrency(redis_server, mode, whole):
+    """400 adds of 1 to 3 through two replicas: the atomic counter has them all; the
+    read-modify-write one loses some."""
+    a, b = replicas(redis_server, TALLY_MODE=mode)
+    key = f"likes-{mode}"
+    amounts = [1 + i % 3 for i in range(400)]
+    _add_from_threads([a, b], f"/tally/{key}", amounts)
+    total = b.get(f"/tally/{key}").get_json()
+    assert total["hostname"] == "hello-2"
+    assert (total["value"] == sum(amounts)) is whole, total
+    assert a.post(f"/tally/{key}", data="1.5", content_type="application/json"
+                  ).status_code == 400
+
+
+@pytest.mark.parametrize("mode,whole", [("redis", True), ("racy", False)])
+def test_list_modes_under_concurrency(redis_server, mode, whole):
+    """300 appends through two replicas: RPUSH keeps them all, in one order; the JSON
+    document read, appended to and written back loses some."""
+    a, b = replicas(redis_server, LIST_MODE=mode)
+    key = f"log-{mode}"
+    elements = [f"e{i}" for i in range(300)]
+    _add_from_threads([a, b], f"/list/{key}", elements)
+    got = a.get(f"/list/{key}").get_json()["value"]
+    assert len(set(got)) == len(got)
+    assert (sorted(got) == sorted(elements)) is whole, len(got)
+
+
+def test_retrying_modes_apply_a_command_twice_under_a_redis_stall(redis_server):
+    """A frozen Redis: the retrying client re-sends the add, then the append, after its
+    timeout on the connection it had open; once Redis wakes, both attempts take effect."""
+    import os
+    import signal
+    import time
+
+    import redis
+
+    direct = redis.Redis(host="127.0.0.1", port=redis_server)
+    pid = direct.info("server")["process_id"]
+    app = client_for(redis_server, REDIS_TIMEOUT=0.3, TALLY_MODE="retrying",
+                     LIST_MODE="retrying")
+    app.post("/tally/stall", data="0", content_type="application/json")  # connected
+
+    def stalled(route: str, body: str) -> int:
+        status = []
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            worker = threading.Thread(target=lambda: status.append(app.post(
+                route, data=body, content_type="application/json").status_code))
+            worker.start()
+            time.sleep(0.8)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        worker.join()
+        return status[0]
+
+    stalled("/tally/stall", "5")
+    stalled("/list/stall", '"x"')
+    time.sleep(0.2)
+    assert int(direct.get("tally:stall")) >= 10          # 5 added twice or more
+    assert direct.lrange("list:stall", 0, -1).count(b'"x"') >= 2
+
+
 def test_state_requests_time_out_once_without_retry(redis_server):
     """A frozen Redis (the pause-redis fault): each request answers 503 within about
     REDIS_TIMEOUT, and Redis receives each command at most once, even with the counter's

@@ -28,7 +28,8 @@ EXAMPLES = ROOT / "examples" / "ci"
 STATE_CHECKS = sorted(["register_linearizable", "session_monotonic_reads",
                        "session_monotonic_writes", "session_read_your_writes",
                        "session_writes_follow_reads", "sessions_honoured", "set_lost",
-                       "set_stale", "set_unexpected"])
+                       "set_stale", "set_unexpected", "add_counter_lost", "add_counter_extra",
+                       "list_lost", "list_duplicated", "list_reordered", "list_stale"])
 
 
 def _env(**extra) -> dict:

@@ -85,6 +85,40 @@ def test_every_kind_of_response_becomes_a_record(server, tmp_path):
     assert rows["/reset"]["status"] == 0 and rows["/reset"]["error"]
 
 
+def test_each_greenlet_is_a_client_of_its_own_unless_its_context_says(server, tmp_path):
+    """Two Locust users (greenlets) with no context(): two clients, each with one number
+    for all its requests; a context's ``user`` wins; a declared outcome is recorded."""
+    import gevent
+
+    from loadtest.ops import operation, outcome
+
+    env = Environment()
+    collector = Collector(env, FieldSpec.parse("json:hostname"), FieldSpec.parse("none"),
+                          writer=PartWriter(tmp_path, "test"))
+    session = FastHttpSession(server, env.events.request, user=None, max_retries=0)
+
+    def user(paths, context=None):
+        for path in paths:
+            session.get(path, context=context or {})
+
+    def declared():
+        with session.get("/ok", context=operation("write", "k", 1),
+                         catch_response=True) as resp:
+            outcome(resp, "unknown")
+
+    gevent.joinall([gevent.spawn(user, ["/ok", "/str"]), gevent.spawn(user, ["/ok", "/str"]),
+                    gevent.spawn(user, ["/ok"], {"user": 7}), gevent.spawn(declared)])
+    collector.flush()
+    rows = pq.read_table(part_files(tmp_path)[0]).to_pylist()
+    users = [r["user"] for r in rows]
+    assert users.count(7) == 1
+    auto = [u for u in users if u != 7]
+    assert len(set(auto)) == 3 and all(u < -1 for u in auto)  # -2, -3, ...: never a scenario's
+    assert sorted(auto.count(u) for u in set(auto)) == [1, 2, 2]
+    write = next(r for r in rows if r["op"] == "write")
+    assert write["outcome"] == "unknown" and write["value"] == "1"
+
+
 def test_header_sources(server, tmp_path):
     rows = record_all(server, tmp_path, ["/ok"], hostname="header:X-Served-By")
     assert rows[0]["hostname"] == "hdr-host" and rows[0]["counter"] == 7

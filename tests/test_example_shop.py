@@ -393,7 +393,8 @@ def test_locustfile_runs_every_task_against_the_real_app(shop, redis_server, tmp
                             "/products/[id]/reviews"}
     assert len(records) >= 80  # 4 users thinking 0.05-0.25 s: about 150
     assert (records["status"].isin([200, 201])).all(), records["status"].value_counts()
-    assert set(records["user"]) == {1, 2, 3, 4}
+    # No context() in the locustfile: each of the 4 shoppers is a client of its own.
+    assert records["user"].nunique() == 4 and (records["user"] < -1).all()
     assert int(redis.Redis(port=redis_server).get("shop:orders:seq") or 0) >= 1
 
 

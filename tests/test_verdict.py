@@ -15,7 +15,7 @@ import pytest
 
 from loadtest.analysis.consistency import CounterChecker, explained_gaps
 from loadtest.analysis.load import load_run
-from loadtest.analysis.outcomes import classify
+from loadtest.analysis.outcomes import classify, never_reached
 from loadtest.analysis.passes import Chunk
 from loadtest.analysis.summary import Settings, analyse
 from loadtest.analysis.thresholds import Thresholds
@@ -126,6 +126,22 @@ def test_an_app_error_without_a_value_is_an_unknown_outcome():
              "error": "ConnectionRefusedError: [Errno 111] Connection refused", "user": 2}]
     ok, fail, unknown = classify(_records(rows))
     assert list(unknown) == [True, False] and list(fail) == [False, True]
+
+
+def test_an_app_without_a_counter_that_answers_4xx_refused_the_request():
+    """No counter: a 409 the app answered (a replica named) is a definite answer that did
+    nothing (fail), not an unknown outcome; the balancer's own 503 never reached it; a
+    502 may have."""
+    rows = [{"t_start": float(i), "t_end": i + 0.1, "counter": None, "user": 1,
+             "status": status, "hostname": host}
+            for i, (status, host) in enumerate([(200, "h1"), (409, "h1"), (503, None),
+                                                (502, None), (0, None)])]
+    df = _records(rows)
+    ok, fail, unknown = classify(df, counted=False)
+    assert list(ok) == [True, False, False, False, False]
+    assert list(fail) == [False, True, True, False, False]
+    assert list(unknown) == [False, False, False, True, True]
+    assert list(never_reached(df)) == [False, False, True, False, False]
 
 
 # -- unknown outcomes count against a threshold of their own -------------------------------

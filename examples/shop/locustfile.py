@@ -4,7 +4,8 @@ Four lines (marked ``scalecheck``) make it a scalecheck locustfile: the
 harness's listeners, the shape that follows its run plan, and a user class that
 counts every attempt on the wire and sends the request id the balancer logs. The
 reviews say what they do to shared state (``operation``, ``saw``): the harness checks
-that no review added is lost or missing from a later read, on any replica. With them, the
+that no review added is lost or missing from a later read, on any replica (each shopper is
+one client, with nothing more to declare). With them, the
 harness decides the load and the stack (see README.md), for example against a
 shop already running:
 
@@ -47,10 +48,6 @@ class Shopper(ScalecheckHttpUser):
             else:
                 resp.failure(f"no catalogue: HTTP {resp.status_code}")
                 self.product_ids = ["p01"]
-
-    def context(self) -> dict:
-        # Who sent each request, for scalecheck's per-user checks.
-        return {"user": self.number}
 
     @task(6)
     def browse(self) -> None:

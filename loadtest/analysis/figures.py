@@ -5,6 +5,7 @@ only when a report is drawn: matplotlib alone takes over a second to import."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -210,19 +211,36 @@ def _first_violation(s: dict) -> dict | None:
 
 
 def _state_figure(violation: dict, path: Path) -> bytes:
-    """One key's operations around its first violation: each a bar over its real span,
-    one row per client, the read no order explains in red."""
-    ops = violation.get("ops") or []
-    processes = sorted({o["process"] for o in ops})
-    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * max(1, len(processes))))
-    bad = (violation.get("op") or {}).get("t_start")
-    for o in ops:
-        y = processes.index(o["process"])
-        red = o["t_start"] == bad and o["f"] == "read"
-        ax.barh(y, max(o["t_end"] - o["t_start"], 1e-3), left=o["t_start"], height=0.5,
-                color="#d62728" if red else ("#1f77b4" if o["f"] == "write" else "#7f7f7f"))
-        shown = o["value"] if o["f"] != "read" else o["seen"]
-        ax.text(o["t_start"], y + 0.3, f"{o['f']} {shown} ({o['replica']})", fontsize=7)
-    ax.set_yticks(range(len(processes)), processes, fontsize=7)
-    ax.set_xlabel(f"seconds from the first operation (key {violation.get('key')})")
+    """One key's operations around its first violation: each a bar over its real span, one
+    row per operation, named on the left (client, what it did, replica, HTTP status), so
+    no label can run into another; the operation no order explains in red."""
+    ops = sorted(violation.get("ops") or [], key=lambda o: (o["t_start"], o["index"]))
+    bad = (violation.get("op") or {}).get("index")
+    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.32 * max(1, len(ops))))
+    labels = []
+    for y, o in enumerate(ops):
+        red = o["index"] == bad
+        unknown = o["outcome"] == "unknown"
+        end = o["t_end"] if not unknown else max(o["t_end"], o["t_start"] + 0.05)
+        ax.barh(y, max(end - o["t_start"], 1e-3), left=o["t_start"], height=0.6,
+                color="#d62728" if red else ("#1f77b4" if o["f"] in ("write", "cas")
+                                             else "#7f7f7f"),
+                hatch="//" if unknown else None, alpha=0.5 if o["outcome"] == "fail" else 1)
+        labels.append(_op_label(o))
+    ax.set_yticks(range(len(ops)), labels, fontsize=7)
+    ax.invert_yaxis()  # the first operation on top, as the text reads
+    ax.set_xlabel(f"seconds from the first operation (key {violation.get('key')}); hatched: "
+                  "outcome unknown, pale: no effect")
     return _save(fig, path)
+
+
+def _op_label(o: dict) -> str:
+    """An operation in a few words: ``local/3 write "v1" · hello-2 · 200``."""
+    shown = o["seen"] if o["f"] == "read" else o["value"]
+    text = json.dumps(shown, ensure_ascii=False, default=str)
+    if len(text) > 24:
+        text = text[:23] + "…"
+    if o["f"] == "cas" and o["outcome"] == "ok":
+        text += " swapped" if o["seen"] is not False else " compare failed"
+    status = o["status"] or "no answer"
+    return f"{o['process']} {o['f']} {text} · {o['replica'] or '?'} · {status}"

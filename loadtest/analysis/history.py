@@ -3,8 +3,11 @@
 A history is a sequence of ``Op``, sorted by ``t_start``, in the manner of a
 Jepsen history: each operation has an outcome, ``ok`` (it took effect, and
 ``seen`` is what it saw), ``fail`` (it surely had no effect: it never reached
-the app) or ``unknown`` (it may or may not have taken effect, e.g. a timeout).
-The checkers depend only on this type, not on how a run records requests.
+the app, or the app refused it with a 4xx) or ``unknown`` (it may or may not have
+taken effect, e.g. a timeout or a 5xx). A compare-and-set with outcome ``ok`` either
+swapped (``seen`` True) or compared and failed (``seen`` False): a definite answer
+that saw another value and changed nothing. The checkers depend only on this type,
+not on how a run records requests.
 
 Also here: how an operation is told in plain words for the evidence (who did
 what, on which replica, when: seconds from the first operation of the run).
@@ -20,17 +23,26 @@ OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
 OUTCOMES = (OK, FAIL, UNKNOWN)
 REGISTER_FS = frozenset({"write", "read", "cas"})
 SET_FS = frozenset({"add", "read-all"})
+COUNTER_FS = frozenset({"incr", "read-counter"})
+LIST_FS = frozenset({"append", "read-list"})
 LOGIN_FS = frozenset({"login", "session"})
+#: Every operation, in the order ``loadtest.ops`` lists them.
+ALL_FS = ("write", "read", "cas", "add", "read-all", "incr", "read-counter", "append",
+          "read-list", "login", "session")
+#: Operations whose ``seen`` is what they are about: without it they judge nothing.
+READ_FS = frozenset({"read", "read-all", "read-counter", "read-list", "session"})
 EXAMPLES = 10  # examples of each kind of violation kept for the report
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
     process: str          # who issued it; one process's ops are sequential (e.g. "local/17")
-    f: str                # "write" | "read" | "cas" | "add" | "read-all" | "login" | "session"
-    key: str | None       # register key, set name, or None
-    value: object         # sent: write -> v, add -> element, cas -> (old, new), login -> user
-    seen: object          # seen: read -> v or None (absent), read-all -> list, session -> user
+    f: str                # one of ALL_FS
+    key: str | None       # register key, set, counter or list name, or None
+    value: object         # sent: write -> v, add/append -> element, cas -> (old, new),
+                          # incr -> n, login -> user
+    seen: object          # seen: read -> v or None (absent), read-all/read-list -> list,
+                          # read-counter -> n, session -> user; cas -> swapped (bool)
     outcome: str          # "ok" | "fail" (surely no effect) | "unknown" (may have taken effect)
     t_start: float        # epoch s, before the request was sent (lower bound of its real span)
     t_end: float          # epoch s, when its response arrived; for unknown: when we gave up
@@ -75,33 +87,46 @@ def span(op: Op, t0: float) -> str:
 def describe(op: Op, t0: float) -> str:
     """One operation in plain words: who did what to which key, on which replica, when."""
     where = f"on {op.replica}" if op.replica else "on an unknown replica"
-    key = f" {op.key}" if op.key is not None else ""
-    if op.f == "write":
-        what = f"wrote {fmt(op.value)} to{key}"
-    elif op.f == "read":
-        what = f"read {fmt(op.seen)} from{key}" + (" (absent)" if op.seen is None else "")
-    elif op.f == "cas":
-        old, new = _pair(op.value)
-        what = f"compare-and-set{key} from {fmt(old)} to {fmt(new)}"
-    elif op.f == "add":
-        what = f"added {fmt(op.value)} to{key}"
-    elif op.f == "read-all":
-        n = len(op.seen) if isinstance(op.seen, list | tuple) else 0
-        what = f"read{key}: {n} element(s)"
-    elif op.f == "login":
-        what = f"logged in as {fmt(op.value)}"
-    elif op.f == "session":
-        who = "not logged in" if op.seen is None else f"logged in as {fmt(op.seen)}"
-        what = f"asked who it is: {who}"
-    else:
-        what = f"{op.f}{key} {fmt(op.value)}"
-    status = f", HTTP {op.status}" if op.status and not 200 <= op.status < 300 else ""
+    what = _what(op)
     if op.outcome == UNKNOWN:
+        answer = f"HTTP {op.status} at" if op.status else "no answer by"
         return (f"{op.process} {what} {where} from {op.t_start - t0:.3f} s (outcome unknown: "
-                f"no answer by {op.t_end - t0:.3f} s{status})")
+                f"{answer} {op.t_end - t0:.3f} s)")
+    http = f"HTTP {op.status}" if op.status else "no answer"
     if op.outcome == FAIL:
-        return f"{op.process} {what} {where} at {span(op, t0)} (failed{status})"
-    return f"{op.process} {what} {where} at {span(op, t0)}{status}"
+        return f"{op.process} {what} {where} at {span(op, t0)} ({http}: no effect)"
+    return f"{op.process} {what} {where} at {span(op, t0)} ({http})"
+
+
+def _what(op: Op) -> str:
+    """What an operation did, in words (its key included)."""
+    key = f" {op.key}" if op.key is not None else ""
+    n = len(op.seen) if isinstance(op.seen, list | tuple) else 0
+    if op.f == "write":
+        return f"wrote {fmt(op.value)} to{key}"
+    if op.f == "read":
+        return f"read {fmt(op.seen)} from{key}"
+    if op.f == "cas":
+        old, new = _pair(op.value)
+        result = "" if op.outcome != OK else ": swapped" if op.seen is not False else \
+            ": compare failed"
+        return f"compare-and-set{key} from {fmt(old)} to {fmt(new)}{result}"
+    if op.f in ("add", "append"):
+        return f"{op.f}ed {fmt(op.value)} to{key}"  # added, appended
+    if op.f == "read-all":
+        return f"read{key}: {n} element(s)"
+    if op.f == "read-list":
+        return f"read{key}: {fmt(op.seen, 80)}"
+    if op.f == "incr":
+        return f"added {fmt(op.value)} to{key}"
+    if op.f == "read-counter":
+        return f"read {fmt(op.seen)} from{key}"
+    if op.f == "login":
+        return f"logged in as {fmt(op.value)}"
+    if op.f == "session":
+        who = "not logged in" if op.seen is None else f"logged in as {fmt(op.seen)}"
+        return f"asked who it is: {who}"
+    return f"{op.f}{key} {fmt(op.value)}"
 
 
 def evidence(op: Op, t0: float) -> dict:

@@ -17,13 +17,18 @@ against a brute-force search on random histories):
 
 - ``fail`` operations surely had no effect and are dropped; an ``unknown``
   read saw nothing and is dropped.
-- A read of the value the register holds is linearized at once, without
-  branching: moving a pending read earlier, to a point where its value is
-  held, never breaks a linearization (it is pure, and everything that must
-  precede it already has).
+- A compare-and-set whose compare failed (outcome ``ok``, ``seen`` False) changed
+  nothing and saw a value other than the one it expected: a read of "anything but
+  that value". Like a read, it is linearized at once where the register holds another
+  value; where it holds the expected one, a write of any other value may come first.
+- A read of the value the register holds (or a failed compare of another) is
+  linearized at once, without branching: moving a pending read earlier, to a
+  point where its value is held, never breaks a linearization (it is pure, and
+  everything that must precede it already has).
 - A write is linearized only when it is the frontier, just before an
-  operation that reads its value (a read, or the old value of a
-  compare-and-set), or when it writes the value the register already holds.
+  operation that reads its value (a read, the old value of a compare-and-set,
+  or any other value for a failed compare), or when it writes the value the
+  register already holds.
   A write that nothing reads is *absorbed* when it becomes the frontier: it
   sat unread just before the last write linearized after its call (the
   search keeps, per configuration, the time up to which calls may be
@@ -139,6 +144,7 @@ class _Table:
     ok_writes: dict[Hashable, list[int]]   # value -> ok writes of it
     unk_writes: dict[Hashable, list[tuple[int, float]]]   # value -> (bit mask, start)
     unk_cas: list[tuple[int, float, Hashable, Hashable]]  # (bit mask, start, old, new)
+    differs: int = 0                       # mask of the failed compares ("nocas")
 
 
 class _Key:
@@ -203,14 +209,17 @@ class RegisterChecker:
             self._advance(key, op.t_start)
             if key.status is not None:
                 return
-        arg = (freeze(op.seen) if op.f == "read" else cas_pair(op.value) if op.f == "cas"
+        f = op.f
+        arg = (freeze(op.seen) if f == "read" else cas_pair(op.value) if f == "cas"
                else freeze(op.value))
+        if f == "cas" and not unknown and op.seen is False:
+            f, arg = "nocas", arg[0]  # compared and failed: saw anything but arg
         prev = key.last_ok.get(op.process)
         if prev is not None and prev.ret >= op.t_start and prev.op.t_end < op.t_start:
             # The margin never lets a process's operation overlap its next one.
             prev.ret = math.nextafter(op.t_start, -math.inf)
         ret = math.inf if unknown else op.t_end + self.margin
-        entry = _Entry(key.serial, op, unknown, op.f, arg, op.t_start, ret)
+        entry = _Entry(key.serial, op, unknown, f, arg, op.t_start, ret)
         key.seg.append(entry)
         key.serial += 1
         if not unknown:
@@ -267,6 +276,9 @@ class RegisterChecker:
         elif e.f == "read":
             if state != e.arg:
                 return False
+        elif e.f == "nocas":
+            if state == e.arg:
+                return False
         elif state == e.arg[0]:
             state = e.arg[1]
         else:
@@ -307,6 +319,7 @@ class RegisterChecker:
         first is enough), and the deepest frontier reached with up to 10 values the register
         could hold there: where a violation is, if none reached the cut."""
         ret, kinds, reads, m = table.ret, table.kinds, table.reads, len(table.ok)
+        differs = table.differs
         okmask = (1 << m) - 1
         branch = _brancher(table, push)
         finals: list[tuple[int, Hashable, float]] = []
@@ -339,13 +352,20 @@ class RegisterChecker:
             if mask is None:
                 mask = cands[f] = _called_by(table.start, f, horizon)
             pending = mask & ~lin
-            # 1. Reads of the current value: linearized now, without branching.
+            # 1. Reads of the current value, failed compares of another: linearized now,
+            # without branching.
             eager, rest = 0, pending & reads
             while rest:
                 low = rest & -rest
                 rest ^= low
                 j = low.bit_length() - 1
                 if kinds[j][1] == state:
+                    eager |= low
+            rest = pending & differs
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                if kinds[low.bit_length() - 1][1] != state:
                     eager |= low
             if eager:
                 push(lin | eager, state, h)
@@ -385,10 +405,12 @@ class RegisterChecker:
         for fs in (("write", "cas"), ("read",)):
             for op in [op for op in before if op.f in fs][-2:]:
                 window[id(op)] = op
-        wanted = bad.arg if bad.f == "read" else bad.arg[0] if bad.f == "cas" else None
+        wanted = bad.arg if bad.f in ("read", "nocas") else bad.arg[0] if bad.f == "cas" \
+            else None
         writers = [op for op in ops if op.t_start <= x.t_end and op is not x and (
             (op.f == "write" and freeze(op.value) == wanted)
-            or (op.f == "cas" and cas_pair(op.value)[1] == wanted))]
+            or (op.f == "cas" and op.seen is not False
+                and cas_pair(op.value)[1] == wanted))] if bad.f != "nocas" else []
         if writers:
             latest = max(writers, key=lambda op: op.t_start)
             window[id(latest)] = latest
@@ -400,7 +422,11 @@ class RegisterChecker:
         message = (f"{describe(x, t0)}: no order of the operations on {key.name} explains it; "
                    f"just before, it could only hold {', '.join(could) or 'nothing'}, never "
                    f"the {seen} {what}")
-        if not writers and wanted != self.initial:
+        if bad.f == "nocas":
+            message = (f"{describe(x, t0)}: no order of the operations on {key.name} explains "
+                       f"a failed compare; just before, it could only hold the {seen} it "
+                       "expected")
+        elif not writers and wanted != self.initial:
             message += f" (no write of {seen} among the operations kept)"
         return {"key": key.name, "t": round(x.t_end - t0, 4), "op": evidence(x, t0),
                 "replica": x.replica, "process": x.process,
@@ -458,7 +484,8 @@ def _number(entries: list[_Entry]) -> _Table:
     return _Table(ok, unk, bit_of, ret=[e.ret for e in ok], start=[e.start for e in ok],
                   kinds=[(e.f, e.arg) for e in ok],
                   reads=sum(1 << i for i, e in enumerate(ok) if e.f == "read"),
-                  ok_writes=ok_writes, unk_writes=unk_writes, unk_cas=unk_cas)
+                  ok_writes=ok_writes, unk_writes=unk_writes, unk_cas=unk_cas,
+                  differs=sum(1 << i for i, e in enumerate(ok) if e.f == "nocas"))
 
 
 def _pusher(best: dict[tuple[int, Hashable], float],
@@ -495,6 +522,7 @@ def _brancher(table: _Table, push: _Push) -> _Branch:
                pending: int) -> None:
         # 2. The first operation to return: it must be linearized now.
         need: set[Hashable] = set()
+        other = False  # a failed compare waits for any value but the one held
         fbit = 1 << f
         fname, farg = kinds[f]
         if fname == "write":
@@ -503,6 +531,11 @@ def _brancher(table: _Table, push: _Push) -> _Branch:
                 push(lin | fbit, state, h)
         elif fname == "read":
             need.add(farg)
+        elif fname == "nocas":
+            if farg != state:
+                push(lin | fbit, state, h)
+            else:
+                other = True
         elif state == farg[0]:
             push(lin | fbit, farg[1], h)
         else:
@@ -517,6 +550,8 @@ def _brancher(table: _Table, push: _Push) -> _Branch:
             kind, arg = kinds[j]
             if kind == "read":
                 need.add(arg)
+            elif kind == "nocas":
+                other = other or arg == state
             elif kind == "cas":
                 if state == arg[0]:
                     push(lin | low, arg[1], h)
@@ -529,7 +564,11 @@ def _brancher(table: _Table, push: _Push) -> _Branch:
                 push(lin | ubit, new, h)
             else:
                 need.add(old)
-        # 4. A write of a value waited for, just in time for its readers.
+        # 4. A write of a value waited for, just in time for its readers; for a failed
+        # compare, a write of any other value.
+        if other:
+            need.update(v for v in ok_writes if v != state)
+            need.update(v for v in unk_writes if v != state)
         for value in need:
             if value == state:
                 continue

@@ -24,7 +24,7 @@ from loadtest.records import OPTIONAL_COLUMNS, REQUESTS_DIR, REQUIRED_COLUMNS, S
 
 #: What the analysis reads (strings cost most to read: only those it uses).
 NEEDED = ["t_start", "t_end", "latency_ms", "status", "error", "hostname", "server", "counter",
-          "user", "worker", "t_intended", "attempts", "op", "key", "value", "seen"]
+          "user", "worker", "t_intended", "attempts", "op", "key", "value", "seen", "outcome"]
 
 
 class AnalysisInputError(Exception):
@@ -175,7 +175,7 @@ def part_problem(file: Path) -> str | None:
 
 
 _NULLABLE = {"error", "hostname", "counter", "counter_error", "t_intended", "attempts",
-             "server", "request_id", "op", "key", "value", "seen"}
+             "server", "request_id", "op", "key", "value", "seen", "outcome"}
 
 
 def _record_source(path: Path, files: list[Path], rows_per_window: int) -> RecordSource:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from loadtest.analysis.latency import bin_index
-from loadtest.analysis.outcomes import classify, hidden_attempts
+from loadtest.analysis.outcomes import classify, hidden_attempts, never_reached
 from loadtest.records import is_error
 
 
@@ -35,6 +35,7 @@ class Chunk:
     ok: np.ndarray
     fail: np.ndarray
     unknown: np.ndarray
+    unreached: np.ndarray       # surely never reached the app (outcomes.never_reached)
     host_codes: np.ndarray      # -1: no replica named
     host_names: list[str]
     intended: np.ndarray        # NaN where the record has none
@@ -59,6 +60,7 @@ class Chunk:
             if ok.any() else np.zeros(len(df), dtype=np.int64)
         return cls(df, df["t_start"].to_numpy(), df["t_end"].to_numpy(),
                    df["latency_ms"].to_numpy(), status, is_error(status), ok, fail, unknown,
+                   never_reached(df),
                    hosts.cat.codes.to_numpy().astype(np.int64),
                    [str(c) for c in hosts.cat.categories], intended, counter,
                    workers.cat.codes.to_numpy().astype(np.int64),
@@ -71,7 +73,8 @@ class Chunk:
         """The records at ``rows`` (a mask), as a chunk of their own."""
         kept = {name: getattr(self, name)[rows] for name in (
             "t_start", "t_end", "latency", "status", "err", "ok", "fail", "unknown",
-            "host_codes", "intended", "counter", "worker_codes", "user", "hidden", "bins")}
+            "unreached", "host_codes", "intended", "counter", "worker_codes", "user", "hidden",
+            "bins")}
         return Chunk(self.df[rows].reset_index(drop=True), host_names=self.host_names,
                      worker_names=self.worker_names, **kept)
 

@@ -32,7 +32,7 @@ def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
         "baseline_levels": {b["level"]: b for b in s["baseline"]["levels"]}
         if "baseline" in s else {},
         "state_checks": [c for c in s["checks"] if c["status"] != "not applicable" and
-                         c["name"].startswith(("register_", "session_", "set_", "sessions_"))],
+                         view.topic(c["name"]) == "shared state"],
         "transition_status": {c["index"]: c for check in s["checks"]
                               if check["name"] == "transition_errors"
                               for c in check["evidence"].get("changes", [])},

@@ -20,6 +20,16 @@ may take effect at any time after it began, so it is never "certainly older".
 - **writes-follow-reads**: a write made after reading v follows v: no process reads that
   write and then v (or a version certainly older than v).
 
+A read counts as *judged* only where the order can decide it: a read of a version whose
+place in the order against the one it is compared with is unknown (a value written by
+several writes, writes that overlapped) is neither a pass nor a violation. A guarantee
+with no read judged is *not checked*, never a pass.
+
+A compare-and-set that swapped read its expected value and wrote its new one; one whose
+compare failed wrote nothing and saw some other value than the one it expected: after
+the process's own acknowledged write of that value, with no other write that could have
+come between, that is a read-your-writes violation.
+
 Each violation names the read that broke it and the replica that served it. What this
 cannot see: guarantees across keys (a read of one key and a write of another), an order
 between writes that overlapped in time and were never read in sequence by one process,
@@ -41,6 +51,8 @@ complete); the login check streams.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter, deque
 from collections.abc import Hashable, Iterable
 
@@ -121,6 +133,9 @@ class SessionGuarantees:
                 seq.append(("w" if op.outcome == OK else "u", value, op))
             elif op.f == "cas":
                 old, new = cas_pair(op.value)
+                if op.outcome == OK and op.seen is False:
+                    seq.append(("n", old, op))  # compared and failed: saw anything but old
+                    continue
                 if op.outcome == OK:
                     seq.append(("r", old, op))
                 writes.setdefault(op.key, {}).setdefault(new, []).append(op)
@@ -160,9 +175,61 @@ class _Order:
 
     def __init__(self, writes: dict, initial: Hashable, margin: float) -> None:
         self.writes, self.initial, self.margin = writes, initial, margin
+        self._spans: dict[object, tuple[list[float], list[tuple]]] = {}
 
     def writers(self, key: object, value: Hashable) -> list[Op]:
         return self.writes.get(key, {}).get(value, [])
+
+    def version(self, key: object, value: Hashable) -> bool:
+        """Does ``value`` name one version: written by one write, or the initial value
+        never written again?"""
+        if value == self.initial:
+            return not self.writers(key, value)
+        return self.unique(key, value) is not None
+
+    def after_write(self, key: object, value: Hashable, write: Op) -> bool:
+        """Is the version ``value`` certainly newer than ``write``'s (every write of it
+        began after that one ended)?"""
+        ws = self.writers(key, value)
+        return bool(ws) and write.outcome == OK and all(
+            w.t_start > write.t_end + self.margin for w in ws)
+
+    def comparable(self, key: object, value: Hashable, than: Hashable) -> bool:
+        """Can the order tell ``value`` from ``than``: the same version, or one certainly
+        older than the other?"""
+        if value == than:
+            return self.version(key, value)
+        return self.before(key, value, than) or self.before(key, than, value)
+
+    def could_follow(self, key: object, write: Op, until: float) -> bool:
+        """Might a write other than ``write`` (of any value, outcome ok or unknown) have
+        taken effect after it and before ``until``? A write that surely ended before
+        ``write`` began cannot."""
+        starts, best = self._spans.get(key) or self._index(key)
+        i = bisect.bisect_right(starts, until)
+        if i == 0:
+            return False
+        (end1, id1), (end2, _) = best[i - 1]
+        end = end2 if id1 == id(write) else end1
+        return end >= write.t_start
+
+    def _index(self, key: object) -> tuple[list[float], list[tuple]]:
+        """The key's writes by start, with the two latest (effective) ends among those
+        started so far: an unknown write may end at any time."""
+        ws = sorted((w for by_value in self.writes.get(key, {}).values() for w in by_value),
+                    key=lambda w: w.t_start)
+        starts, best = [], []
+        top = [(-math.inf, 0), (-math.inf, 0)]
+        for w in ws:
+            end = math.inf if w.outcome != OK else w.t_end + self.margin
+            if end > top[0][0]:
+                top = [(end, id(w)), top[0]]
+            elif end > top[1][0]:
+                top = [top[0], (end, id(w))]
+            starts.append(w.t_start)
+            best.append(tuple(top))
+        self._spans[key] = (starts, best)
+        return starts, best
 
     def before_write(self, key: object, value: Hashable, write: Op) -> bool:
         """Is the version ``value`` certainly older than ``write``'s?"""
@@ -197,23 +264,48 @@ def _own(seq: list, order: _Order, key: object, tallies: dict, t0: float) -> Non
         if kind == "w":
             last_write = (value, op)
             continue
+        if kind == "n":
+            _failed_compare(op, value, last_write, order, key, ryw, t0)
+            continue
         if kind != "r":
             continue
         if last_write is not None:
-            ryw.judged += 1
             wrote, write = last_write
             if value != wrote and order.before_write(key, value, write):
+                ryw.judged += 1
                 ryw.violation(op, f"{describe(op, t0)}, older than its own write before: "
                                   f"{describe(write, t0)}", write, t0)
+            elif (value == wrote and order.unique(key, value) is write) or \
+                    order.after_write(key, value, write):
+                ryw.judged += 1
         if earlier:
-            mr.judged += 1
             for was, read in earlier:
                 if order.before(key, value, was):
+                    mr.judged += 1
                     mr.violation(op, f"{describe(op, t0)}, older than what it read before: "
                                      f"{describe(read, t0)}", read, t0)
                     break
+            else:
+                if any(order.comparable(key, value, was) for was, _ in earlier):
+                    mr.judged += 1
         if not any(v == value for v, _ in earlier):
             earlier.append((value, op))
+
+
+def _failed_compare(op: Op, expected: Hashable, last_write: tuple[Hashable, Op] | None,
+                    order: _Order, key: object, ryw: _Tally, t0: float) -> None:
+    """A compare-and-set of the process's that failed, expecting its own last write: a
+    read-your-writes violation when no other write could have come between them."""
+    if last_write is None or last_write[0] != expected:
+        return
+    write = last_write[1]
+    if order.unique(key, expected) is not write:
+        return  # another write of the same value: which one it compared with is unknown
+    ryw.judged += 1
+    if not order.could_follow(key, write, op.t_end):
+        ryw.violation(op, f"{describe(op, t0)}, expecting its own write before, which no "
+                          f"other write could have replaced: {describe(write, t0)}",
+                      write, t0)
 
 
 def _reader(seq: list, order: _Order, key: object, position: dict, depends: dict,
@@ -222,7 +314,8 @@ def _reader(seq: list, order: _Order, key: object, position: dict, depends: dict
     them."""
     mw, wfr = tallies["monotonic_writes"], tallies["writes_follow_reads"]
     newest: dict[str, tuple[int, Op]] = {}   # writer -> (position, the read that saw it)
-    follows: deque[tuple[Hashable, Op, Op]] = deque(maxlen=REMEMBERED)  # (v, write, read)
+    # (v, the version written after reading v, its write, the read that saw it)
+    follows: deque[tuple[Hashable, Hashable, Op, Op]] = deque(maxlen=REMEMBERED)
     for kind, value, op in seq:
         if kind != "r":
             continue
@@ -239,17 +332,23 @@ def _reader(seq: list, order: _Order, key: object, position: dict, depends: dict
             if seen is None or pos > seen[0]:
                 newest[write.process] = (pos, op)
         if follows:
-            wfr.judged += 1
-            for base, later, read in follows:
+            for base, written, later, read in follows:
                 if value == base or order.before(key, value, base):
+                    wfr.judged += 1
                     wfr.violation(op, f"{describe(op, t0)}, although it had read "
-                                      f"{fmt(later.value)}, written by {later.process} after "
+                                      f"{fmt(written)}, written by {later.process} after "
                                       f"reading {fmt(base)}: {describe(read, t0)}", read, t0)
                     break
+            else:
+                if any(value == written or order.before(key, base, value)
+                       for base, written, _, _ in follows):
+                    wfr.judged += 1
         if write is not None and id(write) in depends:
             base = depends[id(write)][0]
-            if base != value and (order.unique(key, base) is not None or base == order.initial):
-                follows.append((base, write, op))
+            # Only a version the order can follow: the initial value written again (or a
+            # value written twice) may be read again legitimately.
+            if base != value and order.version(key, base):
+                follows.append((base, value, write, op))
 
 
 class LoginSessions:

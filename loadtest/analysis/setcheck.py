@@ -18,6 +18,13 @@ the element was known must return it. Then, for each element:
   may have taken effect (only a list can show this).
 - **never read**: acknowledged, but no read began after its add ended: not judged.
 
+Lost and stale are judged on the reads that began after an element was known; with none
+(every read began before any add was acknowledged) there was nothing to judge, and each
+says so (*not checked*) rather than pass. Stale is counted in reads: each read that
+missed one element or more and was contradicted later counts once, under the replica
+that served it (``stale_by_replica`` sums to ``stale_reads``); ``stale_misses`` counts
+(element, read) pairs.
+
 ``fail`` operations are dropped; a read with an unknown outcome returned nothing to judge.
 
 Reads are taken in ``t_start`` order; an element known at an instant before a read began
@@ -38,7 +45,6 @@ from loadtest.analysis.history import (
     EXAMPLES,
     FAIL,
     OK,
-    SET_FS,
     UNKNOWN,
     Op,
     describe,
@@ -61,6 +67,7 @@ class _Element:
     last_present: Op | None = None
     missing: list = field(default_factory=list)  # the first reads missing it since last present
     missing_n: int = 0                           # how many reads missed it since last present
+    missing_from: int = 0                        # the first of them, in the key's read log
     missing_last: Op | None = None
     missing_by: Counter = field(default_factory=Counter)  # their replicas
     stale_reads: int = 0
@@ -69,25 +76,36 @@ class _Element:
 
 
 class _SetKey:
-    __slots__ = ("elements", "known", "queue", "reads")
+    __slots__ = ("elements", "known", "queue", "reads", "replicas", "stale")
 
     def __init__(self) -> None:
         self.elements: dict[Hashable, _Element] = {}
         self.known: set[Hashable] = set()
         self.queue: list[tuple[float, int, Hashable, Op]] = []  # (time, tie, element, op)
         self.reads = 0
+        # Per read, in order: the replica that served it, and whether it was stale. The
+        # reads that missed an element since it was last present are a run of this log.
+        self.replicas: list[str | None] = []
+        self.stale = bytearray()
+
+
+NOTHING_AFTER_KNOWN = ("no read began after an element was known (its add acknowledged, or "
+                       "a read of it ended): nothing to judge for lost or stale elements")
 
 
 class SetChecker:
-    """Feed add and read-all operations in ``t_start`` order; ``result()`` judges them."""
+    """Feed add and read-all operations in ``t_start`` order; ``result()`` judges them.
+    ``fs``: the names of the two operations (a list's ``append`` and ``read-list``)."""
 
-    def __init__(self, t0: float | None = None) -> None:
+    def __init__(self, t0: float | None = None, fs: tuple[str, str] = ("add", "read-all")
+                 ) -> None:
         self.t0 = t0
+        self.add_f, self.read_f = fs
         self.keys: dict[object, _SetKey] = {}
         self.counts = {"adds": 0, "reads": 0, "ok": 0, "unknown": 0, "fail": 0}
         self.stale_examples: list[dict] = []
-        self.stale_reads: set[tuple[str, float]] = set()   # (process, t_start) of each
-        self.stale_pairs = 0
+        self.stale_reads = 0          # distinct reads that were stale
+        self.stale_pairs = 0          # (element, read) pairs
         self.stale_by_replica: Counter = Counter()
         self.duplicates: list[dict] = []
         self.duplicate_count = 0
@@ -95,7 +113,7 @@ class SetChecker:
         self.last_start = -math.inf
 
     def feed(self, op: Op) -> None:
-        if op.f not in SET_FS:
+        if op.f not in (self.add_f, self.read_f):
             return
         if op.t_start < self.last_start:
             raise ValueError(f"set operations must arrive sorted by t_start: op #{op.index} "
@@ -103,10 +121,10 @@ class SetChecker:
         self.last_start = op.t_start
         if self.t0 is None:
             self.t0 = op.t_start
-        self.counts["adds" if op.f == "add" else "reads"] += 1
+        self.counts["adds" if op.f == self.add_f else "reads"] += 1
         self.counts[op.outcome if op.outcome in (OK, FAIL) else UNKNOWN] += 1
         key = self.keys.setdefault(op.key, _SetKey())
-        if op.f == "add":
+        if op.f == self.add_f:
             self._add(key, op)
         elif op.outcome == OK:
             self._read(key, op)
@@ -135,7 +153,10 @@ class SetChecker:
 
     def _read(self, key: _SetKey, op: Op) -> None:
         t0 = self.t0 or 0.0
+        position = key.reads
         key.reads += 1
+        key.replicas.append(op.replica)
+        key.stale.append(0)
         queue = key.queue
         while queue and queue[0][0] < op.t_start:  # made known before this read began
             t, _, element, by = heapq.heappop(queue)
@@ -153,6 +174,8 @@ class SetChecker:
         for element in missing:
             state = key.elements[element]
             state.reads_after_known += 1
+            if not state.missing_n:
+                state.missing_from = position
             if len(state.missing) < 3:
                 state.missing.append(op)
             state.missing_n += 1
@@ -163,21 +186,23 @@ class SetChecker:
             if element in key.known:
                 state.reads_after_known += 1
             if state.missing_n:  # it came back: each read that missed it was stale
-                self._stale(state, element, op, t0)
+                self._stale(key, state, element, op, t0)
             state.last_present = op
             self._queue(key, state, element, op.t_end, op)
             if n > 1:
                 self.duplicates.append({"key": op.key, "element": element, "count": n,
                                         "op": op})
 
-    def _stale(self, state: _Element, element: Hashable, back: Op, t0: float) -> None:
+    def _stale(self, key: _SetKey, state: _Element, element: Hashable, back: Op,
+               t0: float) -> None:
         reads = state.missing
         state.stale_reads += state.missing_n
         self.stale_pairs += state.missing_n
-        self.stale_by_replica.update(state.missing_by)
-        self.stale_reads.update((r.process, r.t_start) for r in reads)
-        if state.missing_last is not None:
-            self.stale_reads.add((state.missing_last.process, state.missing_last.t_start))
+        for i in range(state.missing_from, state.missing_from + state.missing_n):
+            if not key.stale[i]:  # a read stale for several elements counts once
+                key.stale[i] = 1
+                self.stale_reads += 1
+                self.stale_by_replica[key.replicas[i]] += 1
         lag = state.missing_last.t_start - state.known_at
         state.stale_max_s = max(state.stale_max_s, lag)
         for read in reads:
@@ -230,12 +255,17 @@ class SetChecker:
         lost.sort(key=lambda d: d["t"])
         reads = sum(k.reads for k in self.keys.values())
         n_ops = sum(self.counts[k] for k in ("adds", "reads"))
+        after_known = sum(e.reads_after_known for k in self.keys.values()
+                          for e in k.elements.values())
         out = {
             **self.counts, "keys": len(self.keys),
             "elements": sum(len(k.elements) for k in self.keys.values()),
             "outcomes": dict(outcome),
+            # (element, read) pairs where a read began after the element was known: what
+            # lost and stale are judged on.
+            "judged_after_known": after_known,
             "lost": len(lost), "lost_examples": lost[:EXAMPLES],
-            "stale_reads": len(self.stale_reads), "stale_misses": self.stale_pairs,
+            "stale_reads": self.stale_reads, "stale_misses": self.stale_pairs,
             "stale_examples": self.stale_examples,
             "stale_by_replica": dict(self.stale_by_replica),
             "stale_max_s": round(max((e.stale_max_s for k in self.keys.values()
@@ -249,6 +279,8 @@ class SetChecker:
             out["valid"], out["reason"] = None, "no set operations"
         elif not reads:
             out["valid"], out["reason"] = None, "no read of a set had a known outcome"
+        elif not after_known:
+            out["valid"], out["reason"] = None, NOTHING_AFTER_KNOWN
         else:
             out["valid"] = True
         return out
@@ -276,7 +308,7 @@ def _known(state: _Element, t0: float) -> str:
     by = state.known_by
     if by is None:
         return "?"
-    if by.f == "add":
+    if by.f in ("add", "append"):
         return f"{by.process} added it on {by.replica or 'an unknown replica'}"
     return f"{by.process} read it on {by.replica or 'an unknown replica'}"
 

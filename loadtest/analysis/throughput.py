@@ -34,17 +34,18 @@ def error_kinds(df: pd.DataFrame, mask: np.ndarray) -> Counter:
 
 
 class HostStats:
-    """One replica inside a window: requests, errors, busy time, p50/p99."""
+    """One replica inside a window: requests, errors (and those cut), busy time, p50/p99."""
 
     def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
+        self.cut = 0
         self.busy_ms = 0.0
         self.latency = Quantiles((50, 99))
 
     def result(self) -> dict:
         lat = self.latency.result()
-        return {"requests": self.requests, "errors": self.errors,
+        return {"requests": self.requests, "errors": self.errors, "cut": self.cut,
                 "busy_s": round(self.busy_ms / 1000, 4),
                 "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
 
@@ -62,10 +63,16 @@ class Slice(Accumulator):
         self.requests = 0
         self.errors = 0
         self.unknown = 0
-        self.cut = 0                  # errors or unknown outcomes: requests the users felt
+        # Requests the users felt: no answer, a 5xx (the balancer's 502/503/504 among them),
+        # an unknown outcome, the balancer's own 4xx. Never the app's own 4xx (a 409, a
+        # 404): that is the app answering, whatever the stack did; counted apart.
+        self.cut = 0
+        self.app_4xx = 0
+        self.cut_kinds: Counter = Counter()
         self.cut_first: float | None = None  # t_start of the first and last of them
         self.cut_last: float | None = None
         self.unnamed_errors = 0       # errors no replica answered: the balancer's own
+        self.unnamed_cut = 0          # ... those cut
         self.kinds: Counter = Counter()
         self.latency = Quantiles()
         self.from_intended = Quantiles()
@@ -89,9 +96,14 @@ class Slice(Accumulator):
             self.kinds.update(error_kinds(chunk.df.iloc[sl], err))
             self.unnamed_errors += int((err & (codes < 0)).sum())
         self.unknown += int(chunk.unknown[sl].sum())
-        cut = err | chunk.unknown[sl]
+        status = chunk.status[sl]
+        app_4xx = (status >= 400) & (status < 500) & ~chunk.unreached[sl]
+        cut = (err | chunk.unknown[sl]) & ~app_4xx
+        self.app_4xx += int(app_4xx.sum())
         if cut.any():
             self.cut += int(cut.sum())
+            self.unnamed_cut += int((cut & (codes < 0)).sum())
+            self.cut_kinds.update(error_kinds(chunk.df.iloc[sl], cut & err))
             starts = chunk.t_start[sl][cut]
             first, last = float(starts[0]), float(starts[-1])  # rows are in t_start order
             self.cut_first = first if self.cut_first is None else min(self.cut_first, first)
@@ -103,6 +115,7 @@ class Slice(Accumulator):
             host = self.hosts.setdefault(chunk.host_names[code], HostStats())
             host.requests += int(mine.sum())
             host.errors += int(err[mine].sum())
+            host.cut += int(cut[mine].sum())
             host.busy_ms += float(latency[mine].sum())
             host.latency.add(latency[mine], bins[mine])
 
@@ -141,9 +154,12 @@ class Slice(Accumulator):
             "unknown_rate": self.unknown / n if n else 0.0,
             "errors_by_kind": dict(self.kinds),
             "cut": self.cut,
+            "cut_by_kind": dict(self.cut_kinds),
+            "app_4xx": self.app_4xx,
             "cut_first_t": self.cut_first,
             "cut_last_t": self.cut_last,
             "unnamed_errors": self.unnamed_errors,
+            "unnamed_cut": self.unnamed_cut,
             "latency_ms": self.latency.result(),
             "per_replica": {h: self.hosts[h].result() for h in sorted(self.hosts, key=natural)},
         }

@@ -298,13 +298,17 @@ def stack_checks(f: dict, t: Thresholds) -> list[Check]:
 
 def transition_checks(f: dict, t: Thresholds) -> list[Check]:
     """Every scale change, from the moment it was asked until it was ready plus the margin:
-    the requests cut there (errors or unknown outcomes), against
-    ``max_transition_error_rate``. A change a fault caused or overlaps is judged with that
-    fault (its errors are the fault's); a change that could not be observed to its end
-    (never ready, or too close to the end of the run) is not checked."""
+    the requests cut there, against ``max_transition_error_rate``. Cut is what a change
+    can do to a request: no answer, a 5xx (the balancer's 502/503/504 among them), an
+    unknown outcome, the balancer's own 4xx; the app's own 4xx answers (a 409 to a
+    conflicting write) are the app answering, reported apart and never cut. A change a
+    fault caused or overlaps is judged with that fault (its errors are the fault's); a
+    change that could not be observed to its end (never ready, or too close to the end of
+    the run) is not checked."""
     transitions, faults, t_max, t0 = f["transitions"], f["faults"], f["t_max"], f["t_min"]
     name = "transition_errors"
-    detail = "requests cut while a scale change was under way (asked → ready + margin)"
+    detail = ("requests cut while a scale change was under way (asked → ready + margin): "
+              "no answer, 5xx, unknown outcomes; the app's own 4xx are counted apart")
     if not transitions:
         return []
     if t.max_transition_error_rate is None:
@@ -370,11 +374,19 @@ def _change_evidence(tr: dict, t0: float) -> dict:
     by_replica = {h: r["errors"] for h, r in tr["per_replica"].items() if r["errors"]}
     if tr.get("unnamed_errors"):
         by_replica["the balancer itself"] = tr["unnamed_errors"]
+    # Summaries written before the app's 4xx were told apart: every error was cut.
+    cut_by = {h: r.get("cut", r["errors"]) for h, r in tr["per_replica"].items()
+              if r.get("cut", r["errors"])}
+    if tr.get("unnamed_cut", tr.get("unnamed_errors")):
+        cut_by["the balancer itself"] = tr.get("unnamed_cut", tr.get("unnamed_errors"))
     out = {"index": tr["index"], "change": f"{tr['previous']} → {tr['level']}",
            "by": tr["by"], "asked_s": round(tr["t_start"] - t0, 3),
            "ready_after_s": tr["ready_after_s"], "requests": tr["requests"],
            "cut": tr["cut"], "errors": tr["errors"], "unknown": tr["unknown"],
-           "errors_by_kind": tr["errors_by_kind"], "errors_by_replica": by_replica}
+           "app_4xx": tr.get("app_4xx", 0),
+           "errors_by_kind": tr["errors_by_kind"],
+           "cut_by_kind": tr.get("cut_by_kind", tr["errors_by_kind"]),
+           "errors_by_replica": by_replica, "cut_by_replica": cut_by}
     if tr.get("cut_first_t") is not None:
         out["first_cut_after_s"] = round(tr["cut_first_t"] - tr["t_start"], 3)
         out["last_cut_after_s"] = round(tr["cut_last_t"] - tr["t_start"], 3)
@@ -382,8 +394,8 @@ def _change_evidence(tr: dict, t0: float) -> dict:
 
 
 def _change_line(c: dict) -> str:
-    kinds = ", ".join(f"{n} × {k}" for k, n in sorted(c["errors_by_kind"].items()))
-    where = ", ".join(f"{h}: {n}" for h, n in c["errors_by_replica"].items())
+    kinds = ", ".join(f"{n} × {k}" for k, n in sorted(c["cut_by_kind"].items()))
+    where = ", ".join(f"{h}: {n}" for h, n in c["cut_by_replica"].items())
     text = f"{c['change']} ({c['by']}, asked at {c['asked_s']:.1f} s): {c['cut']} of " \
         f"{c['requests']} requests cut"
     if kinds:
@@ -395,6 +407,8 @@ def _change_line(c: dict) -> str:
             "from the ask"
         if c["first_cut_after_s"] < 0:
             text += " (those before it were in flight when it struck)"
+    if c.get("app_4xx"):
+        text += f"; the app's own {c['app_4xx']} answer(s) 4xx not counted as cut"
     return text
 
 

@@ -222,14 +222,33 @@ def _error_findings(summary: dict) -> list[str]:
     if moved and moved["status"] == "fail":
         out.append(f"Requests were cut while the stack was rescaled: {moved['reason']}.")
     elif moved and moved["status"] == "pass":
-        out.append(f"No request was cut at any of the {moved['evidence']['total']} scale "
-                   "changes" + (" judged apart from faults." if any(
-                       c["status"] != "pass" for c in moved["evidence"]["changes"]) else "."))
+        out.append(_cut_sentence(moved))
     for change in (moved or {}).get("evidence", {}).get("changes", []):
         if change["status"] == "judged with its fault":
             out.append(f"The scale change {change['change']} ({change['by']}) overlapped a "
                        f"fault: {change['note']}.")
     return out
+
+
+def _cut_sentence(moved: dict) -> str:
+    """What the scale changes cut, as the check counted it: the count in words agrees
+    with the check's evidence (a relaxed threshold can pass a change that cut some), and
+    the app's own 4xx answers are said apart."""
+    changes = moved["evidence"]["changes"]
+    judged = [c for c in changes if c["status"] == "pass"]
+    apart = " judged apart from faults" if len(judged) < len(changes) else ""
+    cut = sum(c["cut"] for c in judged)
+    sent = sum(c["requests"] for c in judged)
+    if cut:
+        text = (f"{cut:,} of {sent:,} requests were cut at the {len(judged)} scale "
+                f"change(s){apart}, within the allowed rate of {moved['threshold']:.2%}")
+    else:
+        text = f"No request was cut at any of the {len(judged)} scale changes{apart}"
+    refused = sum(c.get("app_4xx", 0) for c in judged)
+    if refused:
+        text += (f"; the app answered {refused:,} of them 4xx itself (counted apart, not "
+                 "cut)")
+    return text + "."
 
 
 def fault_sentence(f: dict) -> str:
