@@ -69,24 +69,10 @@ def create_app(
     config.update(settings or {})
     app = Flask(__name__)
     app.config.update(config)
-    client = redis.Redis(
-        host=config["REDIS_HOST"],
-        port=config["REDIS_PORT"],
-        password=config["REDIS_PASSWORD"],
-        socket_timeout=config["REDIS_TIMEOUT"],
-        socket_connect_timeout=config["REDIS_TIMEOUT"],
-        **_retry_policy(config["COUNTER_MODE"]),
-    )
+    client = _redis(config, config["COUNTER_MODE"])
     counter = make_counter(config["COUNTER_MODE"], client, config["COUNTER_KEY"])
     # Keyed data and sessions: one attempt per command whatever COUNTER_MODE is.
-    state_client = redis.Redis(
-        host=config["REDIS_HOST"],
-        port=config["REDIS_PORT"],
-        password=config["REDIS_PASSWORD"],
-        socket_timeout=config["REDIS_TIMEOUT"],
-        socket_connect_timeout=config["REDIS_TIMEOUT"],
-        **_retry_policy("atomic"),
-    )
+    state_client = _redis(config, "atomic")
     app.register_blueprint(kv.blueprint(
         kv.make_store(config["KV_MODE"], state_client, config["KV_CACHE_TTL"]),
         config["HOSTNAME"]))
@@ -94,13 +80,7 @@ def create_app(
         session.make_sessions(config["SESSION_MODE"], state_client, config["SESSION_TTL"]),
         config["HOSTNAME"]))
     # The faulty retrying modes' client: redis-py's default, re-sending after a timeout.
-    retrying_client = redis.Redis(
-        host=config["REDIS_HOST"],
-        port=config["REDIS_PORT"],
-        socket_timeout=config["REDIS_TIMEOUT"],
-        socket_connect_timeout=config["REDIS_TIMEOUT"],
-        **_retry_policy("retrying"),
-    )
+    retrying_client = _redis(config, "retrying")
     app.register_blueprint(tally.blueprint(
         tally.make_tally(config["TALLY_MODE"], state_client, retrying_client),
         config["HOSTNAME"]))
@@ -134,6 +114,13 @@ def create_app(
         return jsonify(status="ok", hostname=config["HOSTNAME"]), 200
 
     return app
+
+
+def _redis(config: Mapping, mode: str) -> redis.Redis:
+    """A Redis client of the app's settings, retrying as ``mode`` says (see below)."""
+    return redis.Redis(host=config["REDIS_HOST"], port=config["REDIS_PORT"],
+                       password=config["REDIS_PASSWORD"], socket_timeout=config["REDIS_TIMEOUT"],
+                       socket_connect_timeout=config["REDIS_TIMEOUT"], **_retry_policy(mode))
 
 
 def _retry_policy(mode: str) -> dict:

@@ -9,6 +9,7 @@ import base64
 from loadtest.analysis import view
 from loadtest.analysis.summary import Analysis
 from loadtest.analysis.templating import environment, fmt
+from loadtest.analysis.topics import topic_of
 
 
 def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
@@ -32,7 +33,7 @@ def render_html(analysis: Analysis, images: dict[str, bytes]) -> str:
         "baseline_levels": {b["level"]: b for b in s["baseline"]["levels"]}
         if "baseline" in s else {},
         "state_checks": [c for c in s["checks"] if c["status"] != "not applicable" and
-                         view.topic(c["name"]) == "shared state"],
+                         topic_of(c["name"]).key == "state"],
         "transition_status": {c["index"]: c for check in s["checks"]
                               if check["name"] == "transition_errors"
                               for c in check["evidence"].get("changes", [])},
