@@ -130,7 +130,7 @@ class LocalStack(Stack):
 
     @classmethod
     def from_settings(cls, settings: StackSettings) -> LocalStack:
-        from loadtest.plan import seconds
+        from loadtest.plan import DurationTooLong, seconds
 
         opts = settings.options
         command = str(opts.get("app_cmd") or "").strip() or None
@@ -139,6 +139,8 @@ class LocalStack(Stack):
         try:
             drain = seconds(opts.get("drain_time") or ("1s" if command else "0.1s"))
             grace = seconds(opts.get("stop_grace") or "10s")
+        except DurationTooLong as exc:
+            raise StackError(f"--drain-time/--stop-grace: {exc}") from None
         except (ValueError, TypeError):
             raise StackError("--drain-time/--stop-grace: not a duration (e.g. 1s, 500ms)") \
                 from None
