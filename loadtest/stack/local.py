@@ -314,6 +314,11 @@ class LocalStack(Stack):
     def balancer_access_log(self) -> Path | None:
         return self.log_dir / "traefik-access.log" if self.balancer == "traefik" else None
 
+    def balancer_logs(self) -> list[Path]:
+        """Traefik's access log, or HAProxy's log (a line per request, on its output)."""
+        return [self.log_dir / ("traefik-access.log" if self.balancer == "traefik"
+                                else "haproxy.log")]
+
     def replica_cpu_seconds(self) -> dict[str, float]:
         out = {}
         for proc in list(self._replicas.values()):
