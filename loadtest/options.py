@@ -599,11 +599,20 @@ IGNORED: tuple[tuple[tuple[str, ...], Any, Any], ...] = (
      lambda v: "--autoscale hpa does not read it"),
     (("stage_time",), lambda v: _one_stage(v) and bool(v["run_time"] or v["load_profile"]),
      lambda v: f"the run has one stage, and {_ends(v)} sets its end"),
-    (("arrival_rate",), lambda v: bool(v["load_profile"]) and
-     v["load_profile"].strip() not in PRESETS,
+    (("arrival_rate",), lambda v: _points(v),
      lambda v: "--load-profile gives the rate at each of its points (with --load-model "
                "open they are requests/s)"),
+    (("num_users",), lambda v: _points(v) and v["load_model"] == "closed",
+     lambda v: "--load-profile gives the users at each of its points (a preset's peak is "
+               "-u)"),
 )
+#: Locust's own options, by the name users know them.
+LOCUST_FLAGS = {"num_users": "-u/--users"}
+
+
+def _points(v: dict) -> bool:
+    """A load profile of points (a preset is scaled to -u, or to --arrival-rate)."""
+    return bool(v["load_profile"]) and v["load_profile"].strip() not in PRESETS
 
 
 def _given(get, dest: str, default: Any) -> bool:
@@ -620,7 +629,7 @@ def _given(get, dest: str, default: Any) -> bool:
 def _refuse_ignored(get, facts: dict) -> None:
     """An option this run would ignore is refused, naming the conflict: silently dropped,
     the user would believe it took effect."""
-    flags = {opt.dest: opt.flag for opt in OPTIONS}
+    flags = {**LOCUST_FLAGS, **{opt.dest: opt.flag for opt in OPTIONS}}
     for dests, when, why in IGNORED:
         given = [d for d in dests if _given(get, d, DEFAULTS.get(d, ""))]
         if given and when(facts):
