@@ -352,7 +352,6 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
               **_load(get), **_app(get), **_limits(get)}
     values.update(_levels(get, cls, values))
     values.update(_autoscale(get, cls, values["max_replicas"]))
-    _refuse_ignored(get, {**values, "controlled": cls.controlled})
     options = HarnessOptions(
         **values, replace_dead=bool(get("replace_dead")), run_dir=_run_dir(get, stack["stack"]),
         faults=_fault_list(get("fault") or []),
@@ -361,6 +360,7 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
         plan = build_plan(options, controlled=cls.controlled)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
+    _refuse_ignored(get, {**values, "controlled": cls.controlled})  # once every value is good
     limit = os.environ.get(MAX_RUN_TIME_ENV, "").strip()
     if limit:
         plan = compress(plan, parse_duration(limit, MAX_RUN_TIME_ENV))

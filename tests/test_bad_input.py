@@ -58,9 +58,9 @@ DIGITS = "9" * 400
      "--stage-time would be ignored: the run has one stage, and --load-profile sets its end"),
     (["--run-time", "6s", "--scale-levels", "1", "--stage-time", "5s"],
      "--stage-time would be ignored: the run has one stage, and --run-time sets its end"),
-    (["--arrival-rate", "20", "--load-profile", "0s:10,5s:30"],
+    (["--arrival-rate", "20", "--load-profile", "0s:10,5s:30", "--scale-levels", "1"],
      "--arrival-rate would be ignored: --load-profile gives the rate at each of its points"),
-    (["--load-profile", "0s:1,5s:3"],  # with -u 1
+    (["--load-profile", "0s:1,5s:3", "--scale-levels", "1"],  # with -u 1
      "-u/--users would be ignored: --load-profile gives the users at each of its points"),
     (["--compose-file", "compose.yml"], "--compose-file would be ignored: it is an option of "
                                         "--stack compose, and this run is --stack local"),
