@@ -626,14 +626,28 @@ def _given(get, dest: str, default: Any) -> bool:
     return value is not None and value != "" and value != default
 
 
+def declared() -> dict[str, tuple[str, Any]]:
+    """dest -> (flag, default) of the harness's options and the app's (``app_arguments``),
+    Locust's own by the name users know them."""
+    found: dict[str, tuple[str, Any]] = {d: (flag, None) for d, flag in LOCUST_FLAGS.items()}
+    found.update({opt.dest: (opt.flag, opt.default) for opt in OPTIONS})
+
+    def record(*flags, **kwargs):
+        dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+        found[dest] = (flags[0], kwargs.get("default"))
+
+    app_arguments(record)
+    return found
+
+
 def _refuse_ignored(get, facts: dict) -> None:
     """An option this run would ignore is refused, naming the conflict: silently dropped,
     the user would believe it took effect."""
-    flags = {**LOCUST_FLAGS, **{opt.dest: opt.flag for opt in OPTIONS}}
+    options = declared()
     for dests, when, why in IGNORED:
-        given = [d for d in dests if _given(get, d, DEFAULTS.get(d, ""))]
+        given = [d for d in dests if _given(get, d, options[d][1])]
         if given and when(facts):
-            raise UsageError(f"{flags.get(given[0], given[0])} would be ignored: {why(facts)}")
+            raise UsageError(f"{options[given[0]][0]} would be ignored: {why(facts)}")
     stack = facts["stack"]
     for dest, (flag, owners, default) in backend_options().items():
         if stack not in owners and _given(get, dest, default):

@@ -100,6 +100,20 @@ def test_the_defaults_shown_by_the_web_ui_are_no_conflict(tmp_path):
     assert harness_options.validate(parsed, check_dir=False).plan.autoscale is not None
 
 
+@pytest.mark.parametrize("args", [
+    ["--stack", "external", "-H", "http://127.0.0.1:5000", "--expect-replicas", "3",
+     "--counter-field", "none", "--stage-time", "60s", "-u", "10", "-r", "10"],
+    ["--load-model", "open", "--load-profile", "0s:20,20s:150", "--autoscale", "hpa",
+     "--autoscale-metric", "cpu", "--autoscale-target", "60", "--replica-cpus", "0.25"],
+    ["--load-profile", "ramp", "-u", "30", "--scale-levels", "2"],
+])
+def test_what_each_run_reads_is_no_conflict(args, tmp_path):
+    """The options a run does read, defaults included (the app's, the backends'), are never
+    taken for ignored ones: the README's external run was refused for --app-port."""
+    parsed = _parser().parse_args([*args, "--run-dir", str(tmp_path / "r")])
+    assert harness_options.validate(parsed, check_dir=False).plan is not None
+
+
 def _parser():
     import argparse
 
