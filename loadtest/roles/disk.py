@@ -141,7 +141,9 @@ def _words(error: OSError) -> str:
 
 
 def _size(path: Path) -> int:
+    """The room a log takes: its blocks, not its length (HAProxy writes its log without
+    O_APPEND, so after a cut it goes on at its old offset, leaving a hole that takes none)."""
     try:
-        return path.stat().st_size
+        return path.stat().st_blocks * 512
     except OSError:
         return 0
