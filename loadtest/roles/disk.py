@@ -94,8 +94,8 @@ class DiskGuard:
                 self._cut(path, size, free)
         error = self.full_error()
         if error is not None and self.full is None:
-            self.full = (f"the disk of the run directory filled up ({_words(error)}; "
-                         f"{size_text(free_bytes(self.run_dir))} free in {self.run_dir})")
+            self.full = f"the disk of the run directory filled up ({_words(error)}: " \
+                        f"{self.run_dir})"
             self.on_full(self.full)
 
     def _must_cut(self, size: int, free: int | None) -> bool:
