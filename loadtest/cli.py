@@ -85,6 +85,8 @@ def print_options(markdown: bool = False) -> int:
 
 def options_markdown(parser) -> str:
     """Every option of the parser as a Markdown table, its help text as written."""
+    from loadtest.plan import MAX_DURATION_TEXT
+
     rows = []
     for group in parser._action_groups:  # argparse keeps no public list of groups
         for action in group._group_actions:
@@ -97,7 +99,12 @@ def options_markdown(parser) -> str:
     return ("# Option reference\n\n"
             "Generated from the harness's parser by `scalecheck options --markdown` (a test "
             "keeps this page equal to it). These are the harness's options; Locust's own "
-            "(`-u`, `-r`, `--run-time`, `--processes`, `-H` …) are in `locust --help`.\n\n"
+            "(`-u`, `-r`, `--run-time`, `--processes`, `-H` …) are in `locust --help`. "
+            f"Every duration (a TIME, the times of `--load-profile` and `--fault`, Locust's "
+            f"`--run-time`) and the whole plan are at most {MAX_DURATION_TEXT}; a number must "
+            "be finite; an option the run would ignore (`--scale-levels` with `--autoscale` "
+            "or on `--stack external`, another backend's option …) is refused, naming the "
+            "conflict.\n\n"
             "| option | meaning |\n| --- | --- |\n" + "\n".join(rows) + "\n")
 
 

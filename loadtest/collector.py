@@ -398,7 +398,12 @@ class Collector:
     def on_records_message(self, environment=None, msg=None, **_kwargs) -> None:
         data = msg.data
         table = table_from_ipc(data["ipc"])
-        self._write(table)
+        try:
+            self._write(table)
+        except OSError as exc:  # a full disk: the writer keeps the error, the run fails
+            log.error("scalecheck: %d records from %s not written: %s", table.num_rows,
+                      data.get("worker", "?"), exc.strerror or exc)
+            return
         self._merge_dropped(data.get("dropped") or {})
         worker = data.get("worker", "?")
         self.received_from[worker] = self.received_from.get(worker, 0) + table.num_rows

@@ -11,7 +11,8 @@ One ``Harness`` per Locust process, kept on Locust's ``environment`` (as
 
 The shape asks ``Harness.tick()`` for the load now; everything else happens in
 Locust's events: ``init`` (validate, create, bring the stack up), ``test_start``,
-``test_stop`` and ``quitting`` (conclude the record, take the stack down).
+``test_stop``, ``quitting`` (conclude the record, take the stack down) and ``quit`` (after
+Locust's summary: the run's outcome, the last lines).
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ class Harness:
         if self.role is not None:
             self.role.quit()
 
+    def on_quit(self, **_kwargs) -> None:
+        """Locust printed its summary and is about to exit."""
+        say = getattr(self.role, "say_last_words", None)
+        if say is not None:
+            say()
+
     def tick(self) -> tuple[int, float] | None:
         """For the shape: the users and spawn rate now, or None once the plan is over."""
         if not isinstance(self.role, ControllerRole):
@@ -134,6 +141,7 @@ def install(environment_events, defaults: dict[str, Any] | None = None) -> None:
         environment.events.test_start.add_listener(harness.on_test_start)
         environment.events.test_stop.add_listener(harness.on_test_stop)
         environment.events.quitting.add_listener(harness.on_quitting)
+        environment.events.quit.add_listener(harness.on_quit)
         harness.on_init(environment, runner, **kwargs)
 
 

@@ -12,6 +12,7 @@ process. The plan is built there, once, from the validated options.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +23,18 @@ from urllib.parse import urlparse
 import psutil
 
 from loadtest.collector import FieldSpec
-from loadtest.plan import MAX_RUN_TIME_ENV, PlanError, RunPlan, build_plan, compress
+from loadtest.plan import (
+    MAX_DURATION_S,
+    MAX_DURATION_TEXT,
+    MAX_RUN_TIME_ENV,
+    PRESETS,
+    DurationTooLong,
+    PlanError,
+    RunPlan,
+    build_plan,
+    compress,
+    short,
+)
 from loadtest.plan import seconds as plan_seconds
 from loadtest.stack import BACKENDS, REGISTRY, backend_class
 from loadtest.stack.base import app_arguments
@@ -181,14 +193,20 @@ def add_arguments(parser, defaults: dict[str, Any] | None = None) -> None:
 
 def backend_dests() -> list[str]:
     """dest names of the options the backends declare (to hand them back to the backend)."""
-    names: list[str] = []
+    return list(backend_options())
 
-    def record(*flags, **kwargs):
-        names.append(kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_"))
 
+def backend_options() -> dict[str, tuple[str, set[str], Any]]:
+    """dest -> (flag, the backends that declare it, its default)."""
+    found: dict[str, tuple[str, set[str], Any]] = {}
     for name in BACKENDS:
+        def record(*flags, _backend=name, **kwargs):
+            dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+            flag, owners, default = found.get(dest, (flags[0], set(), kwargs.get("default")))
+            found[dest] = (flag, owners | {_backend}, default)
+
         backend_class(name).add_arguments(record)
-    return names
+    return found
 
 
 @dataclass(frozen=True)
@@ -272,12 +290,29 @@ def parse_duration(text, option: str = "--stage-time", allow_zero: bool = False)
     else:
         try:
             seconds = plan_seconds(text)
+        except DurationTooLong as exc:
+            raise UsageError(f"{option}: {short(text)!r} is {exc}") from None
         except (ValueError, TypeError):
-            raise UsageError(
-                f"{option}: {text!r} is not a duration (expected e.g. 30s, 2m, 1m30s)") from None
+            raise UsageError(f"{option}: {short(text)!r} is not a duration (expected e.g. 30s, "
+                             "2m, 1m30s)") from None
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise UsageError(f"{option}: {short(text)!r} is longer than {MAX_DURATION_TEXT}, the "
+                         "longest a run can hold")
     if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise UsageError(f"{option}: {text!r} must be longer than zero")
+        raise UsageError(f"{option}: {short(text)!r} must be longer than zero")
     return seconds
+
+
+def real(value, option: str) -> float:
+    """A number option's value as a finite float: Infinity or NaN would reach run.json,
+    which is then not JSON."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{option}: {short(value)!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{option}: {short(value)!r} is not a finite number")
+    return number
 
 
 def check_writable(run_dir: str, reports: Path = Path("reports")) -> None:
@@ -325,13 +360,14 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
     values.update(_levels(get, cls, values))
     values.update(_autoscale(get, cls, values["max_replicas"]))
     options = HarnessOptions(
-        **values, replace_dead=bool(get("replace_dead")), run_dir=_absolute(get("run_dir")),
+        **values, replace_dead=bool(get("replace_dead")), run_dir=_run_dir(get, stack["stack"]),
         faults=_fault_list(get("fault") or []),
         backend_options={d: get(d) for d in backend_dests() if hasattr(parsed, d)})
     try:  # the plan and the fault schedule check themselves
         plan = build_plan(options, controlled=cls.controlled)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
+    _refuse_ignored(get, {**values, "controlled": cls.controlled})  # once every value is good
     limit = os.environ.get(MAX_RUN_TIME_ENV, "").strip()
     if limit:
         plan = compress(plan, parse_duration(limit, MAX_RUN_TIME_ENV))
@@ -392,20 +428,26 @@ def _locust(get, stack: str) -> dict:
     users, spawn_rate, run_time = get("num_users"), get("spawn_rate"), get("run_time") or None
     if users is not None and users < 0:
         raise UsageError(f"-u/--users {users}: use 0 or more users")
-    if spawn_rate is not None and spawn_rate <= 0:
-        raise UsageError(f"-r/--spawn-rate {spawn_rate}: must be more than 0")
-    if run_time is not None and run_time <= 0:
-        raise UsageError(f"--run-time {run_time}: must be longer than zero")
+    if spawn_rate is not None:
+        spawn_rate = real(spawn_rate, "-r/--spawn-rate")
+        if spawn_rate <= 0:
+            raise UsageError(f"-r/--spawn-rate {spawn_rate:g}: must be more than 0")
+    if run_time is not None:  # Locust's own option, read here: seconds, as Locust parsed it
+        if run_time <= 0:
+            raise UsageError(f"--run-time {run_time}: must be longer than zero")
+        if run_time > MAX_DURATION_S:
+            raise UsageError(f"--run-time {short(run_time, 20)} s is longer than "
+                             f"{MAX_DURATION_TEXT}, the longest a run can hold")
     return {"host": host, "users": users, "spawn_rate": spawn_rate,
             "run_time": float(run_time) if run_time else None}
 
 
 def _load(get) -> dict:
-    rate_per_user = float(get("rate_per_user") or 0.0)
+    rate_per_user = real(get("rate_per_user") or 0.0, "--rate-per-user")
     if rate_per_user < 0:
         raise UsageError("--rate-per-user must be 0 (as fast as possible) or more")
     load_model = str(get("load_model") or "closed")
-    arrival_rate = float(get("arrival_rate") or 0.0)
+    arrival_rate = real(get("arrival_rate") or 0.0, "--arrival-rate")
     if arrival_rate < 0:
         raise UsageError("--arrival-rate must be more than 0")
     if arrival_rate > 0:
@@ -415,7 +457,7 @@ def _load(get) -> dict:
     if load_model == "open" and rate_per_user > 0:
         raise UsageError("--rate-per-user paces users of the closed model; the open model's "
                          "rate is --arrival-rate or --load-profile")
-    slo = float(get("slo_p95_ms") or 0.0)
+    slo = real(get("slo_p95_ms") or 0.0, "--slo-p95-ms")
     if slo < 0:
         raise UsageError("--slo-p95-ms must be 0 (off) or more")
     return {"rate_per_user": rate_per_user, "load_model": load_model,
@@ -459,7 +501,7 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
     if metric not in AUTOSCALE_METRICS:
         raise UsageError(f"--autoscale-metric {metric!r}: choose "
                          f"{', '.join(AUTOSCALE_METRICS)}")
-    target = float(get("autoscale_target") or 0.0)
+    target = real(get("autoscale_target") or 0.0, "--autoscale-target")
     min_replicas = int(get("min_replicas") or 0)
     if autoscale != "none":
         if not cls.controlled:
@@ -476,10 +518,10 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
         if min_replicas > max_replicas:
             raise UsageError(f"--min-replicas {min_replicas} is above --max-replicas "
                              f"{max_replicas}")
-    tolerance = float(get("hpa_tolerance"))
+    tolerance = real(get("hpa_tolerance"), "--hpa-tolerance")
     if not 0 <= tolerance < 1:
         raise UsageError("--hpa-tolerance must be between 0 and 1")
-    panic = float(get("kpa_panic_threshold"))
+    panic = real(get("kpa_panic_threshold"), "--kpa-panic-threshold")
     if panic <= 1:
         raise UsageError("--kpa-panic-threshold must be more than 1 (e.g. 2.0 for 200%)")
     stable_window = parse_duration(get("kpa_stable_window"), "--kpa-stable-window")
@@ -527,6 +569,119 @@ def _limits(get) -> dict:
     except ValueError as exc:
         raise UsageError(f"--replica-cpus/--replica-memory/--replica-cpu-request: "
                          f"{exc}") from None
+
+
+# -- options a run would ignore -----------------------------------------------------------
+
+#: What the harness runs on a stack it controls, and cannot on one it does not (external).
+RUN_BY_THE_HARNESS = ("scale_levels", "max_replicas", "replace_dead", "replica_cpus",
+                      "replica_memory", "replica_cpu_request", "balancer", "stack_port",
+                      "api_port", "app_port", "health_path", "ready_timeout", "counter_read")
+AUTOSCALER_KNOBS = ("min_replicas", "autoscale_metric", "autoscale_target", "autoscale_period",
+                    "scale_down_window", "hpa_tolerance", "kpa_stable_window",
+                    "kpa_panic_threshold")
+HPA_ONLY = ("autoscale_period", "scale_down_window", "hpa_tolerance")
+KPA_ONLY = ("kpa_stable_window", "kpa_panic_threshold")
+
+
+def _one_stage(v: dict) -> bool:
+    return v["autoscale"] != "none" or not v["controlled"] or len(v["levels"]) == 1
+
+
+def _ends(v: dict) -> str:
+    return "--run-time" if v["run_time"] else "--load-profile"
+
+
+#: (the options, when the run would ignore them, why): each refused, naming the conflict,
+#: rather than dropped without a word. The facts are the validated values, plus
+#: ``controlled`` (the stack is the harness's to run).
+IGNORED: tuple[tuple[tuple[str, ...], Any, Any], ...] = (
+    (("scale_levels",), lambda v: v["autoscale"] != "none",
+     lambda v: f"--autoscale {v['autoscale']} chooses the replica count (from "
+               "--min-replicas up to --max-replicas)"),
+    (RUN_BY_THE_HARNESS, lambda v: not v["controlled"],
+     lambda v: f"the {v['stack']} stack is not the harness's to run or scale"),
+    (AUTOSCALER_KNOBS, lambda v: v["autoscale"] == "none",
+     lambda v: "it tunes an autoscaler, and none runs (add --autoscale hpa or kpa)"),
+    (HPA_ONLY, lambda v: v["autoscale"] == "kpa",
+     lambda v: "--autoscale kpa does not read it (it decides every 2 s, over "
+               "--kpa-stable-window)"),
+    (KPA_ONLY, lambda v: v["autoscale"] == "hpa",
+     lambda v: "--autoscale hpa does not read it"),
+    (("stage_time",), lambda v: _one_stage(v) and bool(v["run_time"] or v["load_profile"]),
+     lambda v: f"the run has one stage, and {_ends(v)} sets its end"),
+    (("arrival_rate",), lambda v: _points(v),
+     lambda v: "--load-profile gives the rate at each of its points (with --load-model "
+               "open they are requests/s)"),
+    (("num_users",), lambda v: _points(v) and v["load_model"] == "closed",
+     lambda v: "--load-profile gives the users at each of its points (a preset's peak is "
+               "-u)"),
+)
+#: Locust's own options, by the name users know them.
+LOCUST_FLAGS = {"num_users": "-u/--users"}
+
+
+def _points(v: dict) -> bool:
+    """A load profile of points (a preset is scaled to -u, or to --arrival-rate)."""
+    return bool(v["load_profile"]) and v["load_profile"].strip() not in PRESETS
+
+
+def _given(get, dest: str, default: Any) -> bool:
+    """The user chose a value for ``dest``: it differs from the default (an empty list,
+    as the web UI sends one, is the default)."""
+    value = get(dest)
+    if isinstance(value, list):
+        return any(str(v).strip() for v in value) and value != default
+    if isinstance(value, str) and isinstance(default, str):
+        return value.replace(" ", "") not in ("", default.replace(" ", ""))
+    return value is not None and value != "" and value != default
+
+
+def declared() -> dict[str, tuple[str, Any]]:
+    """dest -> (flag, default) of the harness's options and the app's (``app_arguments``),
+    Locust's own by the name users know them."""
+    found: dict[str, tuple[str, Any]] = {d: (flag, None) for d, flag in LOCUST_FLAGS.items()}
+    found.update({opt.dest: (opt.flag, opt.default) for opt in OPTIONS})
+
+    def record(*flags, **kwargs):
+        dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+        found[dest] = (flags[0], kwargs.get("default"))
+
+    app_arguments(record)
+    return found
+
+
+def _refuse_ignored(get, facts: dict) -> None:
+    """An option this run would ignore is refused, naming the conflict: silently dropped,
+    the user would believe it took effect."""
+    options = declared()
+    for dests, when, why in IGNORED:
+        given = [d for d in dests if _given(get, d, options[d][1])]
+        if given and when(facts):
+            raise UsageError(f"{options[given[0]][0]} would be ignored: {why(facts)}")
+    stack = facts["stack"]
+    for dest, (flag, owners, default) in backend_options().items():
+        if stack not in owners and _given(get, dest, default):
+            raise UsageError(f"{flag} would be ignored: it is an option of --stack "
+                             f"{' or '.join(sorted(owners))}, and this run is --stack {stack}")
+
+
+# -- paths -----------------------------------------------------------------------------
+
+def _run_dir(get, stack: str) -> str:
+    """The run directory, absolute. Refused: a control character (a newline breaks every
+    log and config line it is written into), and under Docker a colon (a bind mount
+    ``SOURCE:TARGET`` would split there)."""
+    path = _absolute(get("run_dir"))
+    bad = next((c for c in path if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise UsageError(f"--run-dir {path!r}: contains a control character ({bad!r}); "
+                         "choose a path without one")
+    if ":" in path and stack in ("compose", "swarm"):
+        raise UsageError(f"--run-dir {path!r}: contains a colon, which Docker's bind mounts "
+                         f"(SOURCE:TARGET) cannot carry on --stack {stack}; choose a path "
+                         "without one")
+    return path
 
 
 def _absolute(path) -> str:

@@ -87,6 +87,8 @@ def parse_profile(text: str, model: str, peak: float) -> LoadProfile:
         try:
             t = seconds(when)
             v = float(value)
+        except DurationTooLong as exc:
+            raise PlanError(f"--load-profile: {short(part)!r}: its time is {exc}") from None
         except (ValueError, TypeError):
             raise PlanError(f"--load-profile: {part!r} is not TIME:VALUE (e.g. 30s:100)") \
                 from None
@@ -111,9 +113,33 @@ def _number(text: str) -> bool:
     return re.fullmatch(r"\d+(\.\d+)?", text.strip()) is not None
 
 
+#: The longest duration a run can hold: a week. Past it a duration is a typo (or 400
+#: digits), and what it would make of the plan (Infinity, NaN) is not JSON.
+MAX_DURATION_S = 7 * 24 * 3600.0
+MAX_DURATION_TEXT = "7 days"
+
+
+class DurationTooLong(ValueError):
+    """A duration beyond ``MAX_DURATION_S``; the message says so in words."""
+
+
 def seconds(text: str) -> float:
-    """A duration in seconds: 30, 2.5s, 500ms, 1m30s, 2h (ValueError otherwise)."""
+    """A duration in seconds: 30, 2.5s, 500ms, 1m30s, 2h (ValueError otherwise; its
+    subclass ``DurationTooLong`` beyond a week)."""
     text = str(text).strip()
+    value = _parse_seconds(text)
+    if not math.isfinite(value) or value > MAX_DURATION_S:
+        raise DurationTooLong(f"longer than {MAX_DURATION_TEXT}, the longest a run can hold")
+    return value
+
+
+def short(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for a message (400 digits are not read)."""
+    text = str(text).strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parse_seconds(text: str) -> float:
     if _number(text):
         return float(text)
     if text.endswith("ms") and _number(text[:-2]):
@@ -183,15 +209,16 @@ class FaultSpec:
 
 
 def parse_fault(text: str) -> FaultSpec:
+    label = f"--fault {short(text, 60)!r}"  # how every message names it
     parts = [p.strip() for p in text.split(":")]
     if len(parts) < 2:
-        raise PlanError(f"--fault {text!r}: expected WHEN:KIND (e.g. 30s:kill-replica)")
-    when = _duration(parts[0], f"--fault {text!r}", allow_zero=True)
+        raise PlanError(f"{label}: expected WHEN:KIND (e.g. 30s:kill-replica)")
+    when = _duration(parts[0], label, allow_zero=True)
     kind, args = parts[1], parts[2:]
     if kind not in FAULT_KINDS:
-        raise PlanError(f"--fault {text!r}: unknown fault {kind!r}; choose "
+        raise PlanError(f"{label}: unknown fault {kind!r}; choose "
                         f"{', '.join(FAULT_KINDS)}")
-    bad = PlanError(f"--fault {text!r}: {kind} takes {FAULT_KINDS[kind]}")
+    bad = PlanError(f"{label}: {kind} takes {FAULT_KINDS[kind]}")
     if kind == "kill-replica":
         if len(args) > 1:
             raise bad
@@ -199,7 +226,7 @@ def parse_fault(text: str) -> FaultSpec:
     if kind in ("pause-replica", "pause-redis"):
         if not args or len(args) > (2 if kind == "pause-replica" else 1):
             raise bad
-        return FaultSpec(when, kind, _duration(args[0], f"--fault {text!r}"),
+        return FaultSpec(when, kind, _duration(args[0], label),
                          target=args[1] if len(args) > 1 else None, text=text)
     if kind == "restart-redis":
         if args not in ([], ["persist"], ["no-persist"]):
@@ -212,24 +239,26 @@ def parse_fault(text: str) -> FaultSpec:
     if kind == "latency":
         if len(args) != 3 or args[0] != "redis":
             raise bad
-        ms = _duration(args[1], f"--fault {text!r}") * 1000
-        return FaultSpec(when, kind, _duration(args[2], f"--fault {text!r}"), target="redis",
+        ms = _duration(args[1], label) * 1000
+        return FaultSpec(when, kind, _duration(args[2], label), target="redis",
                          latency_ms=ms, text=text)
     # reset
     if len(args) != 2 or args[0] != "redis":
         raise bad
-    return FaultSpec(when, kind, _duration(args[1], f"--fault {text!r}"), target="redis",
+    return FaultSpec(when, kind, _duration(args[1], label), target="redis",
                      text=text)
 
 
 def _duration(text: str, option: str, allow_zero: bool = False) -> float:
     try:
         value = seconds(text)
+    except DurationTooLong as exc:
+        raise PlanError(f"{option}: {short(text)!r} is {exc}") from None
     except (ValueError, TypeError):
-        raise PlanError(f"{option}: {text.strip()!r} is not a duration (e.g. 30s, 500ms)") \
+        raise PlanError(f"{option}: {short(text)!r} is not a duration (e.g. 30s, 500ms)") \
             from None
     if value < 0 or (value == 0 and not allow_zero):
-        raise PlanError(f"{option}: {text.strip()!r} must be longer than zero")
+        raise PlanError(f"{option}: {short(text)!r} must be longer than zero")
     return value
 
 
@@ -336,6 +365,10 @@ def build_plan(opts, controlled: bool = True) -> RunPlan:
             raise PlanError(f"{ends} ends the run at {duration:g}s, before stage "
                             f"{len(levels)} would start at {last_start:g}s: shorten "
                             "--stage-time or the levels, or lengthen the run")
+    if duration > MAX_DURATION_S:
+        raise PlanError(f"the plan lasts {duration / 86400:.3g} days ({len(levels)} stages of "
+                        f"{stage_time:g}s): longer than {MAX_DURATION_TEXT}, the longest a "
+                        "run can hold")
     stages = []
     for i, level in enumerate(levels):
         start = i * stage_time
@@ -355,10 +388,10 @@ def build_plan(opts, controlled: bool = True) -> RunPlan:
     faults = tuple(sorted((parse_fault(f) for f in opts.faults), key=lambda f: f.at))
     for fault in faults:
         if fault.at >= duration:
-            raise PlanError(f"--fault {fault.text!r} is at {fault.at:g}s, after the run ends "
-                            f"({duration:g}s)")
+            raise PlanError(f"--fault {short(fault.text, 60)!r} is at {fault.at:g}s, after the "
+                            f"run ends ({duration:g}s)")
         if not controlled:
-            raise PlanError(f"--fault {fault.text!r}: faults need a stack the harness "
+            raise PlanError(f"--fault {short(fault.text, 60)!r}: faults need a stack the harness "
                             "controls")
 
     if model == "open":

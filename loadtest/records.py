@@ -111,7 +111,8 @@ def table_from_records(rows: list[Record]) -> pa.Table:
 
 
 class PartWriter:
-    """Writes record batches as numbered Parquet parts, atomically."""
+    """Writes record batches as numbered Parquet parts, atomically. A write that fails is
+    kept in ``last_error`` (whoever watches the disk reads it: ``roles.disk``)."""
 
     def __init__(self, run_dir: Path, prefix: str) -> None:
         self.directory = Path(run_dir) / REQUESTS_DIR
@@ -119,6 +120,7 @@ class PartWriter:
         self.prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix)
         self._seq = itertools.count()
         self.written = 0
+        self.last_error: OSError | None = None
 
     def write(self, table: pa.Table) -> Path | None:
         if table.num_rows == 0:
@@ -128,8 +130,10 @@ class PartWriter:
         try:
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)  # a full disk must not leave half a part behind
+            if isinstance(exc, OSError):
+                self.last_error = exc
             raise
         self.written += table.num_rows
         return path

@@ -9,8 +9,10 @@ is killed still says what it was doing.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -18,6 +20,9 @@ from pathlib import Path
 RUN_JSON = "run.json"
 RESERVE = ".scalecheck-reserve"
 RESERVE_BYTES = 512 * 1024  # room kept for run.json's last word on a disk that fills up
+PAGE = 4096  # what a file's last block may take beyond its length
+#: The errors of a disk with no room left (a full filesystem, a user's quota).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 log = logging.getLogger("scalecheck")
 
 #: How a run ended. ``completed``: the plan ran to its end. ``interrupted``:
@@ -94,6 +99,8 @@ class RunRecord:
             **fields,
         }
         self._save_failed = False
+        self.last_error: OSError | None = None  # the last error a save met (even got round)
+        self.reserve_used = False  # the disk filled up: run.json took from its reserve
         self._reserve()
 
     def _reserve(self) -> None:
@@ -189,24 +196,95 @@ class RunRecord:
     # -- disk --------------------------------------------------------------------------
 
     def save(self) -> bool:
-        """Write run.json atomically; on a full disk use the reserve, else say so once."""
+        """Write run.json atomically. On a full disk: take room from the reserve (only what
+        this write needs, so that later ones find some too), and as a last resort rewrite
+        run.json in the blocks it already has. Say once when it cannot be written."""
         path = self.run_dir / RUN_JSON
-        tmp = path.with_suffix(".json.tmp")
-        text = json.dumps(self.data, indent=2, default=str)
-        for attempt in range(2):
+        text = _dumps(self.data)
+        try:
+            self._replace(path, text)
+        except OSError as exc:
+            self.last_error = exc
+            if exc.errno not in DISK_FULL or not self._save_full(path, text, exc):
+                return self._save_error(path, exc)
+        self._save_failed = False
+        return True
+
+    def _save_full(self, path: Path, text: str, exc: OSError) -> bool:
+        """The disk is full: the reserve gives what this write needs, else run.json is
+        rewritten in place (compact) if its blocks hold it."""
+        if self._take_from_reserve(len(text.encode()) + PAGE):
+            if not self.reserve_used:
+                log.error("scalecheck: the disk is full (%s); using the space kept for "
+                          "run.json", exc.strerror or exc)
+            self.reserve_used = True
             try:
-                tmp.write_text(text)
-                os.replace(tmp, path)
-                self._save_failed = False
+                self._replace(path, text)
                 return True
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                if attempt == 0 and (self.run_dir / RESERVE).exists():
-                    log.error("scalecheck: the disk is full (%s); using the space kept for "
-                              "run.json", exc.strerror or exc)
-                    self.release_reserve()
-                    continue
-                if not self._save_failed:
-                    log.error("scalecheck: cannot write %s: %s", path, exc.strerror or exc)
-                self._save_failed = True
+            except OSError:
+                pass
+        return _overwrite_in_place(path, _dumps(self.data, indent=None))
+
+    def _save_error(self, path: Path, exc: OSError) -> bool:
+        if not self._save_failed:
+            log.error("scalecheck: cannot write %s: %s", path, exc.strerror or exc)
+        self._save_failed = True
+        return False
+
+    @staticmethod
+    def _replace(path: Path, text: str) -> None:
+        tmp = path.with_suffix(".json.tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _take_from_reserve(self, need: int) -> bool:
+        """Give ``need`` bytes of the reserve back to the disk; False when it is spent."""
+        reserve = self.run_dir / RESERVE
+        try:
+            size = reserve.stat().st_size
+            if size <= need:
+                reserve.unlink()
+            else:
+                os.truncate(reserve, size - need)
+            return size > 0
+        except OSError:
+            return False
+
+
+def _dumps(data: dict, indent: int | None = 2) -> str:
+    """run.json's text: JSON other tools can read, so never NaN nor Infinity (a value that
+    is not finite is written as null)."""
+    try:
+        return json.dumps(data, indent=indent, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _overwrite_in_place(path: Path, text: str) -> bool:
+    """Rewrite ``path`` within the blocks it already holds (no new room needed); False,
+    leaving it as it was, when ``text`` would need more."""
+    data = text.encode()
+    try:
+        if len(data) > path.stat().st_blocks * 512:
+            return False
+        with open(path, "r+b") as fh:
+            fh.write(data)
+            fh.truncate(len(data))
+        log.error("scalecheck: the disk is full; run.json rewritten in place")
+        return True
+    except OSError:
         return False

@@ -43,6 +43,32 @@ def free_port() -> int:
     return _free()
 
 
+#: Where this session's stacks live (run directories under pytest's base temporary
+#: directory, or under the repository): filled in when the session starts.
+OUR_PLACES: list[str] = [str(ROOT)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _our_places(tmp_path_factory):
+    OUR_PLACES.append(str(tmp_path_factory.getbasetemp()))
+
+
+def _started_here(proc: psutil.Process) -> bool:
+    """Started by this session: its environment carries the mark, or, where the process
+    overwrote its environment with its title (redis-server does), it works in one of
+    this session's places (Redis runs in its run directory)."""
+    try:
+        environ = proc.environ()
+        if "PATH" in environ:
+            return environ.get(SESSION_MARK) == os.environ[SESSION_MARK]
+        cwd = proc.cwd()
+    except psutil.AccessDenied:
+        return True  # cannot tell: count it
+    except psutil.Error:
+        return False
+    return any(cwd == place or cwd.startswith(place + os.sep) for place in OUR_PLACES)
+
+
 def _pid_namespace(pid: int | str) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
@@ -51,12 +77,12 @@ def _pid_namespace(pid: int | str) -> str | None:
 
 
 def stack_processes() -> set[int]:
-    """PIDs of everything a stack may start (to prove none is left behind).
+    """PIDs of everything a stack started by this test session may start (to prove none
+    is left behind).
 
     Processes in containers (another PID namespace) are Docker's business, not
     ours: a Redis or a replica in a container looks the same from here. Nor are those
-    another session started (another checkout's tests on the same machine): a process
-    whose environment is readable and lacks this session's mark is not ours."""
+    of another session on the same machine (``SESSION_MARK``)."""
     found = set()
     ours = _pid_namespace("self")
     for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
@@ -67,20 +93,11 @@ def stack_processes() -> set[int]:
                 continue
             cmd = " ".join(proc.info["cmdline"] or [])
             replica = any(mark in cmd for mark in ("app.serve", "tests/apps/", "-m shop"))
-            if (proc.info["name"] in STACK_PROGRAMS or replica) and _ours(proc):
+            if (proc.info["name"] in STACK_PROGRAMS or replica) and _started_here(proc):
                 found.add(proc.info["pid"])
         except psutil.Error:
             continue
     return found
-
-
-def _ours(proc: psutil.Process) -> bool:
-    try:
-        return proc.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]
-    except psutil.AccessDenied:
-        return True  # cannot tell: counted, as before
-    except psutil.Error:
-        return False
 
 
 @pytest.fixture

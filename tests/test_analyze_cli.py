@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,84 @@ def test_the_scalecheck_command(tmp_path):
                              env={"PATH": str(tmp_path / "none"), "PYTHONPATH": str(ROOT)})
     assert run_cmd.returncode == 2 and "Traceback" not in run_cmd.stderr
     assert "locust is not installed" in run_cmd.stderr
+
+
+# -- hostile run directories: FIFOs, a read-only mount, a run.json that is not an object --
+
+def _analyze_bounded(*args: str) -> subprocess.CompletedProcess:
+    """analyze.py that must answer soon: a FIFO made it wait forever."""
+    return subprocess.run([sys.executable, str(ROOT / "analyze.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("  [")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_what_is_not_a_regular_file_is_refused_not_waited_on(tmp_path):
+    run = synth_run(tmp_path / "fifo", requests=600)
+    run_json = run / "run.json"
+    run_json.rename(tmp_path / "run.json")
+    os.mkfifo(run_json)
+    assert "run.json: not a regular file (a FIFO)" in _one_error(_analyze_bounded(run))
+    run_json.unlink()
+    (tmp_path / "run.json").rename(run_json)
+    os.mkfifo(run / "requests" / "part-zz.parquet")
+    assert "part-zz.parquet: not a regular file (a FIFO)" in \
+        _one_error(_analyze_bounded(run, "--no-report"))
+    skipped = _analyze_bounded(run, "--no-report", "--skip-bad-parts")
+    assert skipped.returncode == 3 and "skipped part-zz.parquet: not a regular file" in \
+        skipped.stderr
+    (run / "requests" / "part-zz.parquet").unlink()
+    (run / "requests" / "part-zz.parquet").mkdir()
+    assert "part-zz.parquet: not a regular file (a directory)" in \
+        _one_error(_analyze_bounded(run, "--no-report"))
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"a run"', "42"])
+def test_a_run_json_that_is_not_an_object_is_one_line(tmp_path, content):
+    run = synth_run(tmp_path / "notobj", requests=600)
+    (run / "run.json").write_text(content)
+    assert "not a run record (the top level is not an object)" in \
+        _one_error(_analyze_bounded(run))
+
+
+@pytest.fixture
+def read_only_run(tmp_path):
+    """A run on a read-only mount, as an artifact is (root only: skipped otherwise)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.strip()}")
+    try:
+        synth_run(mount / "run", requests=6000)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        yield mount / "run"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_run_directory_still_gets_its_verdict(read_only_run, tmp_path):
+    """The verdict was computed: it is printed, with its exit code, and one line says what
+    could not be written (it exited 2, saying nothing of the verdict)."""
+    proc = _analyze_bounded(read_only_run)
+    assert proc.returncode == 0 and "verdict: PASS" in proc.stdout, proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if not ln.startswith("  [")]
+    assert said == [f"python analyze.py: warning: could not write summary.json, report.html "
+                    f"and figures/ in {read_only_run}: Read-only file system (--out DIR writes "
+                    "them elsewhere)"]
+    out = tmp_path / "elsewhere"
+    proc = _analyze_bounded(read_only_run, "--out", out)
+    assert proc.returncode == 0 and f"in {out}" in proc.stdout, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["verdict"] == "pass"
+    assert (out / "report.html").exists() and (out / "figures" / "throughput.png").exists()
+    # --out names where to write: not being able to is an error (exit 2), verdict still said
+    proc = _analyze_bounded(read_only_run, "--out", read_only_run / "sub", "--quiet")
+    assert proc.returncode == 2 and proc.stdout.strip() == "verdict: PASS"
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "python analyze.py: error: could not write summary.json")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -309,26 +313,113 @@ def test_balancer_killed_mid_run_fails_the_run_in_one_line(tmp_path, no_leftover
     assert verdict.returncode in (1, 3) and checks["run_completed"]["status"] == "not checked"
 
 
-def test_a_full_disk_still_leaves_a_finished_run_json(tmp_path, no_leftovers):
-    """Records and logs fill a small disk; run.json still gets its last word (space for it
-    is kept from the start), and the lost records show as a failed check, not a pass."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
+@contextlib.contextmanager
+def small_disk(where: Path, size: str = "3m"):
+    """A tmpfs of ``size`` at ``where`` (root only: the test skips otherwise), unmounted
+    whatever happens."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(where)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        run_dir = disk / "run"
-        proc = run_locust(locust_args(run_dir, "2", "10s"), timeout=120)
-        run = json.loads((run_dir / "run.json").read_text())
-        analysed = analyze(run_dir)
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-    assert "No space left" in proc.stderr or "disk is full" in proc.stderr  # it did fill up
-    assert run["status"] == "completed" and run["ended"] is not None, run
-    assert run["totals"]["locust"] and run["totals"]["recorded"] is not None
-    assert analysed.returncode in (1, 2, 3), analysed.stdout  # never a pass
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path, leave: int) -> None:
+    """Write ``path`` until its filesystem has about ``leave`` bytes free."""
+    with open(path, "ab") as fh:
+        while (free := shutil.disk_usage(path.parent).free) > leave:
+            fh.write(b"x" * min(64 * 1024, free - leave))
+            fh.flush()
+
+
+class RunawayWriter(threading.Thread):
+    """Another program's log gone wild: once ``start_when`` exists, it takes every byte
+    that comes free on the disk, until stopped."""
+
+    def __init__(self, path: Path, start_when: Callable[[], bool]) -> None:
+        super().__init__(daemon=True)
+        self.path, self.start_when, self.stopped = path, start_when, threading.Event()
+
+    def run(self) -> None:
+        while not self.start_when() and not self.stopped.wait(0.05):
+            pass
+        with open(self.path, "ab", buffering=0) as fh:
+            while not self.stopped.is_set():
+                try:
+                    fh.write(b"x" * 65536)
+                except OSError:
+                    try:
+                        fh.write(b"x" * 4096)
+                    except OSError:
+                        self.stopped.wait(0.005)
+
+
+def test_the_balancer_log_gives_its_room_to_the_records(tmp_path, no_leftovers):
+    """A disk with little room: Traefik's access log (a line per request, five times the
+    size of a record) is cut, saying so, and every request keeps its record. It used to
+    fill the disk in seconds, and the records were lost."""
+    with small_disk(tmp_path / "disk") as disk:
+        fill(disk / "ballast", leave=1_400_000)
+        run_dir = disk / "run"
+        proc = run_locust(locust_args(run_dir, "2", "5s", min_steady=None), timeout=120)
+        run, df = load(run_dir)
+    print(f"1.4 MB free: {len(df)} records, the balancer's log cut "
+          f"{run['disk']['balancer_log_cuts']} times ({run['disk']['balancer_log_bytes_cut']:,} "
+          "bytes)")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert run["status"] == "completed", run.get("error")
+    assert run["totals"]["recorded"] == run["totals"]["locust"] == len(df) > 0
+    assert run["disk"]["balancer_log_cuts"] >= 1 and run["disk"]["full"] is None
+    cut = [w["text"] for w in run["warnings"] if "traefik-access.log was cut" in w["text"]]
+    assert len(cut) == 1 and "to keep the room for the records" in cut[0]
+    assert proc.stderr.strip().splitlines()[-1].startswith("scalecheck: analyse it with")
+
+
+def test_a_full_disk_is_a_failed_run_said_in_one_line(tmp_path, no_leftovers):
+    """A 3 MB disk that another program fills while the run records: the run stops, run.json
+    says 'failed' and why, with its totals; exit 2, no traceback, and the last line says the
+    run failed, why and how many requests have no record (it read 'run completed', exit
+    1). analyze.py on a copy names the loss."""
+    with small_disk(tmp_path / "disk") as disk:
+        run_dir = disk / "run"
+        writer = RunawayWriter(disk / "runaway.log",
+                               lambda: len(glob.glob(str(run_dir / "requests" / "*.parquet"))) > 0)
+        writer.start()
+        try:
+            proc = run_locust(locust_args(run_dir, "2", "10s", min_steady=None), timeout=120)
+        finally:
+            writer.stopped.set()
+            writer.join(10)
+        (disk / "runaway.log").unlink()
+        shutil.copytree(run_dir, tmp_path / "copy")
+    run = json.loads((tmp_path / "copy" / "run.json").read_text())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert run["status"] == "failed" and run["ended"] is not None, run
+    assert run["error"].startswith("the disk of the run directory filled up (No space left "
+                                   "on device"), run["error"]
+    totals = run["totals"]
+    assert totals["locust"] and totals["recorded"] is not None
+    lost = totals["locust"] - totals["recorded"]
+    last = proc.stderr.strip().splitlines()[-1]
+    print(f"3 MB disk filled: {totals['recorded']} of {totals['locust']} requests recorded, "
+          f"exit {proc.returncode}; last line: {last}")
+    assert last.startswith("scalecheck: run failed: the disk of the run directory filled up")
+    assert "run completed" not in proc.stderr
+    if lost:
+        assert last.endswith(f"; {lost:,} of {totals['locust']:,} requests were not recorded")
+    analysed = analyze(tmp_path / "copy")
+    assert analysed.returncode in (1, 3), analysed.stdout  # never a pass
+    summary = json.loads((tmp_path / "copy" / "summary.json").read_text())
+    check = {c["name"]: c for c in summary["checks"]}["records_complete"]
+    assert check["evidence"]["lost"] == lost
+    if lost:
+        assert analysed.returncode == 1 and check["status"] == "fail"
+        assert analysed.stdout.strip().splitlines()[-2] == \
+            f"verdict: FAIL — {lost:,} of {totals['locust']:,} requests have no record"
 
 
 def _child_named(pid: int, name: str, timeout: float = 10) -> int:

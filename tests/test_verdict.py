@@ -494,3 +494,38 @@ def test_evidence_reads_as_text_not_json():
                     "examples: key k: read 3 after write 4 was acknowledged")
     assert evidence_text({"n": 12345.678, "ok": True}) == "n: 12,346; ok: yes"
     assert len(evidence_text({"x": "y" * 1000}, limit=50)) == 50
+
+
+# -- a run.json that says little, records that were lost -----------------------------
+
+def test_an_empty_run_json_proves_nothing(tmp_path):
+    """run.json = {}: nothing is known of the run, so no replica can be called a stray
+    (it failed unexpected_replicas): inconclusive, never FAIL."""
+    run = synth(tmp_path, requests=6000)
+    (run / "run.json").write_text("{}")
+    s = analyse(load_run(run), Thresholds()).summary
+    check = checks_of(s)["unexpected_replicas"]
+    assert check["status"] == "not checked" and "names no replica" in check["reason"]
+    assert s["verdict"] == "inconclusive", [c["name"] for c in s["checks"]
+                                            if c["status"] == "fail"]
+    proc = _analyze(run, "--no-report")
+    assert proc.returncode == 3, proc.stdout
+
+
+def test_lost_records_are_counted_and_named(tmp_path):
+    """Locust counted more than were recorded (a full disk): records_complete fails with the
+    count lost in its evidence, and the verdict line says it."""
+    from loadtest.analysis.view import verdict_line
+
+    run = synth(tmp_path, requests=6000)
+    meta = json.loads((run / "run.json").read_text())
+    meta["totals"]["locust"] = meta["totals"]["recorded"] + 42_311
+    (run / "run.json").write_text(json.dumps(meta))
+    s = analyse(load_run(run), Thresholds()).summary
+    check = checks_of(s)["records_complete"]
+    assert check["status"] == "fail" and check["evidence"]["lost"] == 42_311
+    locust = meta["totals"]["locust"]
+    assert check["reason"] == f"42,311 of the {locust:,} requests Locust counted have no record"
+    assert verdict_line(s) == f"verdict: FAIL — 42,311 of {locust:,} requests have no record"
+    proc = _analyze(run, "--no-report", "--quiet")
+    assert proc.returncode == 1 and proc.stdout.strip() == verdict_line(s)

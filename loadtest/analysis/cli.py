@@ -26,7 +26,9 @@ DESCRIPTION = """Analyse a recorded run: distribution over replicas, throughput 
 per replica count and around each scale change and fault, counter consistency,
 autoscaling, and a verdict.
 
-Writes RUN_DIR/summary.json, RUN_DIR/report.html and RUN_DIR/figures/*.png.
+Writes RUN_DIR/summary.json, RUN_DIR/report.html and RUN_DIR/figures/*.png (or into
+--out DIR). Where they cannot be written, the verdict is still printed, and one line
+says what was not written.
 Exit code: 0 pass, 1 fail, 3 inconclusive, 2 bad input or usage."""
 
 
@@ -71,7 +73,9 @@ def build_parser(prog: str = "python analyze.py") -> argparse.ArgumentParser:
                     help="instead of one run: a side-by-side report of these runs (each "
                          "after the first also compared with it), compare.html and compare.md")
     ci.add_argument("--out", type=Path, metavar="DIR",
-                    help="--compare: where to write (default: the first run's directory)")
+                    help="where to write summary.json, report.html and figures/ (default: "
+                         "the run directory; e.g. when it is read-only); with --compare, "
+                         "compare.html and compare.md (default: the first run's directory)")
     group = parser.add_argument_group(
         "thresholds", "defaults shown; 'off' disables a check whose default may be off")
     for name in Thresholds.names():
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None, prog: str = "python analyze.py") -> int:
 
 
 def _run(args, prog: str) -> int:
-    from loadtest.analysis import report
+    from loadtest.analysis import report, view
     from loadtest.analysis.distribution import BalanceError, parse_balance
     from loadtest.analysis.load import AnalysisInputError, load_run
     from loadtest.analysis.summary import Settings, analyse
@@ -141,8 +145,33 @@ def _run(args, prog: str) -> int:
     summary = analysis.summary
     for name in summary["settings"]["unknown_allow_unchecked"]:
         print(f"{prog}: warning: --allow-unchecked {name}: no such check", file=sys.stderr)
-    out = run.path
+    out = args.out or run.path
+    not_written = _write_outputs(analysis, out, args, progress)
+    ci_written = _ci_outputs(summary, args, prog)
+    # The verdict is said even where nothing could be written (an artifact on a read-only
+    # mount): it was computed, and it is what the reader came for.
+    if args.quiet:
+        print(view.verdict_line(summary))
+    else:
+        print(report.terminal(summary))
+        if not not_written:
+            written = "summary.json" + ("" if args.no_report else ", report.html, figures/")
+            print(f"wrote {written} in {out} ({time.perf_counter() - started:.1f}s)")
+    if not_written:
+        print(f"{prog}: {'error' if args.out else 'warning'}: {not_written}", file=sys.stderr)
+    if not ci_written or (not_written and args.out):
+        return USAGE_EXIT  # an output asked for by name is missing
+    return EXIT_CODES[summary["verdict"]]
+
+
+def _write_outputs(analysis, out: Path, args, progress) -> str | None:
+    """summary.json, report.html and figures/ in ``out``; what could not be written, in one
+    phrase, or None."""
+    from loadtest.analysis import report
+
+    summary = analysis.summary
     try:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain))
         if not args.no_report:
             progress("figures and report")
@@ -151,17 +180,10 @@ def _run(args, prog: str) -> int:
             images = figures.figures(analysis, out / "figures")
             (out / "report.html").write_text(report.render_html(analysis, images))
     except OSError as exc:
-        print(f"{prog}: error: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
-        return USAGE_EXIT
-    if not _ci_outputs(summary, args, prog):
-        return USAGE_EXIT
-    if args.quiet:
-        print(f"verdict: {summary['verdict'].upper()}")
-    else:
-        print(report.terminal(summary))
-        written = "summary.json" + ("" if args.no_report else ", report.html, figures/")
-        print(f"wrote {written} in {out} ({time.perf_counter() - started:.1f}s)")
-    return EXIT_CODES[summary["verdict"]]
+        names = "summary.json" + ("" if args.no_report else ", report.html and figures/")
+        hint = "" if args.out else " (--out DIR writes them elsewhere)"
+        return f"could not write {names} in {out}: {exc.strerror or exc}{hint}"
+    return None
 
 
 def _ci_outputs(summary: dict, args, prog: str) -> bool:

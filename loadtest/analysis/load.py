@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,8 @@ def load_run(path: Path, rows_per_window: int = 1_000_000,
         raise AnalysisInputError(f"{path}: no such run directory")
     if not path.is_dir():
         raise AnalysisInputError(f"{path}: not a directory")
+    if (path / REQUESTS_DIR).exists() and not (path / REQUESTS_DIR).is_dir():
+        raise AnalysisInputError(f"{path / REQUESTS_DIR}: not a directory")
     meta = _load_meta(path)
     files, bad = _good_parts(path, skip_bad_parts)
     return LoadedRun(path, meta, _record_source(path, files, rows_per_window), bad)
@@ -61,6 +65,9 @@ def _load_meta(path: Path) -> dict:
         if not any(path.iterdir()):
             raise AnalysisInputError(f"{path}: the run directory is empty")
         raise AnalysisInputError(f"{path}: no run.json (is this a run directory?)")
+    problem = not_a_file(run_json)
+    if problem:
+        raise AnalysisInputError(f"{run_json}: {problem}")
     try:
         meta = json.loads(run_json.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -69,6 +76,24 @@ def _load_meta(path: Path) -> dict:
     if problem:
         raise AnalysisInputError(f"{run_json}: not a run record ({problem})")
     return meta
+
+
+#: What a path that is not a regular file is, by its type.
+KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+         (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a directory"))
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` will not be read, or None for a regular file (or a link to one). A FIFO
+    or a device would make a reader wait forever, or read without end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind}); only files are read"
 
 
 def _number(value, optional: bool = True) -> bool:
@@ -154,6 +179,9 @@ def _good_parts(path: Path, skip_bad: bool) -> tuple[list[Path], list[str]]:
 
 
 def part_problem(file: Path) -> str | None:
+    problem = not_a_file(file)
+    if problem:
+        return problem
     try:
         schema = pq.read_schema(file)
     except (pa.ArrowException, OSError) as exc:

@@ -71,7 +71,7 @@ def terminal(summary: dict) -> str:
             lines.append(f"  {chk['status'].upper():>11}  {chk['name']}: {fmt(chk['value'])} "
                          f"(threshold {fmt(chk['threshold'])}){why}")
     lines.append(view.banner(summary))
-    lines.append(f"verdict: {summary['verdict'].upper()}")
+    lines.append(view.verdict_line(summary))
     return "\n".join(lines)
 
 

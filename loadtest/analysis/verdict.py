@@ -139,12 +139,17 @@ def records_check(totals: dict) -> Check:
     recorded = totals.get("recorded")
     analysed = totals.get("analysed", recorded)
     detail = "every request Locust counted has a record, and every record was read"
-    evidence = {"locust": locust, "recorded": recorded, "analysed": analysed}
+    evidence = {"locust": locust, "recorded": recorded, "analysed": analysed,
+                "lost": records_lost(totals)}
     if totals.get("bad_parts"):
         return Check("records_complete", None, analysed, locust, detail, evidence,
                      reason="some record files were skipped")
     if locust is not None and recorded != locust:
-        return Check("records_complete", False, recorded, locust, detail, evidence)
+        lost = evidence["lost"]
+        return Check("records_complete", False, recorded, locust, detail, evidence,
+                     reason=f"{lost:,} of the {locust:,} requests Locust counted have no "
+                            "record" if lost else
+                            f"{recorded - locust:,} more records than requests Locust counted")
     if analysed != recorded:
         return Check("records_complete", None, analysed, recorded, detail, evidence,
                      reason=f"run.json says {recorded} requests were recorded but the run "
@@ -154,6 +159,14 @@ def records_check(totals: dict) -> Check:
                  reason="Locust's count is not known" + (f" ({totals['note']})"
                                                          if totals.get("note") else "")
                  if locust is None else "")
+
+
+def records_lost(totals: dict) -> int:
+    """Requests Locust counted that have no record (0 when that is not known)."""
+    locust, recorded = totals.get("locust"), totals.get("recorded")
+    if locust is None or recorded is None:
+        return 0
+    return max(0, int(locust) - int(recorded))
 
 
 def records_incomplete(totals: dict) -> bool:
@@ -276,9 +289,12 @@ def stack_checks(f: dict, t: Thresholds) -> list[Check]:
     if controlled:
         stray = sorted({h for seg in steady or [] for h in seg.get("unexpected_hostnames", [])
                         if h not in known})
-        out.append(at_most("unexpected_replicas", len(stray), 0,
+        # A run.json that names no replica at all (cut short, or emptied) cannot tell a
+        # stray from a replica it never wrote down: that proves nothing.
+        out.append(at_most("unexpected_replicas", len(stray) if known else None, 0,
                            "replicas that answered but that the stack never reported (another "
-                           "app on the port?)", replicas=stray))
+                           "app on the port?)", replicas=stray,
+                           reason="run.json names no replica the stack started"))
         late = sum(r["served_after_removal"] for r in changes["removed"])
         out.append(at_most("served_after_removal", late, 0,
                            "requests routed to a replica after it was removed"))

@@ -51,6 +51,18 @@ def banner(summary: dict) -> str:
     return f"{text}; {why}" if why else text
 
 
+def verdict_line(summary: dict) -> str:
+    """``verdict: FAIL``, and how many requests have no record when some were lost (a
+    full disk, a killed harness): the one number that says how far to trust the rest."""
+    line = f"verdict: {summary['verdict'].upper()}"
+    check = _check(summary, "records_complete") or {}
+    evidence = check.get("evidence") or {}
+    lost, locust = evidence.get("lost"), evidence.get("locust")
+    if lost and locust:
+        line += f" — {lost:,} of {locust:,} requests have no record"
+    return line
+
+
 def failed_topics(summary: dict) -> str | None:
     """``Failed: shared state (a, b); scale changes (c).``: every failed check by topic."""
     by_topic: dict[str, list[str]] = {}

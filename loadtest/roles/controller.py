@@ -6,7 +6,8 @@ to a part of its own:
   stack, interruptibly), ``RunRecord`` (the run directory, run.json), ``Collector``,
   ``LocustReports``, ``LocustCounts``;
 - running: ``Conductor`` (the plan applied to the stack; the autoscaler; the faults),
-  the ``CpuSampler``; the shape asks ``tick()`` for the load now;
+  the ``CpuSampler``, the ``DiskGuard`` (room for the records; a full disk fails the run);
+  the shape asks ``tick()`` for the load now;
 - the end: ``ending`` (settle, conclude the record, tear down, the exit message).
 """
 
@@ -29,6 +30,7 @@ from loadtest.plan import RunPlan, Target
 from loadtest.records import PartWriter
 from loadtest.roles import ending
 from loadtest.roles.counts import LocustCounts
+from loadtest.roles.disk import DiskGuard
 from loadtest.roles.exits import fail
 from loadtest.roles.signals import SignalGate
 from loadtest.roles.startup import StartFailed, bring_up
@@ -53,6 +55,7 @@ class ControllerRole:
         self.reports: LocustReports | None = None
         self.counts: LocustCounts | None = None
         self.sampler = None
+        self.disk: DiskGuard | None = None
         self.arrivals: ArrivalDispatcher | None = None
         self.gate: SignalGate | None = None
         self.t0: float | None = None
@@ -62,6 +65,7 @@ class ControllerRole:
         self.fatal: str | None = None
         self._started = False
         self._last_tick: tuple[int, float] | None = None
+        self.pending_words: list[str] | None = None  # the last lines, once torn down
 
     # -- start ------------------------------------------------------------------------
 
@@ -89,6 +93,7 @@ class ControllerRole:
         self.counts = LocustCounts(self.environment, self.runner, self.collector)
         self.reports = LocustReports(self.environment, self.environment.parsed_options,
                                      run_dir)
+        atexit.register(self.say_last_words)  # at exit handlers run last first: after quit
         atexit.register(self.quit)
         self._start_stack()
         self.conductor = Conductor(self.stack, self.plan, self.record, self.announce,
@@ -96,6 +101,9 @@ class ControllerRole:
                                    users_now=self._users_now)
         self._attach_autoscaler_and_faults()
         self.sampler = ending.start_sampler(self.stack, self.environment)
+        self.disk = DiskGuard(run_dir, self.stack.balancer_logs,
+                              [self.collector.writer, self.record], self._disk_full,
+                              self._warn)
         log.info("scalecheck: recording into %s", run_dir)
         for note in self.plan.notes:
             log.warning("scalecheck: the plan was %s", note)
@@ -180,6 +188,7 @@ class ControllerRole:
         self._clock()
         self.collector.start()
         self.reports.start()
+        self.disk.start()
         self.record.mark_running(self.read_counter())
         self.conductor.start(self.t0)
         if self.plan.open_model:
@@ -287,15 +296,31 @@ class ControllerRole:
             self.conclude()
         ending.tear_down(self)
 
+    def say_last_words(self) -> None:
+        """Locust printed its summary (or is exiting): the run's outcome, last."""
+        ending.say_last_words(self)
+
     def on_fatal(self, message: str) -> None:
-        """The stack cannot go on (the balancer died, a rescale failed): end the run."""
+        """The stack cannot go on (the balancer died, a rescale failed, the disk is full):
+        end the run."""
         if self.fatal:
             return
         self.fatal = message
+        self.fail_run(message)
+        gevent.spawn(ending.quit_when_stopped, self)
+
+    def fail_run(self, message: str) -> None:
+        """The run failed (its record says why, and the exit code is 2), whether or not it
+        is still running."""
         log.error("scalecheck: %s", message)
         self.record.fail(message)
         self.environment.process_exit_code = 2
-        gevent.spawn(ending.quit_when_stopped, self)
+
+    def _disk_full(self, reason: str) -> None:
+        if self.concluded:
+            self.fail_run(reason)
+        else:
+            self.on_fatal(f"{reason}: the run stopped")
 
     def read_counter(self):
         try:

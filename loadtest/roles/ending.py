@@ -36,13 +36,16 @@ def conclude(role) -> None:
     record = role.record
     try:
         role.collector.stop()
-    except Exception as exc:  # e.g. a full disk: say so, and still write run.json
-        log.error("scalecheck: the last records could not be written: %s", exc)
-        record.data["error"] = f"records not written: {exc}"
+    except Exception as exc:  # e.g. a full disk: the run failed; say so, write run.json
+        _records_lost(role, exc)
+    if role.disk is not None:
+        role.disk.stop()
+        record.data["disk"] = role.disk.to_dict()
     if role.sampler is not None:
         role.sampler.stop()
         record.data["cpu"] = role.sampler.result()
-    name_servers(role)
+    if role.disk is None or role.disk.full is None:  # on a full disk, room is for run.json
+        name_servers(role)
     total = role.environment.stats.total
     record.set_events(role.stack.events)
     record.set_load_counts(role.collector.dropped_total)
@@ -52,6 +55,16 @@ def conclude(role) -> None:
                            role.counts.discarded, total.num_failures,
                            reset_stats_partial=role.counts.reset_partial,
                            by_worker=role.collector.received_from))
+
+
+def _records_lost(role, exc: Exception) -> None:
+    """The last records could not be written: the run failed. A full disk says so in its
+    own words, once (the guard fails the run, if it had not already)."""
+    if role.disk is not None:
+        role.disk.check()
+        if role.disk.full:
+            return
+    role.fail_run(f"the last records could not be written: {exc}")
 
 
 def name_servers(role) -> None:
@@ -81,17 +94,43 @@ def tear_down(role) -> None:
         role.stack.save_logs(record.run_dir / "logs")
     except OSError as exc:
         log.error("scalecheck: saving the stack's logs: %s", exc)
+    role.reports.close()
+    html_error = role.reports.write_html()
+    if html_error:
+        log.error("scalecheck: %s", html_error)
+        record.data["warnings"].append({"t": time.time(), "text": html_error})
     record.set_events(role.stack.events)
     record.save()
     record.release_reserve()
-    role.reports.close()
-    totals = record.data["totals"]
-    error = record.data.get("error")
-    print(f"scalecheck: run {record.status}: {totals['recorded']} requests recorded "
-          f"(Locust counted {totals['locust']}) in {record.run_dir}"
-          + (f"\nscalecheck: {error}" if error and record.status == "failed" else "")
-          + f"\nscalecheck: analyse it with: python analyze.py {record.run_dir}",
-          file=sys.stderr, flush=True)
+    role.pending_words = last_words(record)  # said after Locust's summary: see say_last_words
+
+
+def say_last_words(role) -> None:
+    """The harness's last lines, once, after Locust printed its own summary (its ``quit``
+    event, or at exit when Locust never got there): the last line a user reads is the
+    run's outcome."""
+    words, role.pending_words = role.pending_words, None
+    if words:
+        print("\n".join(words), file=sys.stderr, flush=True)
+
+
+def last_words(record) -> list[str]:
+    """What the harness says last: how many requests were recorded and where, how to
+    analyse them, and for a failed run, last, why it failed and how many requests have
+    no record (never "run completed" when it did not)."""
+    totals = record.data.get("totals") or {}
+    recorded, locust = totals.get("recorded"), totals.get("locust")
+    counted = f"{recorded} requests recorded" + \
+        (f" (Locust counted {locust})" if locust is not None else "")
+    analyse = f"analyse it with: python analyze.py {record.run_dir}"
+    if record.status != "failed":
+        return [f"scalecheck: run {record.status}: {counted} in {record.run_dir}",
+                f"scalecheck: {analyse}"]
+    why = record.data.get("error") or "see run.json"
+    lost = locust - recorded if isinstance(locust, int) and isinstance(recorded, int) else 0
+    return [f"scalecheck: {counted} in {record.run_dir}; {analyse}",
+            f"scalecheck: run failed: {why}"
+            + (f"; {lost:,} of {locust:,} requests were not recorded" if lost > 0 else "")]
 
 
 def quit_when_stopped(role, grace: float = 3.0) -> None:

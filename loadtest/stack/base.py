@@ -226,6 +226,12 @@ class Stack(ABC):
         server in the response itself (HAProxy) or logs nothing."""
         return None
 
+    def balancer_logs(self) -> list[Path]:
+        """Logs the balancer writes a line to for every request, in the run directory: the
+        first thing given back when its disk runs short (``roles.disk`` cuts them)."""
+        access_log = self.balancer_access_log()
+        return [access_log] if access_log is not None else []
+
     def replica_cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each replica in service (all its processes)."""
         raise Unsupported(f"the {self.name} stack cannot measure its replicas' CPU")

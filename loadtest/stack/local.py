@@ -135,7 +135,7 @@ class LocalStack(Stack):
 
     @classmethod
     def from_settings(cls, settings: StackSettings) -> LocalStack:
-        from loadtest.plan import seconds
+        from loadtest.plan import DurationTooLong, seconds
 
         opts = settings.options
         command = str(opts.get("app_cmd") or "").strip() or None
@@ -144,6 +144,8 @@ class LocalStack(Stack):
         try:
             drain = seconds(opts.get("drain_time") or ("1s" if command else "0.1s"))
             grace = seconds(opts.get("stop_grace") or "10s")
+        except DurationTooLong as exc:
+            raise StackError(f"--drain-time/--stop-grace: {exc}") from None
         except (ValueError, TypeError):
             raise StackError("--drain-time/--stop-grace: not a duration (e.g. 1s, 500ms)") \
                 from None
@@ -318,6 +320,11 @@ class LocalStack(Stack):
 
     def balancer_access_log(self) -> Path | None:
         return self.log_dir / "traefik-access.log" if self.balancer == "traefik" else None
+
+    def balancer_logs(self) -> list[Path]:
+        """Traefik's access log, or HAProxy's log (a line per request, on its output)."""
+        return [self.log_dir / ("traefik-access.log" if self.balancer == "traefik"
+                                else "haproxy.log")]
 
     def replica_cpu_seconds(self) -> dict[str, float]:
         out = {}

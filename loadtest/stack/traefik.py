@@ -14,6 +14,7 @@ then stops it; the replica drains on SIGTERM, so what is in flight finishes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,69 +24,66 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from loadtest.stack import processes
 from loadtest.stack.balancer import LocalBalancer
 from loadtest.stack.base import BalancerRow, StackError, wait_until
 from loadtest.stack.views import TraefikApi, traefik_rows, traefik_status
-from loadtest.wire import REQUEST_ID_HEADER
+from loadtest.wire import ACCESS_LOG_FIELDS, REQUEST_ID_HEADER
 
 SERVICE = "hello"
 
-STATIC = """\
-global:
-  checkNewVersion: false
-  sendAnonymousUsage: false
-entryPoints:
-  web:
-    address: "127.0.0.1:{port}"
-    transport:
-      lifeCycle:
-        graceTimeOut: 5s
-  traefik:
-    address: "127.0.0.1:{api_port}"
-api:
-  insecure: true
-  dashboard: true
-ping:
-  entryPoint: traefik
-log:
-  level: INFO
-  format: common
-  filePath: "{log}"
-accessLog:
-  format: json
-  filePath: "{access_log}"
-  bufferingSize: 0
-  fields:
-    headers:
-      defaultMode: drop
-      names:
-        {request_id_header}: keep
-providers:
-  providersThrottleDuration: 0s
-  file:
-    directory: "{dynamic_dir}"
-    watch: true
-"""
 
-DYNAMIC = """\
-# Written by scalecheck; replaced atomically on every scale change.
-http:
-  routers:
-    {service}:
-      rule: "PathPrefix(`/`)"
-      entryPoints: [web]
-      service: {service}
-  services:
-    {service}:
-      loadBalancer:{health_check}
-        servers:{servers}
-"""
-HEALTH_CHECK = """
-        healthCheck:
-          path: {path}
-          interval: {interval}
-          timeout: 1s"""
+def static_config(port: int, api_port: int, log: Path, access_log: Path,
+                  dynamic_dir: Path) -> dict:
+    """Traefik's static configuration, as data: written by a YAML library, so that a path
+    with a quote, a colon or a newline in it stays a path."""
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {"address": f"127.0.0.1:{port}",
+                    "transport": {"lifeCycle": {"graceTimeOut": "5s"}}},
+            "traefik": {"address": f"127.0.0.1:{api_port}"},
+        },
+        "api": {"insecure": True, "dashboard": True},
+        "ping": {"entryPoint": "traefik"},
+        "log": {"level": "INFO", "format": "common", "filePath": str(log)},
+        "accessLog": {
+            "format": "json", "filePath": str(access_log), "bufferingSize": 0,
+            "fields": {"defaultMode": "drop",
+                       "names": {name: "keep" for name in ACCESS_LOG_FIELDS},
+                       "headers": {"defaultMode": "drop",
+                                   "names": {REQUEST_ID_HEADER: "keep"}}},
+        },
+        "providers": {"providersThrottleDuration": "0s",
+                      "file": {"directory": str(dynamic_dir), "watch": True}},
+    }
+
+
+def dynamic_config(addresses: list[str], health_path: str | None,
+                   interval_ms: int) -> dict:
+    """The routers and the servers now. Without a health path nothing is checked: a
+    replica is in rotation from the moment the harness found it healthy until it leaves
+    (or dies)."""
+    balancer: dict = {"servers": [{"url": f"http://{address}"} for address in addresses]}
+    if health_path:
+        balancer["healthCheck"] = {"path": health_path, "interval": f"{interval_ms}ms",
+                                   "timeout": "1s"}
+    return {"http": {
+        "routers": {SERVICE: {"rule": "PathPrefix(`/`)", "entryPoints": ["web"],
+                              "service": SERVICE}},
+        "services": {SERVICE: {"loadBalancer": balancer}},
+    }}
+
+
+def write_yaml(path: Path, data: dict, comment: str = "") -> None:
+    """``data`` as YAML at ``path``, atomically (a temporary name Traefik's file provider
+    ignores, then a rename): Traefik never reads half a file."""
+    text = (f"# {comment}\n" if comment else "") + yaml.safe_dump(data, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def traefik_binary() -> str:
@@ -120,28 +118,40 @@ class TraefikBalancer(LocalBalancer):
         self.dynamic_dir.mkdir(parents=True, exist_ok=True)
         self._write()
         static = self.paths.workdir / "traefik.yml"
-        static.write_text(STATIC.format(
-            port=self.paths.port, api_port=self.paths.api_port,
-            log=self.paths.log_dir / "traefik.log",
-            access_log=self.paths.log_dir / "traefik-access.log",
-            dynamic_dir=self.dynamic_dir, request_id_header=REQUEST_ID_HEADER))
+        write_yaml(static, static_config(
+            self.paths.port, self.paths.api_port, self.paths.log_dir / "traefik.log",
+            self.paths.log_dir / "traefik-access.log", self.dynamic_dir))
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
-        self.process = processes.spawn([self.binary, f"--configFile={static}"],
-                                       self.paths.log_dir / "traefik.out")
+        output = self.paths.log_dir / "traefik.out"
+        self.process = processes.spawn([self.binary, f"--configFile={static}"], output)
 
         def ready() -> bool:
             if self.process.poll() is not None:
-                raise StackError(f"Traefik exited at start (code {self.process.returncode}); "
-                                 "see logs/traefik.log")
+                raise StackError(f"Traefik exited at start (code {self.process.returncode}): "
+                                 f"{self._last_words(output)}")
             return self.api.ping() and _listening(self.paths.port) and \
                 self.api.service(f"{SERVICE}@file") is not None
 
         try:
             wait_until(ready, 15, what="Traefik to start")
         except StackError:
+            exited = self.process is not None and self.process.poll() is not None
             self.stop()
+            if exited:
+                raise  # ready() said why, in Traefik's words
             raise StackError(f"Traefik did not start listening on 127.0.0.1:{self.paths.port} "
-                             f"(is the port busy?); see logs/traefik.log") from None
+                             f"within 15 s: {self._last_words(output)}") from None
+
+    def _last_words(self, output: Path) -> str:
+        """Why Traefik did not start, in its own words: the last error it wrote (to its
+        output before its log file is open, a bad configuration file among them), and
+        where to read the rest."""
+        logs = [p for p in (output, self.paths.log_dir / "traefik.log") if p.exists()]
+        for path in logs:
+            error = last_error(path)
+            if error:
+                return f"{error} (see {path})"
+        return "it said nothing" + (f" (see {logs[0]})" if logs else "")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -216,27 +226,34 @@ class TraefikBalancer(LocalBalancer):
     # -- internals -----------------------------------------------------------------
 
     def _write(self) -> None:
-        """Replace the dynamic file atomically: Traefik never reads half a file."""
-        if self._servers:
-            servers = "".join(f'\n          - url: "http://{address}"'
-                              for address in self._servers.values())
-        else:
-            servers = " []"
-        # Without a health path, nothing is checked: a replica is in rotation from the
-        # moment the harness found it healthy until it leaves (or dies).
-        check = HEALTH_CHECK.format(path=self.paths.health_path,
-                                    interval=f"{self.health_interval_ms}ms") \
-            if self.paths.health_path else ""
-        text = DYNAMIC.format(service=SERVICE, health_check=check, servers=servers)
-        target = self.dynamic_dir / f"{SERVICE}.yml"
-        tmp = self.dynamic_dir / f".{SERVICE}.yml.tmp"  # not .yml: the provider ignores it
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        """Replace the dynamic file with the servers now."""
+        write_yaml(self.dynamic_dir / f"{SERVICE}.yml",
+                   dynamic_config(list(self._servers.values()), self.paths.health_path,
+                                  self.health_interval_ms),
+                   "Written by scalecheck; replaced atomically on every scale change.")
 
     def _status(self) -> dict[str, str] | None:
         """address -> UP / DOWN / UNCHECKED for the servers Traefik has now; None if its
         API does not answer."""
         return traefik_status(self.api.service(f"{SERVICE}@file"))
+
+
+def last_error(path: Path, limit: int = 300) -> str | None:
+    """The last line of a Traefik log that reports an error (JSON or common format)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-50:]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            return str(entry.get("error") or entry.get("message") or line)[:limit]
+        if entry is None and ("ERR" in line or "error" in line.lower()):
+            return line.strip()[:limit]
+    return None
 
 
 def _listening(port: int) -> bool:

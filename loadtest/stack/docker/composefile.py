@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from loadtest.stack.docker import socketproxy
-from loadtest.wire import REQUEST_ID_HEADER
+from loadtest.wire import ACCESS_LOG_FIELDS, REQUEST_ID_HEADER
 
 BALANCER_SERVICE = "scalecheck-balancer"
 TRAEFIK_ROUTER = "scalecheck"
@@ -213,10 +213,13 @@ def traefik_labels(port: int, health_path: str | None) -> dict[str, str]:
 
 def traefik_access_log_args() -> list[str]:
     """Traefik in a container logs, for each request, its id and the server that answered
-    (read after the run by ``loadtest.names``) into the bind-mounted log directory."""
+    (read after the run by ``loadtest.names``) into the bind-mounted log directory, and
+    nothing else (``wire.ACCESS_LOG_FIELDS``)."""
     return ["--accesslog=true", "--accesslog.format=json",
             f"--accesslog.filepath={BALANCER_LOG_DIR}/traefik-access.log",
             "--accesslog.bufferingsize=0",
+            "--accesslog.fields.defaultmode=drop",
+            *(f"--accesslog.fields.names.{name}=keep" for name in ACCESS_LOG_FIELDS),
             "--accesslog.fields.headers.defaultmode=drop",
             f"--accesslog.fields.headers.names.{REQUEST_ID_HEADER}=keep"]
 
