@@ -27,6 +27,11 @@ TRANSITION_MARGIN_S = 1.0
 TRANSITION_LEAD_S = 1.0
 """Requests that started this long before a change was asked are judged with it."""
 
+# -- the end of a run ----------------------------------------------------------------------
+STOP_GRACE_S = 2.0
+"""At the end, how long a request in flight may still take (at most the request timeout);
+one still waiting then is recorded as stopped in flight."""
+
 # -- scaling, as the stack does it ---------------------------------------------------------
 SCALE_ASKED = "scale_asked"
 """level, previous, by: "up" | "plan" | "autoscaler" | "replace-dead"."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest import events as ev
 from loadtest import options as harness_options
 from loadtest.arrivals import ArrivalDispatcher
 from loadtest.roles import ControllerRole, MasterRole, WorkerRole
@@ -28,7 +29,6 @@ from loadtest.roles.exits import fail
 
 ATTRIBUTE = "scalecheck"
 LOOPBACK = "127.0.0.1"
-STOP_GRACE_S = 2.0  # at the end, how long a request in flight may still take
 #: The last environment a harness was installed in, for users who call ``arrivals()``
 #: without one (locustfiles written before it took the environment).
 _last_environment: Any = None
@@ -67,7 +67,8 @@ class Harness:
         # after that is recorded as stopped in flight (an unknown outcome), and the run
         # ends on time however long the app hangs.
         if not environment.stop_timeout:
-            environment.stop_timeout = min(self.options.request_timeout, STOP_GRACE_S) + 0.5
+            environment.stop_timeout = min(self.options.request_timeout,
+                                           ev.STOP_GRACE_S) + 0.5
         warn_if_open(parsed, runner)
         role = WorkerRole if isinstance(runner, WorkerRunner) else \
             MasterRole if isinstance(runner, MasterRunner) else ControllerRole

@@ -1,6 +1,9 @@
 """Did the load generator's users stall? Requests that waited out the run's request
 timeout, or were still waiting when the run stopped its users.
 
+A request stopped in flight at the end counts only when it had waited through the end's
+grace (``STOP_GRACE_S``): one a user sent as the run stopped is merely cut short.
+
 A hung replica (an app that accepts and never answers, or answers a request in a
 minute) does not make requests fail fast: it holds the users that sent them. In a closed
 model the load then quietly collapses while every answer that does come back looks
@@ -14,6 +17,7 @@ import numpy as np
 
 from loadtest.analysis.outcomes import matches
 from loadtest.analysis.passes import Accumulator, Chunk
+from loadtest.events import STOP_GRACE_S
 
 STOPPED = "StoppedInFlight"
 EXAMPLES = 5
@@ -28,6 +32,7 @@ class StalledRequests(Accumulator):
 
     def __init__(self, timeout_s: float | None, t0: float) -> None:
         self.limit_ms = timeout_s * 1000 * TIMEOUT_SHARE if timeout_s else None
+        self.grace_ms = min(timeout_s or STOP_GRACE_S, STOP_GRACE_S) * 1000 * TIMEOUT_SHARE
         self.t0 = t0
         self.count = 0
         self.stopped = 0
@@ -38,7 +43,11 @@ class StalledRequests(Accumulator):
         no_answer = chunk.status == 0
         if not no_answer.any():
             return
-        stopped = no_answer & matches(chunk.df["error"], STOPPED)
+        # Stopped at the end after waiting out the end's grace: it would have stalled its
+        # user. One sent during that grace (a user starting anew as the run stopped) would
+        # not: killed after a few ms, it is in flight, not stalled.
+        stopped = no_answer & matches(chunk.df["error"], STOPPED) & \
+            (chunk.latency >= self.grace_ms)
         stalled = stopped.copy()
         if self.limit_ms is not None:
             stalled |= no_answer & (chunk.latency >= self.limit_ms)
