@@ -65,6 +65,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the layers: pyproject's [tool.importlinter]
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache

@@ -10,7 +10,7 @@ from benchmarks.common import free_port, p95
 def bench_compose(trials: int = 5) -> None:
     """``trials`` scale-ups 1 -> 2 of the Compose stack; skipped if it cannot start."""
     from loadtest.stack import StackError
-    from loadtest.stack.compose import ComposeStack
+    from loadtest.stack.docker.compose.stack import ComposeStack
 
     print(f"== Compose with Traefik (Docker provider): --scale asked -> routed, {trials} trials")
     stack = ComposeStack(port=free_port(), balancer="traefik", api_port=free_port())

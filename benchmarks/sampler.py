@@ -58,7 +58,7 @@ def _shares(cpu: dict | None) -> dict[str, float]:
 
 def bench_sampler(rounds: int = 4, seconds: int = 10, users: int = 8) -> float:
     """Print the figures; return the median requests/s ratio (with / without)."""
-    from loadtest.stack.local import LocalStack
+    from loadtest.stack.embedded.stack import LocalStack
 
     print(f"== sampler: a plain FastHttpUser against the embedded stack (2 replicas, Traefik), "
           f"{users} users, {seconds}s each, with and without the CPU sampler, A B A B")

@@ -10,7 +10,7 @@ import os
 
 from locust import events
 
-from loadtest.sampler import CpuSampler
+from loadtest.harness.sampler import CpuSampler
 
 _state: dict = {}
 

@@ -11,7 +11,7 @@ from benchmarks.common import free_port, p95
 
 
 def _scaleup_delays(balancer: str, trials: int) -> list[float]:
-    from loadtest.stack.local import LocalStack
+    from loadtest.stack.embedded.stack import LocalStack
 
     stack = LocalStack(port=free_port(), balancer=balancer, api_port=free_port())
     seen: dict[str, float] = {}

@@ -9,7 +9,7 @@ from loadtest.analysis.consistency import OrderChecker
 from loadtest.analysis.load import load_run
 from loadtest.analysis.summary import analyse
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.synth import Anomalies, SynthSpec, generate, write
+from loadtest.contract.synth import Anomalies, SynthSpec, generate, write
 
 
 def run_synth(tmp_path, requests=20_000, levels=(1, 2, 4), balance="roundrobin", seed=3,
@@ -213,7 +213,7 @@ def test_the_app_s_own_4xx_during_a_scale_change_are_not_cut(tmp_path):
     scale changes: the app answering, not the change cutting. Counted apart; the check
     passes and the sentence says no request was cut and the 7 answers apart."""
     from loadtest.analysis.view import findings
-    from loadtest.synth import _in_transitions
+    from loadtest.contract.synth import _in_transitions
 
     spec = SynthSpec(20_000, [1, 3, 2], seed=3)
     meta, cols = generate(spec)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.synth import Anomalies, SynthSpec, generate, write
+from loadtest.contract.synth import Anomalies, SynthSpec, generate, write
 from tests.conftest import ROOT
 
 
@@ -194,7 +194,7 @@ def test_help_lists_thresholds(flag):
 def test_the_scalecheck_command(tmp_path):
     """The console entry point: the same analysis, the harness's options listed."""
     run = synth_run(tmp_path / "cli")
-    scalecheck = [sys.executable, "-m", "loadtest.cli"]
+    scalecheck = [sys.executable, "-m", "loadtest.cli.main"]
     proc = subprocess.run([*scalecheck, "analyze", str(run), "--no-report", "--quiet"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "verdict: PASS", proc.stderr
@@ -211,7 +211,8 @@ def test_the_scalecheck_command(tmp_path):
     lonely = tmp_path / "bin"
     lonely.mkdir()
     (lonely / "python").symlink_to(Path(sys.executable).resolve())
-    run_cmd = subprocess.run([str(lonely / "python"), "-m", "loadtest.cli", "run", "--headless"],
+    run_cmd = subprocess.run([str(lonely / "python"), "-m", "loadtest.cli.main", "run",
+                              "--headless"],
                              capture_output=True, text=True, timeout=60, cwd=ROOT,
                              env={"PATH": str(tmp_path / "none"), "PYTHONPATH": str(ROOT)})
     assert run_cmd.returncode == 2 and "Traceback" not in run_cmd.stderr

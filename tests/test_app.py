@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -205,10 +206,17 @@ def _add_from_threads(clients, route: str, bodies: list, threads: int = 8) -> No
             assert resp.status_code == 200, resp.get_json()
 
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    # Threads switch often, as replicas on several cores would interleave: with Python's
+    # 5 ms default a busy machine could run each read-modify-write whole.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @pytest.mark.parametrize("mode,whole", [("atomic", True), ("racy", False)])
@@ -367,10 +375,17 @@ def _drive(clients, ops_per_thread: int, threads: int, seed: int) -> list:
 
     client_cookie: dict[str, str] = {}
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    # Threads switch often, as replicas on several cores would interleave: with Python's
+    # 5 ms default a busy machine could run each read-modify-write whole.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
     return sorted(ops, key=lambda o: o.t_start)
 
 

@@ -324,6 +324,7 @@ def test_a_rise_shorter_than_one_period_is_not_judged():
 
 
 def test_time_to_scale_unknown_without_a_capacity():
+    from loadtest.analysis.findings import Findings
     from loadtest.analysis.thresholds import Thresholds
     from loadtest.analysis.verdict import autoscaling_checks
     offered = [100] * 30 + [400] * 30
@@ -332,19 +333,20 @@ def test_time_to_scale_unknown_without_a_capacity():
     # p95 is never within a 1 ms SLO: no capacity can be measured, so no rise is known
     a = _autoscaled_run(offered, [(0, 1)], plan=cpu)(slo_ms=1.0)
     assert a["capacity_per_replica"] is None and a["max_time_to_scale_s"] is None
-    (check,) = [c for c in autoscaling_checks({"autoscaling": a},
+    (check,) = [c for c in autoscaling_checks(Findings(autoscaling=a),
                                               Thresholds(max_time_to_scale_s=30))
                 if c.name == "time_to_scale_s"]
     assert check.passed is None and "capacity" in check.reason
 
 
 def test_a_rise_unmet_at_the_end_fails_only_once_it_outlasted_the_limit():
+    from loadtest.analysis.findings import Findings
     from loadtest.analysis.thresholds import Thresholds
     from loadtest.analysis.verdict import autoscaling_checks
 
     def check(offered):
         a = _autoscaled_run(offered, [(0, 1)])()
-        return next(c for c in autoscaling_checks({"autoscaling": a},
+        return next(c for c in autoscaling_checks(Findings(autoscaling=a),
                                                   Thresholds(max_time_to_scale_s=30))
                     if c.name == "time_to_scale_s")
     assert check([100] * 60 + [400] * 10).passed is None

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from loadtest import options as harness_options
+from loadtest.harness import options as harness_options
 from tests.conftest import free_port, run_locust
 
 DIGITS = "9" * 400
@@ -131,7 +131,7 @@ HOSTILE_NAMES = ['quote"d', "it's", "hash #1", "colon: x", "{braces} [and] *star
 
 
 def test_traefik_configuration_carries_any_path_whole(tmp_path):
-    from loadtest.stack.traefik import dynamic_config, static_config, write_yaml
+    from loadtest.stack.balancers.traefik import dynamic_config, static_config, write_yaml
 
     for name in HOSTILE_NAMES:
         base = tmp_path / name
@@ -181,9 +181,9 @@ def test_a_run_directory_no_tool_can_carry_is_refused(stack, path, message, tmp_
 
 def test_traefik_that_cannot_start_says_why_in_its_own_words(tmp_path, no_leftovers):
     """The real cause, from Traefik's own output, and a log that exists; no guess."""
-    from loadtest.stack.balancer import BalancerPaths
+    from loadtest.stack.balancers.base import BalancerPaths
+    from loadtest.stack.balancers.traefik import TraefikBalancer
     from loadtest.stack.base import StackError
-    from loadtest.stack.traefik import TraefikBalancer
 
     port = free_port()
     (tmp_path / "work").mkdir()
@@ -201,7 +201,7 @@ def test_traefik_that_cannot_start_says_why_in_its_own_words(tmp_path, no_leftov
 
 def test_json_never_carries_nan(tmp_path):
     """run.json is JSON for other tools: a value that is not finite is written as null."""
-    from loadtest.rundir import RunRecord
+    from loadtest.contract.rundir import RunRecord
 
     record = RunRecord(tmp_path, plan={"duration": float("inf"), "x": [float("nan"), 1.5]})
     assert record.save()

@@ -23,7 +23,7 @@ from loadtest.analysis.bottleneck import (
 from loadtest.analysis.load import AnalysisInputError, load_run
 from loadtest.analysis.summary import analyse
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.synth import SynthSpec, generate, write
+from loadtest.contract.synth import SynthSpec, generate, write
 
 T0 = 1_700_000_000.0
 # A sweep 1 -> 2 -> 4 replicas, 20 s each, with a second of scale change between stages.

@@ -19,7 +19,7 @@ from loadtest.analysis.capacity import (
 from loadtest.analysis.load import load_run
 from loadtest.analysis.summary import analyse
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.synth import SynthSpec, generate, write
+from loadtest.contract.synth import SynthSpec, generate, write
 
 
 def levels_of(points, p95=None, errors=0.0):

@@ -2,7 +2,7 @@
 on a real run, and the example CI files' own script.
 
 JUnit is read with junitparser and Markdown with markdown-it-py (consumers, not our
-code). Runs come from `python -m loadtest.synth` and `analyze.py` as a user runs them;
+code). Runs come from `python -m loadtest.contract.synth` and `analyze.py` as a user runs them;
 `scalecheck check` starts real Locust and the embedded stack (under the shared lock).
 """
 
@@ -39,7 +39,7 @@ def _env(**extra) -> dict:
 
 
 def synth(out: Path, *args: str) -> Path:
-    subprocess.run([sys.executable, "-m", "loadtest.synth", "--out", str(out), *args],
+    subprocess.run([sys.executable, "-m", "loadtest.contract.synth", "--out", str(out), *args],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)
     return out
 
@@ -330,7 +330,7 @@ def test_the_example_ci_files_run_scalecheck_check():
 # -- scalecheck check: a real run ----------------------------------------------------------
 
 def _check(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "loadtest.cli", "check", "-u", "4", "-r", "4",
+    cmd = [sys.executable, "-m", "loadtest.cli.main", "check", "-u", "4", "-r", "4",
            "--stack-port", str(free_port()), "--api-port", str(free_port()), "--only-summary",
            "--min-steady", "2s", *args]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -11,8 +11,8 @@ import pytest
 from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 
-from loadtest.collector import Collector, FieldSpec, extract
-from loadtest.records import PartWriter, part_files
+from loadtest.contract.records import PartWriter, part_files
+from loadtest.harness.collector import Collector, FieldSpec, extract
 
 BODIES = {
     "/ok": (200, "application/json", b'{"hostname": "h1", "visits": 7}'),
@@ -163,8 +163,8 @@ def test_extract_reads_every_shape_the_same_way(content, expected):
 
 def test_the_field_check_looks_only_at_the_app_s_own_answers():
     """A balancer's 502/503 with every replica down carries no fields: that is no typo."""
-    from loadtest.collector import FieldCheck
-    from loadtest.records import Record, table_from_records
+    from loadtest.contract.records import Record, table_from_records
+    from loadtest.harness.collector import FieldCheck
 
     def batch(status, hostname, counter, n=150):
         return table_from_records([Record(1.0, 1.1, 1.0, status, None, hostname, counter, None,

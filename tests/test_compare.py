@@ -24,7 +24,7 @@ from loadtest.analysis.compare import (
 from loadtest.analysis.passes import Chunk
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.windows import Window
-from loadtest.synth import SynthSpec, generate
+from loadtest.contract.synth import SynthSpec, generate
 
 
 def _frame(requests: int = 12_000, seed: int = 5) -> pd.DataFrame:

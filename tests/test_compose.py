@@ -234,7 +234,7 @@ def test_kill_a_replica_and_scale_back(engine, tmp_path, monkeypatch):
     import signal
     import time
 
-    from loadtest.stack.compose import ComposeStack
+    from loadtest.stack.docker.compose.stack import ComposeStack
 
     for key, value in OFFLINE_IMAGES.items():
         monkeypatch.setenv(key, value)
@@ -280,7 +280,7 @@ def test_traefik_reads_the_engine_through_a_proxy_that_refuses_writes(engine, tm
     """The Compose Traefik's way to the engine is a proxy, not the socket (a socket
     mounted ':ro' is still full control): the reads its provider makes pass, a write (a
     volume created, as was done from inside Traefik's container) gets 403."""
-    from loadtest.stack.compose import ComposeStack
+    from loadtest.stack.docker.compose.stack import ComposeStack
 
     for key, value in OFFLINE_IMAGES.items():
         monkeypatch.setenv(key, value)

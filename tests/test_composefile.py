@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.stack.docker import composefile as cf
+from loadtest.stack.docker.compose import file as cf
 
 TEAM_FILE = {  # what `docker compose config` gives for a team's ordinary file
     "services": {

@@ -141,7 +141,7 @@ def test_block_runs_as_written(block: Block, docker_engine):
 
 def test_the_option_reference_is_the_parser_s_own():
     """docs/reference.md is what `scalecheck options --markdown` prints, every option."""
-    from loadtest.cli import options_markdown, options_parser
+    from loadtest.cli.main import options_markdown, options_parser
 
     parser = options_parser()
     text = (ROOT / "docs" / "reference.md").read_text()

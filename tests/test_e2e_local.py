@@ -21,8 +21,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from loadtest import events as ev
 from loadtest.analysis.consistency import OrderChecker
+from loadtest.contract import events as ev
 from tests.conftest import LOCUSTFILE, ROOT, free_port, run_locust
 
 

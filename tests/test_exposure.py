@@ -149,7 +149,7 @@ def test_haproxy_s_admin_api_refuses_another_local_user(tmp_path, no_leftovers):
     import os
     import shutil
 
-    from loadtest.stack.local import LocalStack
+    from loadtest.stack.embedded.stack import LocalStack
 
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to act as another user")
@@ -202,7 +202,7 @@ def test_the_embedded_redis_requires_the_password_the_app_was_handed(tmp_path, n
     import psutil
     import redis
 
-    from loadtest.stack.local import LocalStack
+    from loadtest.stack.embedded.stack import LocalStack
 
     stack = LocalStack(port=free_port(), api_port=free_port(), log_dir=tmp_path / "logs")
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loadtest.plan import PlanError, parse_fault
+from loadtest.contract.plan import PlanError, parse_fault
 from tests.conftest import ROOT, free_port, run_locust
 
 

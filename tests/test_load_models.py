@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loadtest.arrivals import ArrivalSchedule
-from loadtest.plan import LoadProfile, PlanError, parse_profile
+from loadtest.contract.plan import LoadProfile, PlanError, parse_profile
+from loadtest.harness.arrivals import ArrivalSchedule
 from tests.conftest import ROOT, free_port, run_locust
 
 

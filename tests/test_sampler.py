@@ -16,7 +16,7 @@ import time
 import pytest
 from locust.env import Environment
 
-from loadtest.sampler import CpuSampler, Series, slots
+from loadtest.harness.sampler import CpuSampler, Series, slots
 from loadtest.stack import processes
 from loadtest.stack.base import StackError
 from loadtest.stack.limits import Limits, ReplicaCgroups

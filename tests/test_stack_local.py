@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from loadtest.stack import StackError, make_stack
-from loadtest.stack.local import LocalStack
+from loadtest.stack.embedded.stack import LocalStack
 from tests.conftest import ROOT, free_port
 
 
@@ -86,7 +86,7 @@ def test_stack_dies_with_a_killed_harness(no_leftovers, tmp_path):
     port = free_port()
     code = (
         f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from loadtest.stack.local import LocalStack\n"
+        "from loadtest.stack.embedded.stack import LocalStack\n"
         f"s = LocalStack(port={port}, workdir={str(tmp_path)!r}); s.up(2)\n"
         "print('up', flush=True); time.sleep(60)\n"
     )

@@ -193,7 +193,7 @@ def test_kill_a_task_swarm_replaces_it(engine, tmp_path):
     """The SDK verbs: kill a task's container, see replica_died (Docker's time) and the
     task Swarm starts in its slot; restart Redis with and without its data; restart
     Traefik without a balancer_died; everything removed."""
-    from loadtest.stack.swarm import SwarmStack
+    from loadtest.stack.docker.swarm.stack import SwarmStack
 
     before = engine_state()
     port = free_port()
@@ -447,7 +447,7 @@ def test_two_nodes_requests_reach_tasks_on_both(two_nodes, tmp_path):
     import docker
 
     from loadtest.stack import StackError
-    from loadtest.stack.swarm import SwarmStack
+    from loadtest.stack.docker.swarm.stack import SwarmStack
 
     client = docker.from_env()
     worker = two_nodes.node_id()

@@ -13,7 +13,7 @@ import threading
 import gevent
 from locust.env import Environment
 
-from loadtest.users import ScalecheckHttpUser, take_hidden_attempts
+from loadtest.harness.users import ScalecheckHttpUser, take_hidden_attempts
 
 ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
           b"Connection: keep-alive\r\n\r\n{}")

@@ -13,15 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from loadtest.analysis.checks import accept_unchecked, compose, judged
 from loadtest.analysis.consistency import CounterChecker, explained_gaps
+from loadtest.analysis.findings import Findings
 from loadtest.analysis.load import load_run
 from loadtest.analysis.outcomes import classify, never_reached
 from loadtest.analysis.passes import Chunk
 from loadtest.analysis.summary import Settings, analyse
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.analysis.verdict import Check, accept_unchecked, compose
-from loadtest.records import SCHEMA, Record
-from loadtest.synth import SynthSpec, generate, write
+from loadtest.contract.records import SCHEMA, Record
+from loadtest.contract.synth import SynthSpec, generate, write
 from tests.conftest import ROOT
 
 
@@ -39,14 +40,14 @@ def checks_of(summary) -> dict:
 # -- composing, as Jepsen does ----------------------------------------------------------
 
 def test_an_unknown_never_reads_as_valid():
-    assert compose([Check("a", True), Check("b", True)]) == "pass"
-    assert compose([Check("a", True), Check("b", None)]) == "inconclusive"
-    assert compose([Check("a", False), Check("b", None)]) == "fail"
-    accepted = [Check("a", True), Check("b", None)]
+    assert compose([judged("a", True), judged("b", True)]) == "pass"
+    assert compose([judged("a", True), judged("b", None)]) == "inconclusive"
+    assert compose([judged("a", False), judged("b", None)]) == "fail"
+    accepted = [judged("a", True), judged("b", None)]
     assert accept_unchecked(accepted, {"b", "nope"}) == ["nope"]
     assert compose(accepted) == "pass" and accepted[1].status == "not applicable"
     # accepting a check that *was* made changes nothing
-    made = [Check("a", False)]
+    made = [judged("a", False)]
     accept_unchecked(made, {"a"})
     assert compose(made) == "fail"
 
@@ -345,7 +346,7 @@ def _fault_check(observed_after_s, recovery_s=None):
     from loadtest.analysis.verdict import fault_checks
     fault = {"spec": "5s:pause-redis:2s", "applied": 5.0, "recovery_s": recovery_s,
              "error_rate": 0.5, "observed_after_s": observed_after_s}
-    return {c.name: c for c in fault_checks({"faults": [fault]},
+    return {c.name: c for c in fault_checks(Findings(faults=[fault]),
                                             Thresholds())}["fault_recovery_s"]
 
 
@@ -468,12 +469,12 @@ def test_requests_in_flight_across_a_redis_reset_belong_to_neither_history():
 def test_a_checker_that_raises_is_not_checked_and_the_others_stand(tmp_path, monkeypatch):
     """Jepsen's check-safe: one broken checker is one check "not checked" with the
     exception as evidence, never an aborted analysis and never a pass."""
-    from loadtest.analysis import verdict
+    from loadtest.analysis import checks
 
     def broken_checks(findings, thresholds):
         raise KeyError("no such finding")
 
-    monkeypatch.setattr(verdict, "CHECKERS", [*verdict.CHECKERS, broken_checks])
+    monkeypatch.setitem(checks.CHECKERS, "broken", broken_checks)
     s = analyse(load_run(synth(tmp_path)), Thresholds()).summary
     broken = checks_of(s)["broken"]
     assert broken["status"] == "not checked"

@@ -21,13 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from loadtest.stack.balancer import BalancerPaths
+from loadtest.stack.balancers.base import BalancerPaths
+from loadtest.stack.balancers.haproxy import HAProxyAdmin, HAProxyServers, haproxy_config
+from loadtest.stack.balancers.traefik import TraefikBalancer
+from loadtest.stack.balancers.views import UNCHECKED
 from loadtest.stack.base import BalancerRow, wait_until
-from loadtest.stack.compose import ComposeStack
-from loadtest.stack.haproxy import HAProxyAdmin, HAProxyServers, haproxy_config
-from loadtest.stack.swarm import SwarmStack
-from loadtest.stack.traefik import TraefikBalancer
-from loadtest.stack.views import UNCHECKED
+from loadtest.stack.docker.compose.stack import ComposeStack
+from loadtest.stack.docker.swarm.stack import SwarmStack
 from tests.conftest import free_port, need
 
 A, B = "10.0.9.2", "10.0.9.3"  # never connected to: only names in a document

@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from loadtest import events as ev
 from loadtest.analysis.windows import out_of_service, service_intervals
+from loadtest.contract import events as ev
 
 
 def replicas_per_second(events: list[dict], t0: float, seconds: int) -> np.ndarray:

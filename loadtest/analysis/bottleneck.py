@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import math
 
+from loadtest.analysis.checks import Check, at_least, checker, judged
+from loadtest.analysis.findings import Findings
 from loadtest.analysis.load import AnalysisInputError
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.analysis.verdict import Check, at_least
 
 VERDICTS = ("generator", "replicas", "store", "balancer", "machine", "unknown")
 REPLICA = "replica:"
@@ -299,9 +300,15 @@ def scaling_efficiency_checks(levels: list[dict], bottleneck: dict,
                     reason = f"the replicas were not the bottleneck at {count}: {why}"
                     break
         if reason:
-            out.append(Check("scaling_efficiency", None, eff, t.min_scaling_efficiency,
+            out.append(judged("scaling_efficiency", None, eff, t.min_scaling_efficiency,
                              detail, {"level": n, "base": base}, reason=reason))
         else:
             out.append(at_least("scaling_efficiency", eff, t.min_scaling_efficiency, detail,
                                 level=n, base=base, bottleneck="replicas"))
     return out
+
+
+@checker("scaling")
+def scaling_checks(f: Findings, t: Thresholds) -> list[Check]:
+    """Scaling efficiency, judged only where the replicas were the bottleneck."""
+    return scaling_efficiency_checks(f.levels, f.bottleneck, t)

@@ -106,11 +106,11 @@ def main(argv: list[str] | None = None, prog: str = "python analyze.py") -> int:
 
 def _run(args, prog: str) -> int:
     from loadtest.analysis import report, view
+    from loadtest.analysis.checks import EXIT_CODES
     from loadtest.analysis.distribution import BalanceError, parse_balance
     from loadtest.analysis.load import AnalysisInputError, load_run
     from loadtest.analysis.summary import Settings, analyse
     from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
-    from loadtest.analysis.verdict import EXIT_CODES
 
     started = time.perf_counter()
 

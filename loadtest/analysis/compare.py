@@ -35,8 +35,9 @@ import math
 
 import numpy as np
 
+from loadtest.analysis.checks import Check, at_most, checker, judged
+from loadtest.analysis.findings import Findings
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.analysis.verdict import Check, at_most
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -175,7 +176,7 @@ def regression_checks(levels: list[dict], baseline: dict, t: Thresholds) -> list
     base_levels = baseline.get("levels") or baseline.get("stages") or []
     rows = compare_levels(levels, base_levels)
     if not rows:
-        return [Check("regression", None, None, None,
+        return [judged("regression", None, None, None,
                       "req/s and latency per replica count against the baseline",
                       {"levels": [lv["level"] for lv in levels],
                        "baseline_levels": sorted(lv.get("level") for lv in base_levels)},
@@ -198,7 +199,7 @@ def _check(metric: str, what: str, level: int, entry: dict, limit: float) -> Che
     old, new = entry["baseline"], entry["this_run"]
     ci = entry["ci"]
     if ci is None and entry.get("too_short"):  # a ratio of a few seconds is noise
-        return Check(name, None, round(sign * entry["plain_change"], 4), limit,
+        return judged(name, None, round(sign * entry["plain_change"], 4), limit,
                      f"relative {'drop' if sign < 0 else 'rise'} of {what} ({old:.1f} -> "
                      f"{new:.1f}{unit})",
                      {"finding": finding(metric, level, None, entry["plain_change"]),
@@ -225,13 +226,13 @@ def _check(metric: str, what: str, level: int, entry: dict, limit: float) -> Che
                 "change": round(ci["change"], 4), "seconds": ci["seconds"],
                 "resamples": ci["resamples"], "seed": ci["seed"], "block_s": ci["block_s"]}
     if lo > limit:  # the whole interval beyond: a regression
-        return Check(name, False, value, limit, detail, evidence)
+        return judged(name, False, value, limit, detail, evidence)
     if value <= limit:  # no evidence of a regression, and the best estimate is within
         if hi > limit:
             detail += (f"; the interval reaches {hi:+.2f}: a regression of that size cannot "
                        "be excluded at this length")
-        return Check(name, True, value, limit, detail, evidence)
-    return Check(name, None, value, limit, detail, evidence,
+        return judged(name, True, value, limit, detail, evidence)
+    return judged(name, None, value, limit, detail, evidence,
                  reason=f"{value:+.2f} is beyond the threshold {limit:g} but its "
                         f"{ci['confidence'] * 100:.0f} % interval ({lo:+.2f} to {hi:+.2f}) "
                         "reaches within it: it cannot be told from noise at this length; "
@@ -239,3 +240,9 @@ def _check(metric: str, what: str, level: int, entry: dict, limit: float) -> Che
 
 
 __all__ = ["change_ci", "compare_levels", "finding", "regression_checks"]
+
+
+@checker("regression")
+def baseline_checks(f: Findings, t: Thresholds) -> list[Check]:
+    """Against ``--baseline``: each replica count's req/s and latency, with confidence."""
+    return [] if f.baseline is None else regression_checks(f.levels, f.baseline, t)

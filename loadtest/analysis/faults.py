@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from loadtest import events as ev
 from loadtest.analysis.windows import Window, fault_span
+from loadtest.contract import events as ev
 
 BASELINE_S = 10.0
 HOLD_S = 3

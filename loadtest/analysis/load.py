@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loadtest.analysis.scan import RecordSource
-from loadtest.records import OPTIONAL_COLUMNS, REQUESTS_DIR, REQUIRED_COLUMNS, SCHEMA, part_files
+from loadtest.contract.records import (
+    OPTIONAL_COLUMNS,
+    REQUESTS_DIR,
+    REQUIRED_COLUMNS,
+    SCHEMA,
+    part_files,
+)
 
 #: What the analysis reads (strings cost most to read: only those it uses).
 NEEDED = ["t_start", "t_end", "latency_ms", "status", "error", "hostname", "server", "counter",

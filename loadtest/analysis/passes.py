@@ -19,7 +19,7 @@ import pandas as pd
 
 from loadtest.analysis.latency import bin_index
 from loadtest.analysis.outcomes import classify, hidden_attempts, never_reached
-from loadtest.records import is_error
+from loadtest.contract.records import is_error
 
 
 @dataclass

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from loadtest.records import SCHEMA
+from loadtest.contract.records import SCHEMA
 
 
 class RecordSource:

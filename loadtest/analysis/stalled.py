@@ -17,7 +17,7 @@ import numpy as np
 
 from loadtest.analysis.outcomes import matches
 from loadtest.analysis.passes import Accumulator, Chunk
-from loadtest.events import STOP_GRACE_S
+from loadtest.contract.events import STOP_GRACE_S
 
 STOPPED = "StoppedInFlight"
 EXAMPLES = 5

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from loadtest.analysis.addcounter import CounterChecker
+from loadtest.analysis.checks import Check, checker, judged, not_applicable
+from loadtest.analysis.findings import Findings
 from loadtest.analysis.history import COUNTER_FS, LIST_FS, LOGIN_FS, REGISTER_FS, SET_FS, Op
 from loadtest.analysis.linearizable import DEFAULT_BUDGET_S, DEFAULT_MAX_STATES, RegisterChecker
 from loadtest.analysis.listcheck import ListChecker
 from loadtest.analysis.sessions import LoginSessions, SessionGuarantees
 from loadtest.analysis.setcheck import NOTHING_AFTER_KNOWN, SetChecker
 from loadtest.analysis.thresholds import Thresholds
-from loadtest.analysis.verdict import Check, not_applicable
 
 SHOWN = 5  # examples per check in its evidence
 MODELS = ("register", "set", "counter", "list", "login")
@@ -109,7 +110,7 @@ def _register(findings: dict, counts: dict, t: Thresholds) -> list[Check]:
     if reg.get("keys_not_checked"):
         reason += (f" (bounds per key: {t.linearizable_max_states:,.0f} configurations, "
                    f"{t.linearizable_budget_s:g} s)")
-    return [Check(name, reg.get("valid"), reg.get("keys_invalid"), 0, detail,
+    return [judged(name, reg.get("valid"), reg.get("keys_invalid"), 0, detail,
                   {"keys": reg.get("keys"), "ops": reg.get("ops"),
                    "unknown": reg.get("unknown"),
                    "keys_failed": [v["key"] for v in reg.get("violations", [])],
@@ -171,7 +172,7 @@ def _guarantees(findings: dict, counts: dict) -> list[Check]:
             out.append(not_applicable(name, "the run made no register operation", detail))
             continue
         g = guarantees.get(key) or {}
-        out.append(Check(name, g.get("valid"), g.get("violations"), 0, detail,
+        out.append(judged(name, g.get("valid"), g.get("violations"), 0, detail,
                          {"judged": g.get("judged"), "by_replica": g.get("by_replica", {}),
                           "examples": g.get("examples", [])[:SHOWN]},
                          reason=g.get("reason", "") if g.get("valid") is None else ""))
@@ -229,7 +230,7 @@ def _logins(findings: dict, counts: dict) -> list[Check]:
     detail = "after a login, every replica that answered knew the user"
     if not counts.get("login"):
         return [not_applicable("sessions_honoured", "the run made no login", detail)]
-    return [Check("sessions_honoured", logins.get("valid"), logins.get("violations"), 0,
+    return [judged("sessions_honoured", logins.get("valid"), logins.get("violations"), 0,
                   detail, {"judged": logins.get("judged"),
                            "by_replica": logins.get("by_replica", {}),
                            "examples": logins.get("examples", [])[:SHOWN]},
@@ -238,7 +239,7 @@ def _logins(findings: dict, counts: dict) -> list[Check]:
 
 def _judged_check(name: str, entry: dict, detail: str, evidence: dict) -> Check:
     """A checker's ``{"valid", "violations", "reason"}`` as a check."""
-    return Check(name, entry.get("valid"), entry.get("violations"), 0, detail, evidence,
+    return judged(name, entry.get("valid"), entry.get("violations"), 0, detail, evidence,
                  reason=entry.get("reason", "") if entry.get("valid") is None else "")
 
 
@@ -247,7 +248,14 @@ def _count_check(name: str, value: int | None, unjudged: str, detail: str,
     """A count that must be 0; *not checked* with ``unjudged`` (why nothing could be
     judged), unless this count already shows a violation."""
     if value:
-        return Check(name, False, value, 0, detail, evidence)
+        return judged(name, False, value, 0, detail, evidence)
     if unjudged:
-        return Check(name, None, value, 0, detail, evidence, reason=unjudged)
-    return Check(name, True, value or 0, 0, detail, evidence)
+        return judged(name, None, value, 0, detail, evidence, reason=unjudged)
+    return judged(name, True, value or 0, 0, detail, evidence)
+
+
+@checker("state")
+def shared_state_checks(f: Findings, t: Thresholds) -> list[Check]:
+    """Registers, sets, counters, lists, session guarantees and logins (``loadtest.ops``),
+    Jepsen-style."""
+    return state_checks(f.state, t)

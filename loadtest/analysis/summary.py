@@ -23,15 +23,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from loadtest import events as ev
-from loadtest.analysis import verdict as v
 from loadtest.analysis.autoscaling import analyse_autoscaling
 from loadtest.analysis.bottleneck import bottleneck_findings
 from loadtest.analysis.buckets import PerSecond
 from loadtest.analysis.capacity import capacity_findings
+from loadtest.analysis.checkers import check_all
+from loadtest.analysis.checks import accept_unchecked, compose
 from loadtest.analysis.consistency import EpochedCounter, store_resets
 from loadtest.analysis.distribution import ReplicaChanges, window_distribution
 from loadtest.analysis.faults import analyse_faults, fault_slice_window
+from loadtest.analysis.findings import Findings
 from loadtest.analysis.load import NEEDED, AnalysisInputError, LoadedRun
 from loadtest.analysis.passes import Accumulator, Chunk, InputError, run_passes
 from loadtest.analysis.stalled import StalledRequests
@@ -49,6 +50,7 @@ from loadtest.analysis.windows import (
     steady,
     transitions,
 )
+from loadtest.contract import events as ev
 
 # 3: a transition's ``cut`` leaves out the app's own 4xx (``app_4xx``); an app without a
 # counter that answers 4xx itself refused the request (``fail``, not ``unknown``); ``state``
@@ -200,25 +202,25 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
         raise AnalysisInputError(f"{run.path}: {st['rows'] - seen_rows} record(s) could not "
                                  "be placed in time (t_start is not a finite number)")
     f = findings(run, w, accs, t, settings, baseline)
-    checks = v.check_all(f, t)
-    unknown_names = v.accept_unchecked(checks, settings.allow_unchecked)
+    checks = check_all(f, t)
+    unknown_names = accept_unchecked(checks, settings.allow_unchecked)
     summary = {
         "schema_version": SCHEMA_VERSION,
         "run_id": meta.get("run_id") or run.path.name,
         "requests": st["rows"],
-        "verdict": v.compose(checks),
-        **{k: f[k] for k in ("stages", "segments", "levels", "transitions", "changes",
+        "verdict": compose(checks),
+        **{k: getattr(f, k) for k in ("stages", "segments", "levels", "transitions", "changes",
                              "deaths", "consistency", "state", "stalled", "faults",
                              "autoscaling",
                              "capacity", "bottleneck", "cpu_by_part")},
         "checks": [c.to_dict() for c in checks],
-        "totals": f["totals"],
-        "run": f["run"],
+        "totals": f.totals,
+        "run": f.run,
         "thresholds": asdict(t),
         "settings": {"balance": settings.balance, "weights": settings.weights,
                      "allow_unchecked": sorted(settings.allow_unchecked),
                      "unknown_allow_unchecked": unknown_names},
-        "timeline": f["timeline"],
+        "timeline": f.timeline,
         "generated_at": time.time(),
     }
     if baseline is not None:
@@ -226,11 +228,11 @@ def analyse(run: LoadedRun, thresholds: Thresholds, baseline: dict | None = None
                                "verdict": baseline.get("verdict"),
                                "levels": [_brief(s) for s in baseline.get("levels")
                                           or baseline.get("stages") or []]}
-    return Analysis(summary, plot.result(), f["anomalies"])
+    return Analysis(summary, plot.result(), f.anomalies)
 
 
 def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
-             settings: Settings, baseline: dict | None) -> dict:
+             settings: Settings, baseline: dict | None) -> Findings:
     """Step 3: everything the checkers read (documented in ``verdict``)."""
     meta, st = run.meta, run.records.stats
     stack = meta.get("stack") or {}
@@ -285,30 +287,30 @@ def findings(run: LoadedRun, w: RunWindows, accs: Accumulators, t: Thresholds,
                for kind in ("added", "removed", "died")}
     killed = {f["details"].get("hostname") for f in w.faults if f["kind"] == "kill-replica"}
     plan = meta.get("plan") or {}
-    return {
-        "run": run_info, "totals": _totals(meta, st, run),
-        "stages": stages, "segments": segments_out, "levels": levels,
-        "transitions": trans_out, "changes": changes,
-        "deaths": [{"hostname": e["hostname"], "t": e["t"], "planned": e["hostname"] in killed}
-                   for e in w.events if e.get("event") == ev.REPLICA_DIED],
-        "consistency": accs.counter.result(), "state": accs.state.result(),
-        "stalled": accs.stalled.result(),
-        "anomalies": anomalies, "faults": faults,
-        "autoscaling": analyse_autoscaling(meta, timeline, slo, t.capacity_per_replica,
-                                           t.flap_window_s),
-        "bottleneck": bottleneck, "cpu_by_part": _cpu_by_part(meta.get("cpu"), w.t_min),
-        "capacity": capacity_findings(levels, slo, replica_bound={
+    return Findings(
+        run=run_info, totals=_totals(meta, st, run),
+        stages=stages, segments=segments_out, levels=levels,
+        transitions=trans_out, changes=changes,
+        deaths=[{"hostname": e["hostname"], "t": e["t"], "planned": e["hostname"] in killed}
+                for e in w.events if e.get("event") == ev.REPLICA_DIED],
+        consistency=accs.counter.result(), state=accs.state.result(),
+        stalled=accs.stalled.result(),
+        anomalies=anomalies, faults=faults,
+        autoscaling=analyse_autoscaling(meta, timeline, slo, t.capacity_per_replica,
+                                        t.flap_window_s),
+        bottleneck=bottleneck, cpu_by_part=_cpu_by_part(meta.get("cpu"), w.t_min),
+        capacity=capacity_findings(levels, slo, replica_bound={
             b["level"] for b in bottleneck.get("levels", []) if b["verdict"] == "replicas"}),
-        "timeline": timeline, "t_min": w.t_min, "t_max": w.t_max,
-        "controlled": controlled, "known_replicas": set(w.intervals),
-        "counter_absent": str(options.get("counter_field", "")) == "none",
-        "expect_replicas": settings.expect_replicas or stack.get("expect_replicas"),
-        "answered": sorted({h for s in segments_out for h in s["per_replica"]}, key=natural),
-        "planned_levels": [int(s["level"]) for s in plan.get("stages") or []
-                           if isinstance(s, dict) and s.get("level")]
+        timeline=timeline, t_min=w.t_min, t_max=w.t_max,
+        controlled=controlled, known_replicas=set(w.intervals),
+        counter_absent=str(options.get("counter_field", "")) == "none",
+        expect_replicas=settings.expect_replicas or stack.get("expect_replicas"),
+        answered=sorted({h for s in segments_out for h in s["per_replica"]}, key=natural),
+        planned_levels=[int(s["level"]) for s in plan.get("stages") or []
+                        if isinstance(s, dict) and s.get("level")]
         if controlled and not plan.get("autoscale") else None,
-        "bad_parts": run.bad_parts, "baseline": baseline,
-    }
+        bad_parts=run.bad_parts, baseline=baseline,
+    )
 
 
 def _cpu_by_part(cpu: dict | None, t0: float) -> dict | None:

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from loadtest.events import TRANSITION_LEAD_S, TRANSITION_MARGIN_S
+from loadtest.contract.events import TRANSITION_LEAD_S, TRANSITION_MARGIN_S
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,94 +1,18 @@
-"""Named checks and the verdict, composed as Jepsen composes its checkers.
-
-Every checker has one signature: ``checker(findings, thresholds) -> list[Check]``,
-where the findings are the plain dict ``summary.findings`` builds (``run``,
-``totals``, ``stages``, ``segments``, ``levels``, ``transitions``, ``changes``,
-``deaths``, ``consistency``, ``faults``, ``autoscaling``, ``bottleneck``,
-``capacity``, ``state``, ``t_min``/``t_max``, ``controlled``, ``known_replicas``,
-``counter_absent``, ``expect_replicas``, ``answered``, ``planned_levels``,
-``bad_parts``, ``baseline``). ``check_all`` runs them all, each made safe: a checker
-that raises gives one check *not checked*, with the exception as evidence.
-
-A ``Check`` is valid (True), invalid (False) or unknown (None: it applies, but could
-not be made), with the value, the threshold and its evidence. A check can also be
-*not applicable* (it does not concern this run: no counter by design, no faults
-scheduled, a check the user accepted with ``--allow-unchecked``).
-
-The verdict: ``fail`` if any check is invalid; else ``inconclusive`` if any
-applicable check could not be made; else ``pass``. An unknown never reads
-as valid.
+"""The checkers of the run, its load, its replicas, its scale changes, its faults and its
+autoscaler (those of shared state, of a baseline and of the bottleneck live beside their
+own findings: ``state_checks``, ``compare``, ``bottleneck``). Each is a ``checks.checker``:
+``(findings, thresholds) -> list[Check]``, registered by name; ``checkers`` runs them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
+from loadtest.analysis.checks import Check, at_least, at_most, checker, judged, not_applicable
 from loadtest.analysis.faults import HOLD_S
+from loadtest.analysis.findings import Findings
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.analysis.windows import fault_span
-
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
-EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
-
-
-@dataclass
-class Check:
-    name: str
-    passed: bool | None          # True valid, False invalid, None unknown
-    value: object = None
-    threshold: object = None
-    detail: str = ""             # what it means
-    evidence: dict = field(default_factory=dict)
-    applicable: bool = True
-    reason: str = ""             # why not checked / not applicable
-
-    @property
-    def status(self) -> str:
-        if not self.applicable:
-            return "not applicable"
-        return "not checked" if self.passed is None else ("pass" if self.passed else "fail")
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["status"] = self.status
-        return out
-
-
-def at_most(name, value, limit, detail="", reason="", **evidence) -> Check:
-    return Check(name, None if value is None else value <= limit, value, limit, detail,
-                 evidence, reason=reason if value is None else "")
-
-
-def at_least(name, value, limit, detail="", reason="", **evidence) -> Check:
-    return Check(name, None if value is None else value >= limit, value, limit, detail,
-                 evidence, reason=reason if value is None else "")
-
-
-def not_applicable(name: str, reason: str, detail: str = "") -> Check:
-    return Check(name, None, None, None, detail, applicable=False, reason=reason)
-
-
-def compose(checks: list[Check]) -> str:
-    if any(c.applicable and c.passed is False for c in checks):
-        return FAIL
-    if any(c.applicable and c.passed is None for c in checks):
-        return INCONCLUSIVE
-    return PASS
-
-
-def accept_unchecked(checks: list[Check], names: set[str]) -> list[str]:
-    """``--allow-unchecked``: these checks, if they could not be made, do not apply.
-    Returns the names that matched no check (to warn about typos)."""
-    known = {c.name for c in checks}
-    for check in checks:
-        if check.name in names and check.applicable and check.passed is None:
-            check.applicable = False
-            check.reason = (check.reason + "; " if check.reason else "") + \
-                "accepted as not applicable (--allow-unchecked)"
-    return sorted(names - known)
-
 
 # -- the checks ----------------------------------------------------------------------
 
@@ -111,25 +35,27 @@ _NEEDS = {"duplicates": "duplicates", "unexpected": "unexpected", "unexplained_g
           "user_violations": "user_order"}
 
 
-def run_checks(f: dict, t: Thresholds) -> list[Check]:
-    run, bad_parts = f["run"], f["bad_parts"]
+@checker("run")
+def run_checks(f: Findings, t: Thresholds) -> list[Check]:
+    run, bad_parts = f.run, f.bad_parts
     status = run.get("status")
     missing = run.get("stages_missing") or []
     ok = status == "completed" and not missing
     why = f"the run's status is {status!r}" if status != "completed" else \
         f"{len(missing)} planned stage(s) never ran"
-    out = [Check("run_completed", True if ok else None, status, "completed",
+    out = [judged("run_completed", True if ok else None, status, "completed",
                  "the run followed its plan to the end", {"stages_missing": missing},
                  reason="" if ok else why + (f": {run.get('error')}" if run.get("error") else ""))]
     if bad_parts:
-        out.append(Check("records_readable", None, len(bad_parts), 0,
+        out.append(judged("records_readable", None, len(bad_parts), 0,
                          "every record file could be read", {"bad_parts": bad_parts[:20]},
                          reason=f"{len(bad_parts)} record file(s) skipped (--skip-bad-parts)"))
     return out
 
 
-def records_checks(f: dict, t: Thresholds) -> list[Check]:
-    return [records_check(f["totals"])]
+@checker("records")
+def records_checks(f: Findings, t: Thresholds) -> list[Check]:
+    return [records_check(f.totals)]
 
 
 def records_check(totals: dict) -> Check:
@@ -142,19 +68,19 @@ def records_check(totals: dict) -> Check:
     evidence = {"locust": locust, "recorded": recorded, "analysed": analysed,
                 "lost": records_lost(totals)}
     if totals.get("bad_parts"):
-        return Check("records_complete", None, analysed, locust, detail, evidence,
+        return judged("records_complete", None, analysed, locust, detail, evidence,
                      reason="some record files were skipped")
     if locust is not None and recorded != locust:
         lost = evidence["lost"]
-        return Check("records_complete", False, recorded, locust, detail, evidence,
+        return judged("records_complete", False, recorded, locust, detail, evidence,
                      reason=f"{lost:,} of the {locust:,} requests Locust counted have no "
                             "record" if lost else
                             f"{recorded - locust:,} more records than requests Locust counted")
     if analysed != recorded:
-        return Check("records_complete", None, analysed, recorded, detail, evidence,
+        return judged("records_complete", None, analysed, recorded, detail, evidence,
                      reason=f"run.json says {recorded} requests were recorded but the run "
                             f"directory holds {analysed}: record files are missing")
-    return Check("records_complete", None if locust is None else True, recorded, locust,
+    return judged("records_complete", None if locust is None else True, recorded, locust,
                  detail, evidence,
                  reason="Locust's count is not known" + (f" ({totals['note']})"
                                                          if totals.get("note") else "")
@@ -179,9 +105,10 @@ def records_incomplete(totals: dict) -> bool:
 NEEDS_ALL_RECORDS = {"unexpected", "unexplained_gaps", "lost", "unexplained_increments"}
 
 
-def counter_checks(f: dict, t: Thresholds) -> list[Check]:
-    c, counter_absent = f["consistency"], f["counter_absent"]
-    incomplete = records_incomplete(f["totals"])
+@checker("counter")
+def counter_checks(f: Findings, t: Thresholds) -> list[Check]:
+    c, counter_absent = f.consistency, f.counter_absent
+    incomplete = records_incomplete(f.totals)
     out = []
     for name, key, why in COUNTER:
         if counter_absent:
@@ -189,7 +116,7 @@ def counter_checks(f: dict, t: Thresholds) -> list[Check]:
                                       why))
             continue
         if incomplete and key in NEEDS_ALL_RECORDS:
-            out.append(Check(name, None, c.get(key), 0, why,
+            out.append(judged(name, None, c.get(key), 0, why,
                              reason="some record files were skipped: the history is "
                                     "incomplete"))
             continue
@@ -198,7 +125,7 @@ def counter_checks(f: dict, t: Thresholds) -> list[Check]:
             reason = ("no counter value came back" if c.get("ok", 0) == 0 else
                       "the counter could not be read before and after the run"
                       if _NEEDS[key] in ("reconciliation", "final", "unexpected") else "")
-            out.append(Check(name, None, None, 0, why, reason=reason))
+            out.append(judged(name, None, None, 0, why, reason=reason))
         else:
             evidence = {}
             if key == "duplicates" and c.get("examples", {}).get("duplicates"):
@@ -209,23 +136,24 @@ def counter_checks(f: dict, t: Thresholds) -> list[Check]:
     return out
 
 
-def judged(segments: list[dict], t: Thresholds) -> list[dict]:
+def judged_segments(segments: list[dict], t: Thresholds) -> list[dict]:
     """Segments long enough to judge, and not disturbed by a fault."""
     return [s for s in segments if s["seconds"] >= t.min_segment_s and not s["faults"]
             and s["requests"]]
 
 
-def load_checks(f: dict, t: Thresholds) -> list[Check]:
+@checker("load")
+def load_checks(f: Findings, t: Thresholds) -> list[Check]:
     """Errors, unknown outcomes, spread and coverage over the steady segments.
     ``planned_levels``: the replica counts a fixed plan asked for; each must have had a
     steady segment judged, or the run says nothing about it."""
-    planned_levels = f["planned_levels"]
-    steady = judged(f["segments"], t)
+    planned_levels = f.planned_levels
+    steady = judged_segments(f.segments, t)
     out = []
     if planned_levels:
         seen = {s["level"] for s in steady}
         unjudged = sorted(set(planned_levels) - seen)
-        out.append(Check("levels_judged", None if unjudged else True,
+        out.append(judged("levels_judged", None if unjudged else True,
                          len(set(planned_levels)) - len(unjudged), len(set(planned_levels)),
                          "every planned replica count held steady long enough to be judged",
                          {"unjudged": unjudged},
@@ -271,20 +199,14 @@ def load_checks(f: dict, t: Thresholds) -> list[Check]:
     return out
 
 
-def scaling_checks(f: dict, t: Thresholds) -> list[Check]:
-    """Scaling efficiency, judged only where the replicas were the bottleneck."""
-    from loadtest.analysis.bottleneck import scaling_efficiency_checks
-
-    return scaling_efficiency_checks(f["levels"], f["bottleneck"], t)
-
-
-def stack_checks(f: dict, t: Thresholds) -> list[Check]:
+@checker("stack")
+def stack_checks(f: Findings, t: Thresholds) -> list[Check]:
     """``known_replicas``: every replica the stack ever reported; one of them answering
     after it left is ``served_after_removal``'s to judge, a name never reported is a
     stray."""
-    changes, deaths, controlled = f["changes"], f["deaths"], f["controlled"]
-    expect, answered, known = f["expect_replicas"], f["answered"], f["known_replicas"]
-    steady = judged(f["segments"], t)
+    changes, deaths, controlled = f.changes, f.deaths, f.controlled
+    expect, answered, known = f.expect_replicas, f.answered, f.known_replicas
+    steady = judged_segments(f.segments, t)
     out = []
     if controlled:
         stray = sorted({h for seg in steady or [] for h in seg.get("unexpected_hostnames", [])
@@ -303,7 +225,7 @@ def stack_checks(f: dict, t: Thresholds) -> list[Check]:
                            "replicas that stopped on their own (not by a scheduled fault)",
                            replicas=[d["hostname"] for d in unplanned]))
     elif expect:
-        out.append(Check("replicas_expected", len(answered) == expect, len(answered), expect,
+        out.append(judged("replicas_expected", len(answered) == expect, len(answered), expect,
                          "replicas that answered, against --expect-replicas",
                          {"answered": answered}))
     else:
@@ -312,7 +234,8 @@ def stack_checks(f: dict, t: Thresholds) -> list[Check]:
     return out
 
 
-def transition_checks(f: dict, t: Thresholds) -> list[Check]:
+@checker("transition")
+def transition_checks(f: Findings, t: Thresholds) -> list[Check]:
     """Every scale change, from the moment it was asked until it was ready plus the margin:
     the requests cut there, against ``max_transition_error_rate``. Cut is what a change
     can do to a request: no answer, a 5xx (the balancer's 502/503/504 among them), an
@@ -321,7 +244,7 @@ def transition_checks(f: dict, t: Thresholds) -> list[Check]:
     fault caused or overlaps is judged with that fault (its errors are the fault's); a
     change that could not be observed to its end (never ready, or too close to the end of
     the run) is not checked."""
-    transitions, faults, t_max, t0 = f["transitions"], f["faults"], f["t_max"], f["t_min"]
+    transitions, faults, t_max, t0 = f.transitions, f.faults, f.t_max, f.t_min
     name = "transition_errors"
     detail = ("requests cut while a scale change was under way (asked → ready + margin): "
               "no answer, 5xx, unknown outcomes; the app's own 4xx are counted apart")
@@ -361,21 +284,21 @@ def transition_checks(f: dict, t: Thresholds) -> list[Check]:
         if fault is None and rate is not None and (worst is None or rate > worst):
             worst = rate
         changes.append(entry)
-    judged = [c for c in changes if c["status"] in ("pass", "fail")]
+    made = [c for c in changes if c["status"] in ("pass", "fail")]
     evidence = {"changes": changes[:50], "shown": min(len(changes), 50),
                 "total": len(changes)}
     if failed:
         bad = [c for c in changes if c["status"] == "fail"]
-        return [Check(name, False, round(worst, 6), t.max_transition_error_rate, detail,
+        return [judged(name, False, round(worst, 6), t.max_transition_error_rate, detail,
                       evidence, reason="; ".join(_change_line(c) for c in bad[:5]))]
     if unchecked:
-        return [Check(name, None, None if worst is None else round(worst, 6),
+        return [judged(name, None, None if worst is None else round(worst, 6),
                       t.max_transition_error_rate, detail, evidence,
                       reason="; ".join(f"{c['change']} ({c['by']}): {c['note']}"
                                        for c in changes if c["status"] == "not checked"))]
-    if not judged:
+    if not made:
         return [not_applicable(name, "every scale change was judged with a fault", detail)]
-    return [Check(name, True, round(worst or 0.0, 6), t.max_transition_error_rate, detail,
+    return [judged(name, True, round(worst or 0.0, 6), t.max_transition_error_rate, detail,
                   evidence)]
 
 
@@ -428,13 +351,14 @@ def _change_line(c: dict) -> str:
     return text
 
 
-def fault_checks(f: dict, t: Thresholds) -> list[Check]:
-    faults = f["faults"]
+@checker("fault")
+def fault_checks(f: Findings, t: Thresholds) -> list[Check]:
+    faults = f.faults
     if not faults:
         return []
     out = []
     unapplied = [f for f in faults if f["applied"] is None]
-    out.append(Check("faults_applied", None if unapplied else True, len(faults) - len(unapplied),
+    out.append(judged("faults_applied", None if unapplied else True, len(faults) - len(unapplied),
                      len(faults), "every scheduled fault was applied",
                      {"not_applied": [f"{f['spec']}: {f['failed']}" for f in unapplied]},
                      reason=f"{len(unapplied)} fault(s) could not be applied" if unapplied
@@ -449,11 +373,11 @@ def fault_checks(f: dict, t: Thresholds) -> list[Check]:
         worst = max((f["recovery_s"] for f in applied if f["recovery_s"] is not None),
                     default=None)
         if seen_long:
-            out.append(Check("fault_recovery_s", False, None, t.max_recovery_s,
+            out.append(judged("fault_recovery_s", False, None, t.max_recovery_s,
                              "time to recover after each fault",
                              {"never_recovered": [f["spec"] for f in seen_long]}))
         elif never:
-            out.append(Check("fault_recovery_s", None, worst, t.max_recovery_s,
+            out.append(judged("fault_recovery_s", None, worst, t.max_recovery_s,
                              "time to recover after each fault",
                              {"too_soon": [f["spec"] for f in never]},
                              reason="the run ended too soon after "
@@ -470,8 +394,9 @@ def fault_checks(f: dict, t: Thresholds) -> list[Check]:
     return out
 
 
-def autoscaling_checks(f: dict, t: Thresholds) -> list[Check]:
-    a = f["autoscaling"]
+@checker("autoscaling")
+def autoscaling_checks(f: Findings, t: Thresholds) -> list[Check]:
+    a = f.autoscaling
     if a is None:
         return []
     out = []
@@ -480,16 +405,16 @@ def autoscaling_checks(f: dict, t: Thresholds) -> list[Check]:
         open_s = a.get("longest_open_rise_s")
         detail = "longest time from a rise of load to the replicas it needed"
         if a.get("capacity_per_replica") is None:
-            out.append(Check("time_to_scale_s", None, None, limit, detail,
+            out.append(judged("time_to_scale_s", None, None, limit, detail,
                              reason="the capacity per replica is not known "
                                     "(--capacity-per-replica)"))
         elif open_s is not None and open_s > limit:  # already longer than allowed
-            out.append(Check("time_to_scale_s", False, open_s, limit, detail,
+            out.append(judged("time_to_scale_s", False, open_s, limit, detail,
                              {"unmet_at_end": True}))
         elif value is not None and value > limit:
-            out.append(Check("time_to_scale_s", False, value, limit, detail))
+            out.append(judged("time_to_scale_s", False, value, limit, detail))
         elif open_s is not None:
-            out.append(Check("time_to_scale_s", None, value, limit, detail,
+            out.append(judged("time_to_scale_s", None, value, limit, detail,
                              reason=f"a rise of load was still unmet {open_s:g} s later "
                                     "when the run ended"))
         else:
@@ -505,29 +430,12 @@ def autoscaling_checks(f: dict, t: Thresholds) -> list[Check]:
     return out
 
 
-def regression_checks(f: dict, t: Thresholds) -> list[Check]:
-    """Against ``--baseline``: each replica count's req/s and latency, with confidence."""
-    if f.get("baseline") is None:
-        return []
-    from loadtest.analysis.compare import regression_checks as compared
-
-    return compared(f["levels"], f["baseline"], t)
-
-
-#: Every checker: a function of the findings and the thresholds to checks. Composed as
-#: Jepsen composes its checkers; one that raises is "not checked", never a pass.
-def state_checks(f: dict, t: Thresholds) -> list[Check]:
-    """Registers, sets, session guarantees and logins (``loadtest.ops``), Jepsen-style."""
-    from loadtest.analysis.state_checks import state_checks as checks
-
-    return checks(f["state"], t)
-
-
-def stalled_checks(f: dict, t: Thresholds) -> list[Check]:
+@checker("stalled")
+def stalled_checks(f: Findings, t: Thresholds) -> list[Check]:
     """Requests that got no answer within the request timeout, or were still waiting when
     the run stopped: a hung replica holds the load generator's users, and the answers that
     do come back say nothing of it."""
-    s = f.get("stalled")
+    s = f.stalled
     detail = "requests that waited out the request timeout, or the end of the run"
     if s is None:
         return [not_applicable("requests_stalled", "the run records no such count", detail)]
@@ -538,31 +446,10 @@ def stalled_checks(f: dict, t: Thresholds) -> list[Check]:
         reason = (f"{value:,} request(s) got no answer ({s['timed_out']:,} timed out after "
                   f"{s['timeout_s']} s, {s['stopped_in_flight']:,} still waiting when the run "
                   f"stopped): {where}")
-    return [Check("requests_stalled", value <= t.max_stalled_requests, value,
+    return [judged("requests_stalled", value <= t.max_stalled_requests, value,
                   t.max_stalled_requests, detail,
                   {"by_replica": s["by_replica"], "examples": s["examples"],
                    "timeout_s": s["timeout_s"]}, reason=reason)]
-
-
-CHECKERS: list[Callable[[dict, Thresholds], list[Check]]] = [
-    run_checks, records_checks, counter_checks, load_checks, stalled_checks, scaling_checks,
-    stack_checks,
-    transition_checks, fault_checks, autoscaling_checks, regression_checks, state_checks]
-
-
-def check_all(f: dict, t: Thresholds, checkers=None) -> list[Check]:
-    """Every checker's checks, each made safe: an exception becomes one check, not
-    checked, with the exception as evidence (Jepsen's ``check-safe``)."""
-    out: list[Check] = []
-    for checker in checkers or CHECKERS:
-        try:
-            out.extend(checker(f, t))
-        except Exception as exc:  # noqa: BLE001 - one broken checker must not hide the rest
-            name = checker.__name__.removesuffix("_checks")
-            out.append(Check(name, None, detail=f"the {name} checker", evidence={
-                "exception": f"{type(exc).__name__}: {exc}"[:500]},
-                reason=f"the checker failed: {type(exc).__name__}: {exc}"[:300]))
-    return out
 
 
 def _by_replica(segment: dict | None, key: str) -> dict:

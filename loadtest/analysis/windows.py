@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from loadtest import events as ev
+from loadtest.contract import events as ev
 
 
 @dataclass(frozen=True)

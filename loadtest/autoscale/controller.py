@@ -14,11 +14,11 @@ import math
 import time
 from dataclasses import asdict
 
-from loadtest import events as ev
 from loadtest.autoscale.hpa import HpaKnobs, HpaState, Observation, hpa_step
 from loadtest.autoscale.kpa import KpaKnobs, KpaState, kpa_record, kpa_step
 from loadtest.autoscale.metrics import CPU_SOURCE, MetricSource, RecordTap
-from loadtest.plan import AutoscaleSettings
+from loadtest.contract import events as ev
+from loadtest.contract.plan import AutoscaleSettings
 from loadtest.stack import Stack
 
 log = logging.getLogger("scalecheck")

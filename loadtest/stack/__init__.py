@@ -21,9 +21,9 @@ from loadtest.stack.base import (
 )
 
 REGISTRY: dict[str, str] = {
-    "local": "loadtest.stack.local:LocalStack",
-    "compose": "loadtest.stack.compose:ComposeStack",
-    "swarm": "loadtest.stack.swarm:SwarmStack",
+    "local": "loadtest.stack.embedded.stack:LocalStack",
+    "compose": "loadtest.stack.docker.compose.stack:ComposeStack",
+    "swarm": "loadtest.stack.docker.swarm.stack:SwarmStack",
     "external": "loadtest.stack.external:ExternalStack",
 }
 BACKENDS = tuple(REGISTRY)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from loadtest import events as ev
+from loadtest.contract import events as ev
 
 
 class StackError(Exception):
@@ -222,7 +222,7 @@ class Stack(ABC):
 
     def balancer_access_log(self) -> Path | None:
         """Where the balancer logs which server answered each request, by request id
-        (Traefik's JSON access log), for ``loadtest.names``; None where it names the
+        (Traefik's JSON access log), for ``loadtest.harness.names``; None where it names the
         server in the response itself (HAProxy) or logs nothing."""
         return None
 

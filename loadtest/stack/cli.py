@@ -320,7 +320,7 @@ def cmd_logs(args) -> int:
 
 
 def _seconds(text: str) -> float:
-    from loadtest.plan import seconds
+    from loadtest.contract.plan import seconds
 
     try:
         return seconds(text)

@@ -19,10 +19,10 @@ import signal
 import time
 from pathlib import Path
 
-from loadtest import events as ev
+from loadtest.contract import events as ev
+from loadtest.contract.wire import SERVER_HEADER
 from loadtest.stack.base import BalancerRow, Stack, StackError
 from loadtest.stack.docker import engine
-from loadtest.wire import SERVER_HEADER
 
 log = logging.getLogger("scalecheck")
 

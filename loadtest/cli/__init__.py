@@ -1,0 +1,2 @@
+"""scalecheck's command lines: ``scalecheck`` (check, options, run, and the analysis and
+stack commands)."""

@@ -1,8 +1,0 @@
-"""The harness's roles in a Locust process: the controller of a run (local or master),
-or a worker. See ``loadtest.harness``."""
-
-from loadtest.roles.controller import ControllerRole
-from loadtest.roles.master import MasterRole
-from loadtest.roles.worker import WorkerRole
-
-__all__ = ["ControllerRole", "MasterRole", "WorkerRole"]

@@ -1,0 +1,2 @@
+"""The Docker Swarm backend: the stack file deployed on a swarm, a loopback Traefik in
+front."""
