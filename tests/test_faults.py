@@ -145,3 +145,23 @@ def test_a_pause_while_a_dead_replica_is_replaced(tmp_path, balancer, no_leftove
     assert ready["level"] == 3 and ready["t"] - asked["t"] < 10
     assert not [e for e in events if e["event"] == "scale_failed"]
     assert len({e["hostname"] for e in events if e["event"] == "replica_added"}) == 4
+
+
+def test_a_fault_the_backend_cannot_apply_is_refused_before_anything_starts(tmp_path):
+    """Capabilities are protocols a backend implements (loadtest.stack.base): Compose has
+    no proxy in front of its Redis, a URL we do not control has no replicas to kill."""
+    from loadtest.stack import backend_class
+    from loadtest.stack.base import BalancerView, ReplicaFaults, StoreLinkFaults
+
+    assert issubclass(backend_class("local"), StoreLinkFaults)
+    assert not issubclass(backend_class("compose"), StoreLinkFaults)
+    assert issubclass(backend_class("compose"), ReplicaFaults)
+    assert not issubclass(backend_class("external"), BalancerView)
+    proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--fault",
+                       "2s:latency:redis:50ms:1s", "--run-dir", str(tmp_path / "r"),
+                       "--stack-port", str(free_port())], timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "scalecheck: error: --fault '2s:latency:redis:50ms:1s': the compose stack cannot "
+        "delay the link to its store")
+    assert not (tmp_path / "r").exists()

@@ -242,12 +242,19 @@ from loadtest.stack import processes
 from loadtest.stack.limits import Limits, ReplicaCgroups
 cgroups = ReplicaCgroups("pytest harness", Limits(cpus=0.5))
 cgroups.preflight()
-# A replica that ignores SIGTERM (the parent-death signal) stays in its group.
-proc = processes.spawn(["sh", "-c", "trap '' TERM; sleep 60 & wait"], Path(sys.argv[2]),
-                       preexec=cgroups.prepare("hello-1"))
+# A replica whose child left its process group (setsid) and ignores SIGTERM: neither the
+# parent-death signal nor the watchdog (which ends groups) reaches that child, and it
+# stays in the replica's cgroup.
+escaped = Path(sys.argv[2]).with_suffix(".pid")
+proc = processes.spawn(["sh", "-c", f"trap '' TERM; setsid sleep 60 & echo $! > {escaped}; wait"],
+                       Path(sys.argv[2]), preexec=cgroups.prepare("hello-1"))
+deadline = time.monotonic() + 10
+while not escaped.is_file() or not escaped.read_text().strip():
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
 # An ordinary one: the parent-death signal still holds with a preexec.
 plain = processes.spawn(["sleep", "60"], Path(sys.argv[2]), preexec=cgroups.prepare("hello-2"))
-print(cgroups.parent_name, proc.pid, plain.pid, flush=True)
+print(cgroups.parent_name, escaped.read_text().strip(), plain.pid, flush=True)
 if sys.argv[1] == "wait":
     time.sleep(60)
 elif sys.argv[1] == "raise":
@@ -277,17 +284,19 @@ def test_a_harness_that_ends_without_close_leaves_nothing(tmp_path, mode):
 
 
 def test_after_sigkill_of_the_harness_the_next_preflight_cleans(tmp_path):
-    """SIGKILL leaves the groups (no code runs); the replica's shell ignored the
-    parent-death SIGTERM, so it is still in there; the next run's preflight kills it
-    and removes the groups of the dead run."""
+    """SIGKILL leaves the groups (no code runs); a replica's child that left its process
+    group is beyond the watchdog, so it is still in there; the next run's preflight
+    kills it and removes the groups of the dead run."""
     _need_root_cgroups(CGROUP_ROOT, Limits(cpus=0.5)).close()
     proc, parent, replica, plain = _harness("wait", tmp_path)
     proc.kill()
     proc.wait(10)
-    time.sleep(0.3)
-    assert _group_dirs(parent), "SIGKILL leaves the groups behind"
-    assert _alive(replica)
+    deadline = time.monotonic() + 10
+    while _alive(plain) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not _alive(plain), "the parent-death signal ended the ordinary replica"
+    assert _group_dirs(parent), "SIGKILL leaves the groups behind"
+    assert _alive(replica), "the escaped child is still in its group"
     cgroups = ReplicaCgroups("pytest next run", Limits(cpus=0.5))
     cgroups.preflight()
     try:

@@ -59,3 +59,32 @@ def test_scale_without_a_stack_is_an_error(tmp_path):
 def test_bad_usage(tmp_path):
     proc = stack(tmp_path, "scale", "many")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+ENV_APP = """
+import http.server, os
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{os.environ.get('GREETING')} {os.environ.get('SECOND')}".encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Page).serve_forever()
+"""
+
+
+def test_detached_up_keeps_every_option_the_user_gave(tmp_path, no_leftovers):
+    """`up -d` hands the options to the process that runs the stack; repeated ones
+    (--app-env twice) and values with '=' in them must arrive as the user wrote them."""
+    (tmp_path / "env_app.py").write_text(ENV_APP)
+    port = free_port()
+    try:
+        up = stack(tmp_path, "up", "-d", "--port", port, "--app-dir", tmp_path,
+                   "--app-cmd", f"{sys.executable} env_app.py", "--app-env", "GREETING=hi",
+                   "--app-env", "SECOND=a=b", "--health-path", "/")
+        assert up.returncode == 0, up.stderr
+        assert page(port) == "hi a=b"
+    finally:
+        assert stack(tmp_path, "down").returncode == 0

@@ -31,6 +31,7 @@ import numpy as np
 
 from loadtest.autoscale.hpa import LONG_AGO, Pod
 from loadtest.stack import Stack, StackError
+from loadtest.stack.base import BalancerView, ReplicaCpu
 
 
 class RecordTap:
@@ -106,7 +107,8 @@ class MetricSource:
         if self.metric in ("rps", "inflight") and (self.balancer_counts or
                                                     self.balancer_inflight):
             try:
-                rows = self.stack.balancer_view()
+                rows = self.stack.balancer_view() if isinstance(self.stack, BalancerView) \
+                    else []
             except StackError:
                 rows = []
             served = {r.server: r.served for r in rows if r.served is not None}
@@ -117,7 +119,7 @@ class MetricSource:
                 self.balancer_inflight = False
             self.served.append((now, served))
             self.inflight.append((now, inflight))
-        if self.metric == "cpu":
+        if self.metric == "cpu" and isinstance(self.stack, ReplicaCpu):
             try:
                 self.cpu.append((now, self.stack.replica_cpu_seconds()))
             except StackError:

@@ -37,7 +37,7 @@ from loadtest.contract.plan import (
 from loadtest.contract.plan import seconds as plan_seconds
 from loadtest.harness.collector import FieldSpec
 from loadtest.stack import BACKENDS, REGISTRY, backend_class
-from loadtest.stack.base import app_arguments
+from loadtest.stack.base import FAULT_NEEDS, app_arguments
 from loadtest.stack.limits import Limits, parse_cpus, parse_memory
 
 #: Resident memory of one replica (gunicorn, gthread, 4 threads), measured on the
@@ -368,6 +368,7 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
     except PlanError as exc:
         raise UsageError(str(exc)) from None
     _refuse_ignored(get, {**values, "controlled": cls.controlled})  # once every value is good
+    _refuse_faults_it_cannot_apply(plan, cls)
     limit = os.environ.get(MAX_RUN_TIME_ENV, "").strip()
     if limit:
         plan = compress(plan, parse_duration(limit, MAX_RUN_TIME_ENV))
@@ -375,6 +376,14 @@ def validate(parsed, check_dir: bool = True, fixed: dict | None = None) -> Harne
     if check_dir:
         check_writable(options.run_dir)
     return options
+
+
+def _refuse_faults_it_cannot_apply(plan, cls) -> None:
+    """A fault the backend has no verb for is refused now, not found out mid-run."""
+    for fault in plan.faults:
+        needed, what = FAULT_NEEDS.get(fault.kind, (None, ""))
+        if needed is not None and not issubclass(cls, needed):
+            raise UsageError(f"--fault {fault.text!r}: the {cls.name} stack cannot {what}")
 
 
 def _stack(get) -> dict:

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import psutil
 
@@ -209,16 +209,8 @@ class Stack(ABC):
         """
         return []
 
-    def balancer_view(self) -> list[BalancerRow]:
-        raise Unsupported(f"the {self.name} stack has no balancer view")
-
     def balancer_version(self) -> str | None:
         return None
-
-    def parts(self) -> dict[str, list[int]]:
-        """The processes of each part, for the CPU sampler: ``balancer``, ``store``,
-        ``replica:<name>`` -> root pids (their children count too)."""
-        raise Unsupported(f"the {self.name} stack cannot tell its processes")
 
     def balancer_access_log(self) -> Path | None:
         """Where the balancer logs which server answered each request, by request id
@@ -232,10 +224,6 @@ class Stack(ABC):
         access_log = self.balancer_access_log()
         return [access_log] if access_log is not None else []
 
-    def replica_cpu_seconds(self) -> dict[str, float]:
-        """CPU time used so far by each replica in service (all its processes)."""
-        raise Unsupported(f"the {self.name} stack cannot measure its replicas' CPU")
-
     def replica_since(self) -> dict[str, float | None]:
         """Replicas in service and since when they are routed (None: not known)."""
         return {r.hostname: r.started for r in self.replicas()}
@@ -245,43 +233,6 @@ class Stack(ABC):
         if self.log_dir and self.log_dir.exists() and \
                 self.log_dir.resolve() != Path(dest).resolve():
             shutil.copytree(self.log_dir, dest, dirs_exist_ok=True)
-
-    def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
-        """Send a signal to one replica behind the balancer's back; return its hostname."""
-        raise Unsupported(f"the {self.name} stack cannot kill a replica")
-
-    def pause_replica(self, hostname: str | None = None) -> str:
-        """Freeze one replica (SIGSTOP / docker pause); return its hostname."""
-        raise Unsupported(f"the {self.name} stack cannot pause a replica")
-
-    def resume_replica(self, hostname: str) -> None:
-        raise Unsupported(f"the {self.name} stack cannot resume a replica")
-
-    def pause_store(self) -> None:
-        """Freeze the shared store (Redis) until ``resume_store``."""
-        raise Unsupported(f"the {self.name} stack cannot pause {self.store_name}")
-
-    def resume_store(self) -> None:
-        raise Unsupported(f"the {self.name} stack cannot resume {self.store_name}")
-
-    def restart_store(self, persist: bool) -> dict:
-        """Restart the shared store; with ``persist`` its data survives. Returns details."""
-        raise Unsupported(f"the {self.name} stack cannot restart {self.store_name}")
-
-    def restart_balancer(self) -> None:
-        raise Unsupported(f"the {self.name} stack cannot restart its balancer")
-
-    def disturb_store_link(self, latency_ms: float = 0.0, reset: bool = False) -> None:
-        """Add latency to, or reset connections on, the path from the replicas to the store."""
-        raise Unsupported(f"the {self.name} stack has no proxy in front of {self.store_name}")
-
-    def heal_store_link(self) -> None:
-        raise Unsupported(f"the {self.name} stack has no proxy in front of {self.store_name}")
-
-    def supports(self, verb: str) -> bool:
-        """Whether this backend overrides an optional verb of the base class."""
-        mine = getattr(type(self), verb, None)
-        return mine is not None and mine is not getattr(Stack, verb, None)
 
     def describe(self) -> dict:
         return {"backend": self.name, "url": self.url, "controlled": self.controlled,
@@ -328,6 +279,80 @@ class Stack(ABC):
 
     def __exit__(self, *exc) -> None:
         self.down()
+
+
+
+# -- capabilities: what a backend can do beyond lifecycle and scaling -------------------------
+# A backend class implements the protocols it can; the harness asks with isinstance (or,
+# before anything starts, issubclass on the class), as Jepsen's db.clj splits DB, Kill,
+# Pause and LogFiles. Nothing raises "unsupported" at run time for a fault it planned.
+
+
+@runtime_checkable
+class ReplicaFaults(Protocol):
+    def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
+        """Send a signal to one replica behind the balancer's back; return its hostname."""
+
+    def pause_replica(self, hostname: str | None = None) -> str:
+        """Freeze one replica (SIGSTOP / docker pause); return its hostname."""
+
+    def resume_replica(self, hostname: str) -> None: ...
+
+
+@runtime_checkable
+class StoreFaults(Protocol):
+    def pause_store(self) -> None:
+        """Freeze the shared store (Redis) until ``resume_store``."""
+
+    def resume_store(self) -> None: ...
+
+    def restart_store(self, persist: bool) -> dict:
+        """Restart the shared store; with ``persist`` its data survives. Returns details."""
+
+
+@runtime_checkable
+class StoreLinkFaults(Protocol):
+    def disturb_store_link(self, latency_ms: float = 0.0, reset: bool = False) -> None:
+        """Add latency to, or reset connections on, the path from the replicas to the
+        store."""
+
+    def heal_store_link(self) -> None: ...
+
+
+@runtime_checkable
+class BalancerFaults(Protocol):
+    def restart_balancer(self) -> None: ...
+
+
+@runtime_checkable
+class BalancerView(Protocol):
+    def balancer_view(self) -> list[BalancerRow]:
+        """What the balancer thinks of each server (state, requests served, in flight)."""
+
+
+@runtime_checkable
+class PartsView(Protocol):
+    def parts(self) -> dict[str, list[int]]:
+        """The processes of each part, for the CPU sampler: ``balancer``, ``store``,
+        ``replica:<name>`` -> root pids (their children count too)."""
+
+
+@runtime_checkable
+class ReplicaCpu(Protocol):
+    def replica_cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each replica in service (all its processes)."""
+
+
+#: What each fault kind needs of the stack, and what that is in words.
+FAULT_NEEDS: dict[str, tuple[type, str]] = {
+    "kill-replica": (ReplicaFaults, "kill a replica"),
+    "pause-replica": (ReplicaFaults, "pause a replica"),
+    "pause-redis": (StoreFaults, "pause its store"),
+    "restart-redis": (StoreFaults, "restart its store"),
+    "latency": (StoreLinkFaults, "delay the link to its store"),
+    "reset": (StoreLinkFaults, "reset the link to its store"),
+    "restart-balancer": (BalancerFaults, "restart its balancer"),
+}
 
 
 def require_binary(name: str, package: str | None = None) -> str:

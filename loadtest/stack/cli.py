@@ -39,7 +39,7 @@ from loadtest.stack import (
     private,
     processes,
 )
-from loadtest.stack.base import StackError, app_arguments
+from loadtest.stack.base import BalancerView, StackError, app_arguments
 
 STATE_DIR = Path(".scalecheck")
 
@@ -149,7 +149,8 @@ class Supervisor:
 
     def status(self) -> dict:
         try:
-            view = {row.server: row for row in self.stack.balancer_view()}
+            view = {row.server: row for row in self.stack.balancer_view()} \
+                if isinstance(self.stack, BalancerView) else {}
         except StackError:
             view = {}
         described = self.stack.describe()
@@ -216,20 +217,12 @@ def cmd_up(args) -> int:
 def _up_detached(args, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
-    forwarded = ["--stack", args.stack, "--balancer", args.balancer]
-    for flag, value in (("--api-port", args.api_port), ("--app-port", args.app_port),
-                        ("--health-path", args.health_path),
-                        ("--counter-read", args.counter_read),
-                        ("--ready-timeout", args.ready_timeout)):
-        if value:
-            forwarded += [flag, str(value)]
-    for action in _backend_actions():
-        value = getattr(args, action.dest, None)
-        if value not in (None, False, "", 0, action.default):
-            forwarded += [action.option_strings[0]] + ([] if value is True else [str(value)])
+    # The child gets the user's own words (less -d), so every option, repeated ones too,
+    # means there what it meant here.
+    forwarded = [word for word in args.up_words if word not in ("-d", "--detach")]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.stack", "--project-dir", str(args.project_dir), "up",
-         "--scale", str(args.scale), "--stack-port", str(args.port), *forwarded],
+        [sys.executable, "-m", "loadtest.stack", "--project-dir", str(args.project_dir.resolve()),
+         "up", *forwarded],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))},
     )
@@ -336,6 +329,18 @@ def _backend_actions() -> list[argparse.Action]:
     return list(parser._actions)
 
 
+def _words_after_command(argv: list[str]) -> list[str]:
+    """What the user wrote after the sub-command (``up ...``): the one global option,
+    --project-dir, comes before it."""
+    words = iter(enumerate(argv))
+    for i, word in words:
+        if word == "--project-dir":
+            next(words, None)
+        elif not word.startswith("-"):
+            return argv[i + 1:]
+    return []
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         print(f"stack: error: {message} (see --help)", file=sys.stderr)
@@ -372,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("service", nargs="?")
     logs.add_argument("--tail", type=int, default=50)
     sub.add_parser("down", help="stop everything")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.up_words = _words_after_command(argv)
     handler = {"up": cmd_up, "ps": cmd_ps, "scale": cmd_scale, "logs": cmd_logs,
                "down": cmd_down}[args.command]
     return handler(args)

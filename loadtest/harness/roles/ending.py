@@ -12,6 +12,7 @@ import time
 import gevent
 
 from loadtest.harness.totals import totals as make_totals
+from loadtest.stack.base import PartsView
 
 log = logging.getLogger("scalecheck")
 #: Locust runner states in which its users are already stopping or stopped: stopping
@@ -152,11 +153,8 @@ def start_sampler(stack, environment):
     """CPU by part, once a second, for the bottleneck analysis: the load generator (this
     process and its children), the balancer, the store, each replica."""
     from loadtest.harness.sampler import CpuSampler
-    from loadtest.stack.base import Unsupported
 
-    try:
-        stack.parts()
-    except Unsupported:
+    if not isinstance(stack, PartsView):
         return None
 
     def parts() -> dict[str, list[int]]:
