@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "local": "loadtest.stack.local:LocalStack",
     "compose": "loadtest.stack.compose:ComposeStack",
     "swarm": "loadtest.stack.swarm:SwarmStack",
+    "kubernetes": "loadtest.stack.kubernetes.backend:KubernetesStack",
     "external": "loadtest.stack.external:ExternalStack",
 }
 BACKENDS = tuple(REGISTRY)
