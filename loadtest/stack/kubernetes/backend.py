@@ -51,12 +51,13 @@ log = logging.getLogger("scalecheck")
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 #: What runs when no --kube-manifests is given: the hello app, its Service, Redis.
 DEFAULT_MANIFESTS = MANIFESTS / "hello.yaml"
-REDIS_SECRET = "scalecheck-redis"
 
 
 class KubernetesStack(Stack):
     name = "kubernetes"
     balancers = ("traefik", "haproxy")
+    #: How long ``python -m loadtest.stack up -d`` waits: a first build takes ~8 minutes.
+    start_timeout = 900.0
 
     def __init__(self, port: int = 4000, manifests: Path | str | None = None,
                  deployment: str | None = None, kubeconfig: Path | str | None = None,
@@ -129,7 +130,7 @@ class KubernetesStack(Stack):
                    deployment=opts.get("kube_deployment") or None,
                    kubeconfig=opts.get("kubeconfig") or None, balancer=settings.balancer,
                    api_port=settings.api_port, workdir=settings.workdir,
-                   log_dir=settings.log_dir, run_name=run_dir.name if run_dir else None,
+                   log_dir=settings.log_dir, run_name=run_dir.name if run_dir else "stack",
                    app_port=settings.app_port, counter_read=settings.counter_read,
                    **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
                       else {}))
@@ -234,8 +235,6 @@ class KubernetesStack(Stack):
         say = log.warning if self.applied.changes or self.applied.held_back else log.info
         say("scalecheck: applying %s into namespace %s (%s cluster); the copy differs "
             "in: %s", self.manifests, self.namespace.name, self.target.kind, summary)
-        if self.ours:
-            self._redis_secret()
         self.namespace.apply(self.applied.objects)
 
     def _load_images(self) -> None:
@@ -249,14 +248,6 @@ class KubernetesStack(Stack):
             if rt.load_docker_image(image):
                 log.info("scalecheck: loaded %s into the cluster in %.1f s", image,
                          time.monotonic() - started)
-
-    def _redis_secret(self) -> None:
-        import secrets
-
-        self.namespace.apply([{"apiVersion": "v1", "kind": "Secret",
-                               "metadata": {"name": REDIS_SECRET,
-                                            "namespace": self.namespace.name},
-                               "stringData": {"password": secrets.token_urlsafe(24)}}])
 
     def _start_routing(self) -> None:
         from loadtest.stack.balancer import BalancerPaths

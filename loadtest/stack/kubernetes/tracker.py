@@ -187,8 +187,11 @@ class Tracker:
         if pod.deleting is not None:
             return  # stopped because its pod is going: not a death
         reason = str(term.get("reason") or "")
-        details = {"returncode": term.get("exitCode"), "reason": reason or None,
-                   "signal": term.get("signal"), "container": container,
+        code = term.get("exitCode")
+        sig = term.get("signal") or (code - 128 if isinstance(code, int) and code > 128
+                                     else None)  # 137: SIGKILL (the runtime rarely says)
+        details = {"returncode": code, "reason": reason or None, "signal": sig,
+                   "container": container,
                    "restarts": restarts, "finished_at": term.get("finishedAt"),
                    "noticed": t}
         if pod.role == "app":
