@@ -86,6 +86,14 @@ class FaultInjector:
         self._event(ev.FAULT_APPLIED, index, kind=spec.kind, hostname=hostname)
         self._event(ev.FAULT_ENDED, index, kind=spec.kind, hostname=hostname)
 
+    def _delete_replica(self, index: int, spec: FaultSpec) -> None:
+        delete = getattr(self.stack, "delete_replica", None)  # Kubernetes only, for now
+        if delete is None:
+            raise StackError(f"the {self.stack.name} stack cannot delete a replica")
+        hostname = delete(self._picked(spec))
+        self._event(ev.FAULT_APPLIED, index, kind=spec.kind, hostname=hostname)
+        self._event(ev.FAULT_ENDED, index, kind=spec.kind, hostname=hostname)
+
     def _pause_replica(self, index: int, spec: FaultSpec) -> None:
         hostname = self.stack.pause_replica(self._picked(spec))
         self._hold(index, spec, lambda: self.stack.resume_replica(hostname), hostname=hostname)
