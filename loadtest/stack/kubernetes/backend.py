@@ -104,6 +104,7 @@ class KubernetesStack(Stack):
         self._logs_saved = False
         self._balancer_reported = False
         self._facts: dict = {}
+        self._task_pids: dict[str, int] = {}  # container id -> pid, as ctr last said
 
     # -- options ----------------------------------------------------------------------
 
@@ -468,15 +469,16 @@ class KubernetesStack(Stack):
             out["balancer"] = [self._lb.process.pid]
         if self.tracker is None:
             return out
-        pids = rt.task_pids()
-        for replica in self.replicas():
-            cid = container_id(self.tracker.container_of(replica.hostname))
-            if cid in pids:
-                out[f"replica:{replica.hostname}"] = [pids[cid]]
+        wanted = {f"replica:{r.hostname}": container_id(self.tracker.container_of(r.hostname))
+                  for r in self.replicas()}
         for pod in self.tracker.store_pods():
-            cid = container_id(self.tracker.container_of(pod.name))
-            if cid in pids:
-                out["store"] = [pids[cid]]
+            wanted["store"] = container_id(self.tracker.container_of(pod.name))
+        # Asked every second by the CPU sampler: ctr runs only when a container changed
+        # (a fork of this process, in the middle of the load generator's greenlets).
+        if not set(wanted.values()) <= set(self._task_pids):
+            self._task_pids = rt.task_pids()
+        out.update({part: [self._task_pids[cid]] for part, cid in wanted.items()
+                    if cid in self._task_pids})
         return out
 
     def replica_cpu_seconds(self) -> dict[str, float]:
