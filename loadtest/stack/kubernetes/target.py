@@ -114,14 +114,14 @@ class EmbeddedCluster(Target):
             raise StackError(f"the embedded Kubernetes needs Debian packages: "
                              f"{' '.join(missing)} (SCALECHECK_WITH_KUBE=1 sh "
                              "scripts/system-deps.sh installs them)")
-        if shutil.which("go") is None and not _built():
+        if shutil.which("go") is None and not built():
             raise StackError("the embedded Kubernetes is built with Go, which is not "
                              "installed (make kube-build installs and builds it)")
 
     def start(self) -> None:
         from loadtest.stack.kubernetes import Cluster, ClusterError, MachineBusy
 
-        if not _built():
+        if not built():
             log.warning("scalecheck: building Kubernetes once on this machine (about 8 "
                         "minutes on 2 cores); later runs start in about 10 s")
         self.cluster = Cluster(self.workdir / "kube")
@@ -156,10 +156,10 @@ class EmbeddedCluster(Target):
                 "component_logs": str(self.workdir / "kube" / "logs")}
 
 
-def _built() -> bool:
+def built() -> bool:
     from loadtest.stack.kubernetes.sources import KUBE_CACHE
 
     return any(KUBE_CACHE.glob("*/bin/.stamp"))
 
 
-__all__ = ["EmbeddedCluster", "MACHINE_WAIT_S", "Target", "UserCluster"]
+__all__ = ["EmbeddedCluster", "MACHINE_WAIT_S", "Target", "UserCluster", "built"]
