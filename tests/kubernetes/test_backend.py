@@ -256,6 +256,27 @@ def test_kill_and_delete_replica(running_cluster, kube, engine, nothing_left, tm
     assert checks(summary)["faults_applied"]["status"] == "pass"
 
 
+def test_store_faults(running_cluster, engine, nothing_left, tmp_path):
+    """The hello app's Redis in the cluster: frozen through containerd, then restarted
+    with persistence (SAVE onto its pod's volume, SHUTDOWN, the kubelet starts it again):
+    the counter survives, the harness's own restart is no store death, and every check
+    passes."""
+    run_dir = tmp_path / "run"
+    proc = harness(["--scale-levels", "2", "--stage-time", "14s",
+                    "--fault", "3s:pause-redis:2s", "--fault", "8s:restart-redis:persist"],
+                   run_dir, running_cluster)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert [e["kind"] for e in events(run, "fault_ended")] == ["pause-redis", "restart-redis"]
+    assert events(run, "fault_failed") == [] and events(run, "store_died") == []
+    restart = events(run, "fault_ended")[1]
+    assert restart["counter_before"] > 0 and restart["counter_read_after"] >= \
+        restart["counter_before"], restart
+    code, summary = analyse(run_dir)
+    assert code == 0, checks(summary)
+    assert summary["consistency"]["resets"] == []
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 def _bad_manifests(tmp_path: Path) -> dict[str, list[str]]:
