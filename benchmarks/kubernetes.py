@@ -42,10 +42,10 @@ def _say(name: str, routed: list[float], note: str = "") -> None:
 
 def bench_kubernetes(trials: int = TRIALS) -> None:
     from loadtest.stack import StackError
-    from loadtest.stack.compose import ComposeStack
+    from loadtest.stack.docker.compose.stack import ComposeStack
     from loadtest.stack.kubernetes.backend import KubernetesStack
     from loadtest.stack.kubernetes.target import built
-    from loadtest.stack.local import LocalStack
+    from loadtest.stack.embedded.stack import LocalStack
 
     print(f"== scale(2) asked -> the new replica routed, {trials} trials each, Traefik in "
           "front: Kubernetes (embedded cluster) beside the embedded stack and Compose")

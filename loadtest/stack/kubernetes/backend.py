@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from loadtest import events as ev
+from loadtest.contract import events as ev
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
@@ -153,7 +153,7 @@ class KubernetesStack(Stack):
         if self.balancer == "haproxy":
             require_binary("haproxy")
         else:
-            from loadtest.stack.traefik import traefik_binary
+            from loadtest.stack.balancers.traefik import traefik_binary
 
             traefik_binary()
         try:
@@ -251,12 +251,12 @@ class KubernetesStack(Stack):
                          time.monotonic() - started)
 
     def _start_routing(self) -> None:
-        from loadtest.stack.balancer import BalancerPaths
+        from loadtest.stack.balancers.base import BalancerPaths
         from loadtest.stack.kubernetes.feed import BalancerFeed
         from loadtest.stack.kubernetes.store import ClusterStore
         from loadtest.stack.kubernetes.tracker import Tracker
         from loadtest.stack.kubernetes.watch import Informer
-        from loadtest.stack.local import make_balancer
+        from loadtest.stack.embedded.stack import make_balancer
 
         facts, kube, ns = self._facts, self.target.kube, self.namespace.name
         selector = ((facts["deployment"].get("spec") or {}).get("selector") or {}) \

@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 
-from loadtest import events as ev
-from loadtest.stack.balancer import LocalBalancer
+from loadtest.contract import events as ev
+from loadtest.stack.balancers.base import LocalBalancer
 from loadtest.stack.base import StackError
 from loadtest.stack.kubernetes.tracker import Note, Tracker
 

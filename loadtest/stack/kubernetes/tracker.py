@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loadtest import events as ev
+from loadtest.contract import events as ev
 from loadtest.stack.kubernetes.workload import Port, selects
 
 Note = Callable[..., dict]  # note(event name, t, **payload) -> the event
