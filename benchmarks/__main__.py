@@ -2,7 +2,7 @@
 
     python -m benchmarks [analysis] [collector] [scaleup] [balancers] [compose] [arrivals]
                          [autoscaler] [soak] [ci] [sampler] [state] [transitions]
-                         [--large]
+                         [kubernetes] [--large]
 
 Every comparison is a ratio measured in the same run (these machines are shared and
 noisy); absolute numbers are printed for the record only. With no names, all run
@@ -34,6 +34,7 @@ SECTIONS = {
     "sampler": "bench_sampler",
     "state": "bench_state",
     "transitions": "bench_transitions",
+    "kubernetes": "bench_kubernetes",
 }
 
 

@@ -185,6 +185,8 @@ class AutoscaleSettings:
 
 FAULT_KINDS = {
     "kill-replica": "SIGKILL one replica (docker kill); [:HOSTNAME] picks which",
+    "delete-replica": "delete one replica gracefully (a pod, through the Kubernetes API; "
+                      "its ReplicaSet replaces it); [:HOSTNAME] picks which",
     "pause-replica": "freeze one replica (SIGSTOP / docker pause) for DURATION; [:HOSTNAME]",
     "pause-redis": "freeze Redis (SIGSTOP / docker pause) for DURATION",
     "restart-redis": "restart Redis; it loses the counter unless :persist",
@@ -219,7 +221,7 @@ def parse_fault(text: str) -> FaultSpec:
         raise PlanError(f"{label}: unknown fault {kind!r}; choose "
                         f"{', '.join(FAULT_KINDS)}")
     bad = PlanError(f"{label}: {kind} takes {FAULT_KINDS[kind]}")
-    if kind == "kill-replica":
+    if kind in ("kill-replica", "delete-replica"):
         if len(args) > 1:
             raise bad
         return FaultSpec(when, kind, target=args[0] if args else None, text=text)

@@ -86,6 +86,12 @@ class FaultInjector:
         self._event(ev.FAULT_APPLIED, index, kind=spec.kind, hostname=hostname)
         self._event(ev.FAULT_ENDED, index, kind=spec.kind, hostname=hostname)
 
+    def _delete_replica(self, index: int, spec: FaultSpec) -> None:
+        # A backend without the verb was refused before the run (FAULT_NEEDS).
+        hostname = self.stack.delete_replica(self._picked(spec))
+        self._event(ev.FAULT_APPLIED, index, kind=spec.kind, hostname=hostname)
+        self._event(ev.FAULT_ENDED, index, kind=spec.kind, hostname=hostname)
+
     def _pause_replica(self, index: int, spec: FaultSpec) -> None:
         hostname = self.stack.pause_replica(self._picked(spec))
         self._hold(index, spec, lambda: self.stack.resume_replica(hostname), hostname=hostname)

@@ -265,7 +265,8 @@ class HarnessOptions:
 def app_is_ours(get, stack: str) -> bool:
     """The hello app (which names its replica and carries the counter), or an app we did
     not write. A URL we do not control is taken to be the hello app, as before."""
-    own = {"local": "app_cmd", "compose": "compose_file", "swarm": "swarm_stack_file"}
+    own = {"local": "app_cmd", "compose": "compose_file", "swarm": "swarm_stack_file",
+           "kubernetes": "kube_manifests"}
     return stack not in own or not (get(own[stack]) or "").strip()
 
 

@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "local": "loadtest.stack.embedded.stack:LocalStack",
     "compose": "loadtest.stack.docker.compose.stack:ComposeStack",
     "swarm": "loadtest.stack.docker.swarm.stack:SwarmStack",
+    "kubernetes": "loadtest.stack.kubernetes.backend:KubernetesStack",
     "external": "loadtest.stack.external:ExternalStack",
 }
 BACKENDS = tuple(REGISTRY)

@@ -6,10 +6,10 @@ backend it holds. The required verbs are ``up``, ``scale``, ``replicas``,
 request, lets the backend apply it (``_apply_scale``), waits until the
 balancer routes to exactly the new set (``_wait_routed``) and records that.
 
-The optional verbs (faults, the balancer's view, health polling) are declared
-here and raise ``Unsupported`` with a one-line reason unless a backend offers
-them; ``supports(verb)`` tells beforehand. ``StackError`` carries a one-line
-message meant for the user.
+The optional capabilities (faults, the balancer's view, the parts' processes and CPU) are
+small protocols below; a backend implements those it can, and the harness asks with
+``isinstance`` (or, before anything starts, on the class: ``FAULT_NEEDS``). ``StackError``
+carries a one-line message meant for the user.
 """
 
 from __future__ import annotations
@@ -300,6 +300,12 @@ class ReplicaFaults(Protocol):
 
 
 @runtime_checkable
+class ReplicaDeletion(Protocol):
+    def delete_replica(self, hostname: str | None = None) -> str:
+        """Ask the orchestrator to remove a replica gracefully (it replaces it); its name."""
+
+
+@runtime_checkable
 class StoreFaults(Protocol):
     def pause_store(self) -> None:
         """Freeze the shared store (Redis) until ``resume_store``."""
@@ -347,6 +353,7 @@ class ReplicaCpu(Protocol):
 FAULT_NEEDS: dict[str, tuple[type, str]] = {
     "kill-replica": (ReplicaFaults, "kill a replica"),
     "pause-replica": (ReplicaFaults, "pause a replica"),
+    "delete-replica": (ReplicaDeletion, "delete a replica through its orchestrator"),
     "pause-redis": (StoreFaults, "pause its store"),
     "restart-redis": (StoreFaults, "restart its store"),
     "latency": (StoreLinkFaults, "delay the link to its store"),

@@ -227,7 +227,8 @@ def _up_detached(args, state_dir: Path) -> int:
         env={**os.environ, "PYTHONPATH": processes.pythonpath_with_repo(dict(os.environ))},
     )
     log.close()
-    deadline = time.monotonic() + 60
+    # A backend may take longer to start (the embedded Kubernetes: a first build).
+    deadline = time.monotonic() + getattr(backend_class(args.stack), "start_timeout", 60)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (state_dir / "supervisor.log").read_text().strip().splitlines()

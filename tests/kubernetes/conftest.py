@@ -16,6 +16,9 @@ import pytest
 from loadtest.stack.kubernetes import Cluster, Settings, binaries
 
 IN_CI = os.environ.get("CI") == "true"
+#: The session's cluster once started, so that a test needing the machine to itself
+#: (the harness starting its own cluster) can stop it first.
+SESSION: dict[str, Cluster] = {}
 
 
 def skip_or_fail(reason: str) -> None:
@@ -61,6 +64,24 @@ def cluster(kube_binaries, tmp_path_factory):
                         proxy_mode=os.environ.get("SCALECHECK_KUBE_PROXY_MODE", "iptables"))
     cluster = Cluster(workdir, settings, bins=kube_binaries)
     cluster.start(timeout=240, wait_for_machine=900)  # another suite's cluster may be up
+    SESSION["cluster"] = cluster
     yield cluster
     cluster.stop()
     print(f"\nKubernetes component logs: {cluster.layout.logs}")
+
+
+@pytest.fixture
+def running_cluster(cluster):
+    """The session's cluster, started again if a test stopped it (test_cluster.py's last
+    test does, to assert that nothing is left)."""
+    if not cluster.api.ok("/readyz"):
+        cluster.start(timeout=240, wait_for_machine=900)
+    return cluster
+
+
+def stop_session_cluster() -> None:
+    """Free the machine for a cluster the harness starts itself (one per machine)."""
+    cluster = SESSION.get("cluster")
+    if cluster is not None:
+        left = cluster.stop()
+        assert left == [], left

@@ -26,6 +26,7 @@ import psutil
 
 from loadtest.contract import events as ev
 from loadtest.stack import processes
+from loadtest.stack.balancers import make_balancer
 from loadtest.stack.balancers.base import BalancerPaths, LocalBalancer
 from loadtest.stack.base import (
     BalancerRow,
@@ -42,19 +43,6 @@ from loadtest.stack.embedded.app import AppSpec, parse_app_env
 from loadtest.stack.embedded.replicas import ReplicaProcess
 from loadtest.stack.embedded.store import LocalStore
 from loadtest.stack.limits import Limits, ReplicaCgroups
-
-
-def make_balancer(name: str, paths: BalancerPaths) -> LocalBalancer:
-    if name == "haproxy":
-        from loadtest.stack.balancers.haproxy import HAProxyBalancer
-
-        return HAProxyBalancer(paths)
-    if name == "traefik":
-        from loadtest.stack.balancers.traefik import TraefikBalancer
-
-        return TraefikBalancer(paths)
-    raise StackError(f"unknown balancer {name!r}: choose traefik or haproxy")
-
 
 #: States of a replica that count as in service (routed, or frozen by a fault).
 IN_SERVICE = ("up", "paused")
@@ -418,4 +406,4 @@ class LocalStack(Stack):
         return max(up, key=lambda p: p.replica.started or 0)  # the newest, as a rule
 
 
-__all__ = ["LocalStack", "make_balancer"]
+__all__ = ["LocalStack"]

@@ -152,7 +152,8 @@ class Cluster:
                 if self._baseline is not None:
                     self._baseline.restore()
                 machine.remove_tree(self.layout, keep_logs=keep_logs)
-                shutil.rmtree(machine.RUN_DIR, ignore_errors=True)
+                if not sweep.mounts_under([machine.RUN_DIR]):  # the kubelet's root may be there
+                    shutil.rmtree(machine.RUN_DIR, ignore_errors=True)
             finally:
                 self._started = self._stopping = False
                 self._lock.release()

@@ -26,6 +26,9 @@ CNI_NETWORK = "scalecheck-kube"
 # when they were not there before.
 HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/lib/cni"), Path("/var/log/containers"),
              Path("/var/log/pods"))
+# Longest kubelet root whose sockets still fit in a Unix socket path (108 bytes, less
+# "/plugins_registry/<driver>-reg.sock" and similar, with room to spare).
+KUBELET_ROOT_MAX = 60
 # The cgroup (v1 pids hierarchy) every component joins, so that containerd's
 # shims, which leave their parent, can still be found and ended.
 TRACKING_CGROUP = "scalecheck-kube"
@@ -143,7 +146,12 @@ class Layout:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.workdir / "kubelet"
+        # The kubelet listens on sockets under its root (pod-resources/kubelet.sock...):
+        # a Unix socket's path must fit in 108 bytes, and a run directory (a test's tmp
+        # path, reports/<time>/stack/kube) may be long. Under RUN_DIR then, like
+        # containerd's socket: both roots are swept, and one cluster runs per machine.
+        under = self.workdir / "kubelet"
+        return under if len(str(under)) <= KUBELET_ROOT_MAX else RUN_DIR / "kubelet"
 
     @property
     def kubelet_config(self) -> Path:

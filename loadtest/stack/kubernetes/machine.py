@@ -136,13 +136,14 @@ def clear_leftovers_of_killed_run(layout: Layout) -> None:
         baseline.restore()
     if previous is not None and previous.workdir != layout.workdir:
         remove_tree(previous, keep_logs=True)
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if not sweep.mounts_under([RUN_DIR]):  # the kubelet's root may be there
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 def remove_tree(layout: Layout, keep_logs: bool) -> None:
     """Remove what the cluster wrote under its workdir (all mounts must be gone),
     keeping logs/ if asked. Other files in the workdir are not the cluster's."""
-    if sweep.mounts_under([layout.workdir]):
+    if sweep.mounts_under([layout.workdir, layout.kubelet_root]):
         return  # never delete through a mount point
     for path in [*layout.owned_paths(), *([] if keep_logs else [layout.logs])]:
         if path.is_dir() and not path.is_symlink():

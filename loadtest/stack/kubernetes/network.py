@@ -62,7 +62,8 @@ def create_node_interface(settings: Settings) -> None:
 def install_guard(settings: Settings) -> None:
     """Drop packets for the cluster's addresses that come from outside the machine,
     and packets from pods to anything outside the cluster (nothing out there is
-    theirs to reach: without masquerade they would leave with pod addresses)."""
+    theirs to reach: without masquerade they would leave with pod addresses); let
+    pods reach each other whatever the FORWARD policy."""
     rules = [
         f"-A {GUARD_CHAIN} -i lo -j RETURN",
         # pods reach the cluster (pods, services, the node) and nothing else
@@ -75,7 +76,13 @@ def install_guard(settings: Settings) -> None:
         f"-A {GUARD_CHAIN} -d {settings.service_cidr} -j DROP",
         f"-I PREROUTING 1 -j {GUARD_CHAIN}",
     ]
-    script = f"*raw\n:{GUARD_CHAIN} - [0:0]\n" + "\n".join(rules) + "\nCOMMIT\n"
+    # Pod to pod (directly, or through a Service's DNAT) is forwarded from the bridge
+    # back to it; Docker sets the FORWARD policy to DROP, which cut every connection
+    # from one pod to another (the hello app's to its Redis timed out).
+    forward = [f"-A {GUARD_CHAIN} -i {BRIDGE} -o {BRIDGE} -j ACCEPT",
+               f"-I FORWARD 1 -j {GUARD_CHAIN}"]
+    script = (f"*raw\n:{GUARD_CHAIN} - [0:0]\n" + "\n".join(rules) + "\nCOMMIT\n"
+              f"*filter\n:{GUARD_CHAIN} - [0:0]\n" + "\n".join(forward) + "\nCOMMIT\n")
     _run(["iptables-restore", "--noflush"], stdin=script)
 
 
