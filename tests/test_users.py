@@ -122,3 +122,23 @@ def test_the_request_goes_out_with_its_own_headers_and_body():
     assert len(sent[b"x-scalecheck-id"]) == 1 and sent[b"x-scalecheck-id"][0], sent
     assert all(len(values) == 1 for values in sent.values()), sent
     assert body == b"[1, 2]"
+
+
+def test_only_requests_the_stop_cut_short_do_not_make_a_failed_run():
+    """Locust keys its failures by the exception's repr: cut short at the stop alone is
+    forgiven (exit 0 stays possible); one stalled request, or any other failure, is not."""
+    from locust.stats import RequestStats
+
+    from loadtest.harness.users import CutShortAtStop, StoppedInFlight, cut_short_only
+
+    stats = RequestStats()
+    stats.log_error("GET", "/", CutShortAtStop("no answer 0.0 s after it was sent"))
+    stats.log_error("GET", "/", CutShortAtStop("no answer 0.0 s after it was sent"))
+    assert cut_short_only(stats.errors.values()) == 2
+    stats.log_error("GET", "/", StoppedInFlight("no answer 4.0 s after it was sent"))
+    assert cut_short_only(stats.errors.values()) == 0
+    other = RequestStats()
+    other.log_error("GET", "/", CutShortAtStop("x"))
+    other.log_error("GET", "/", ConnectionResetError("reset"))
+    assert cut_short_only(other.errors.values()) == 0
+    assert cut_short_only(RequestStats().errors.values()) == 0

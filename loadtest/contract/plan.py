@@ -168,7 +168,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class AutoscaleSettings:
-    policy: str            # hpa | kpa
+    policy: str            # hpa | kpa (simulated) | cluster (the cluster's own HPA)
     metric: str            # rps | inflight | cpu | p95
     target: float          # per replica
     min_replicas: int

@@ -91,7 +91,10 @@ class Conductor:
             if self.autoscaler is not None:
                 desired = self.autoscaler.maybe_decide(t, self.level)
                 if desired is not None and desired != self.level:
-                    self.rescale(desired, by="autoscaler")
+                    if getattr(self.autoscaler, "observes_only", False):
+                        self.follow(desired)  # the cluster's own autoscaler scales
+                    else:
+                        self.rescale(desired, by="autoscaler")
             if self.faults is not None:
                 self.faults.apply_due(t)
             gevent.sleep(PLAN_TICK)
@@ -132,6 +135,14 @@ class Conductor:
         else:  # the autoscaler owns the count, or the stack came up at this level
             now = time.time()
             self.record.stage_ready(self.stage_record, now, now)
+
+    def follow(self, level: int) -> None:
+        """The replica count changed by another's hand (the cluster's autoscaler): the
+        records carry it from now; nothing is asked of the stack."""
+        self.level = level
+        if self.stage is not None:
+            self.announce(self.stage.index, level)
+        self.record.set_events(self.stack.events)
 
     def rescale(self, level: int, by: str, stage_record: dict | None = None) -> None:
         """Change the replica count in the background; changes apply one at a time."""

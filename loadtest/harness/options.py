@@ -45,7 +45,9 @@ from loadtest.stack.limits import Limits, parse_cpus, parse_memory
 REPLICA_MEMORY_MB = 60
 MAX_REPLICAS_CAP = 64
 LOAD_MODELS = ("closed", "open")
-AUTOSCALERS = ("none", "hpa", "kpa")
+AUTOSCALERS = ("none", "hpa", "kpa", "cluster")
+#: The embedded cluster's --horizontal-pod-autoscaler-sync-period (Kubernetes' default).
+CLUSTER_HPA_SYNC_S = 15.0
 AUTOSCALE_METRICS = ("rps", "inflight", "cpu", "p95")
 DEFAULT_STAGE_TIME = "30s"
 MAX_DEFAULT_TIMEOUT_S = 10.0  # the default request timeout: a third of a stage, at most this
@@ -127,7 +129,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("--arrival-rate", 0.0, "RPS",
         "Shorthand for --load-model open at a constant rate (default 0: not used)", float),
     Opt("--autoscale", "none", "POLICY",
-        "Let an autoscaler choose the replica count: none | hpa | kpa (default: none)"),
+        "Let an autoscaler choose the replica count: none | hpa | kpa (the harness's "
+        "simulations) | cluster (--stack kubernetes: the cluster's own HPA, from the "
+        "manifests or from these flags; the harness only watches) (default: none)"),
     Opt("--autoscale-metric", "rps", "METRIC",
         "What the autoscaler watches, per replica: rps | inflight | cpu | p95 (default: rps)"),
     Opt("--autoscale-target", 0.0, "VALUE",
@@ -513,6 +517,9 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
                          f"{', '.join(AUTOSCALE_METRICS)}")
     target = real(get("autoscale_target") or 0.0, "--autoscale-target")
     min_replicas = int(get("min_replicas") or 0)
+    if autoscale == "cluster":
+        return {**_autoscale_defaults(get), **_cluster_autoscale(get, metric, target,
+                                                                 min_replicas, max_replicas)}
     if autoscale != "none":
         if not cls.controlled:
             raise UsageError(f"--autoscale needs a stack the harness controls, not "
@@ -528,6 +535,12 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
         if min_replicas > max_replicas:
             raise UsageError(f"--min-replicas {min_replicas} is above --max-replicas "
                              f"{max_replicas}")
+    return {"autoscale": autoscale, "autoscale_metric": metric, "autoscale_target": target,
+            "min_replicas": min_replicas, **_autoscale_defaults(get)}
+
+
+def _autoscale_defaults(get) -> dict:
+    """The policies' own knobs, checked whichever policy runs."""
     tolerance = real(get("hpa_tolerance"), "--hpa-tolerance")
     if not 0 <= tolerance < 1:
         raise UsageError("--hpa-tolerance must be between 0 and 1")
@@ -537,12 +550,65 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
     stable_window = parse_duration(get("kpa_stable_window"), "--kpa-stable-window")
     if not 6 <= stable_window <= 3600:
         raise UsageError("--kpa-stable-window must be between 6s and 1h (Knative's bounds)")
-    return {"autoscale": autoscale, "autoscale_metric": metric, "autoscale_target": target,
-            "min_replicas": min_replicas, "hpa_tolerance": tolerance,
+    return {"hpa_tolerance": tolerance,
             "kpa_panic_threshold": panic, "kpa_stable_window": stable_window,
             "autoscale_period": parse_duration(get("autoscale_period"), "--autoscale-period"),
             "scale_down_window": parse_duration(get("scale_down_window"),
                                                 "--scale-down-window", allow_zero=True)}
+
+
+def _cluster_autoscale(get, metric: str, target: float, min_replicas: int,
+                       max_replicas: int) -> dict:
+    """--autoscale cluster: the HPA the cluster will run, as the plan records it (the
+    analysis judges against its min, max and target). From the flags, or read from the
+    team's manifests, which must then have one for the Deployment."""
+    if get("stack") != "kubernetes":
+        raise UsageError("--autoscale cluster: only --stack kubernetes has an autoscaler of "
+                         "its own (on the others, --autoscale hpa simulates Kubernetes' HPA)")
+    out = {"autoscale": "cluster", "autoscale_period": CLUSTER_HPA_SYNC_S}
+    if target > 0:
+        if metric != "cpu":
+            raise UsageError("--autoscale cluster writes an HPA on CPU utilisation only: give "
+                             "--autoscale-metric cpu, or put your own HPA in the manifests")
+        if min_replicas < 1:
+            raise UsageError("--min-replicas must be 1 or more")
+        if min_replicas > max_replicas:
+            raise UsageError(f"--min-replicas {min_replicas} is above --max-replicas "
+                             f"{max_replicas}")
+        return {**out, "autoscale_metric": metric, "autoscale_target": target,
+                "min_replicas": min_replicas}
+    options = declared()
+    for dest in ("min_replicas", "max_replicas"):
+        if _given(get, dest, options[dest][1]):
+            raise UsageError(f"{options[dest][0]} would be ignored: the manifests' HPA sets "
+                             "it (or give --autoscale-target for an HPA written from the flags)")
+    from loadtest.autoscale.hpa_manifest import ManifestError as HpaError
+    from loadtest.autoscale.hpa_manifest import parse as parse_hpa
+    from loadtest.stack.kubernetes import sources, workload
+    from loadtest.stack.kubernetes.backend import DEFAULT_MANIFESTS
+    from loadtest.stack.kubernetes.hpa import scaled_by_the_hpa, team_hpa
+
+    where = str(get("kube_manifests") or "").strip()
+    try:
+        objects = sources.read(Path(where) if where else DEFAULT_MANIFESTS)
+        wanted = get("kube_deployment") or (None if where else "hello")
+        name = workload.name_of(workload.deployment(objects, scaled_by_the_hpa(objects, wanted)))
+    except sources.ManifestError as exc:
+        raise UsageError(str(exc)) from None
+    found = team_hpa(objects, name)
+    if found is None:
+        raise UsageError(f"--autoscale cluster: the manifests have no HorizontalPodAutoscaler "
+                         f"for Deployment {name}; add one, or give --autoscale-metric cpu "
+                         "--autoscale-target PERCENT --min-replicas N --max-replicas M")
+    spec = found.get("spec") or {}
+    try:  # the metric and target, where the simulation's reader understands them
+        knobs = parse_hpa(found, f"HorizontalPodAutoscaler {workload.name_of(found)}")
+        metric, target = knobs.metric, knobs.knobs.target
+    except HpaError:
+        metric, target = "other", 0.0
+    return {**out, "autoscale_metric": metric, "autoscale_target": target,
+            "min_replicas": int(spec.get("minReplicas", 1)),
+            "max_replicas": int(spec.get("maxReplicas") or max_replicas)}
 
 
 def _app(get) -> dict:
@@ -618,6 +684,9 @@ IGNORED: tuple[tuple[tuple[str, ...], Any, Any], ...] = (
                "--kpa-stable-window)"),
     (KPA_ONLY, lambda v: v["autoscale"] == "hpa",
      lambda v: "--autoscale hpa does not read it"),
+    (HPA_ONLY + KPA_ONLY, lambda v: v["autoscale"] == "cluster",
+     lambda v: "the cluster's HPA has its own (its sync period is the controller "
+               "manager's; windows and tolerance go in the HPA's behavior)"),
     (("stage_time",), lambda v: _one_stage(v) and bool(v["run_time"] or v["load_profile"]),
      lambda v: f"the run has one stage, and {_ends(v)} sets its end"),
     (("arrival_rate",), lambda v: _points(v),

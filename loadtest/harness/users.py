@@ -41,6 +41,7 @@ from gevent import GreenletExit, getcurrent
 from geventhttpclient.client import HTTPClient, HTTPClientPool
 from locust.contrib.fasthttp import FastHttpUser
 
+from loadtest.contract.events import STOP_GRACE_S
 from loadtest.contract.wire import REQUEST_ID_HEADER
 
 #: greenlet -> [hidden resends, request id] of the request it is making, until the
@@ -137,6 +138,23 @@ class StoppedInFlight(Exception):
     """The run stopped this request's user before an answer came."""
 
 
+class CutShortAtStop(StoppedInFlight):
+    """Stopped within the end's grace (``STOP_GRACE_S``) of being sent: the stop cut it
+    short; nothing says the app would not have answered. Recorded (its outcome is
+    unknown), and not a failure that makes Locust exit 1 (``cut_short_only``)."""
+
+
+def cut_short_only(errors) -> int:
+    """How many failures Locust counted, if every one is a request the stop cut short
+    (0 otherwise): then the run's exit code is not Locust's 'there were failures'."""
+    entries = list(errors)
+    # An exception here, its repr as a string once a worker's report reached the master.
+    texts = [e.error if isinstance(e.error, str) else repr(e.error) for e in entries]
+    if not entries or not all(t.startswith(f"{CutShortAtStop.__name__}(") for t in texts):
+        return 0
+    return sum(e.occurrences for e in entries)
+
+
 def harness_request_timeout(environment) -> float | None:
     """The run's request timeout, as the harness validated it (None outside a run)."""
     options = getattr(getattr(environment, "scalecheck", None), "options", None)
@@ -184,7 +202,8 @@ class ScalecheckHttpUser(FastHttpUser):
                 events.fire(request_type=method, name=name or url,
                             response_time=waited * 1000, response_length=0, response=None,
                             context={**self.context(), **(context or {})},
-                            exception=StoppedInFlight(
+                            exception=(CutShortAtStop if waited < STOP_GRACE_S
+                                       else StoppedInFlight)(
                                 f"no answer {waited:.1f} s after it was sent, when the run "
                                 "stopped its users"),
                             start_time=started, url=url)

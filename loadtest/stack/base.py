@@ -306,6 +306,13 @@ class ReplicaDeletion(Protocol):
 
 
 @runtime_checkable
+class ClusterAutoscaling(Protocol):
+    def autoscaler_status(self) -> dict | None:
+        """The orchestrator's own autoscaler as it reports itself (desired and current
+        counts, metrics, conditions), or None before it has said anything."""
+
+
+@runtime_checkable
 class StoreFaults(Protocol):
     def pause_store(self) -> None:
         """Freeze the shared store (Redis) until ``resume_store``."""

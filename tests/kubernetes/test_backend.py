@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from loadtest.contract import events as ev
 from loadtest.stack.kubernetes import leftovers
 from loadtest.stack.kubernetes.rest import Kube
 from loadtest.stack.kubernetes.runtime import Runtime, container_id
@@ -361,3 +362,43 @@ def test_stack_cli_up_scale_down(running_cluster, engine, nothing_left, tmp_path
     finally:
         down = cli("down")
     assert down.returncode == 0 and "stack down" in down.stdout
+
+
+# -- --autoscale cluster: the shop's own HPA (its staging overlay: down to one pod, a 30 s
+# scale-down window) drives the Deployment under a rising, then falling load; the harness
+# only watches. Real controller manager, real metrics-server.
+
+FAST = SHOP / "k8s" / "overlays" / "fast-scale-down"
+
+
+def test_the_shop_s_own_hpa_scales_up_and_back_down(running_cluster, engine, shop_image,
+                                                     nothing_left, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = harness(["--autoscale", "cluster", "--kube-manifests", str(FAST),
+                    "--load-profile", "0s:2,5s:24,75s:24,80s:1,150s:1", "--request-timeout",
+                    "10s"], run_dir, running_cluster, locustfile=SHOP / "locustfile.py",
+                   timeout=420, users=24)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    code, summary = analyse(run_dir)
+    assert code in (0, 1), summary.get("verdict")
+
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    events = meta["stack_events"]
+    decisions = [e for e in events if e["event"] == ev.AUTOSCALE_DECISION]
+    assert decisions and all(d["policy"] == "cluster" for d in decisions)
+    measured = [d for d in decisions if d["reported_metrics"]]
+    assert measured, "the controller reported a CPU utilisation"
+    assert any(d["pods"] and d["pods"][0]["cpu_request_m"] == 100.0 for d in decisions)
+    assert decisions[-1]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
+    asks = [(e["t"], e["level"]) for e in events
+            if e["event"] == ev.SCALE_ASKED and e.get("by") == "autoscaler"]
+    peak = max(level for _, level in asks)
+    assert peak > 1, f"the HPA scaled up under the load: {asks}"
+    assert asks[-1][1] < peak, f"and back down after its window: {asks}"
+    assert any(e["event"] == ev.SCALE_READY for e in events)
+    # judged as any autoscaled run: the autoscaling section is there, with its decisions
+    scaling = summary["autoscaling"]
+    assert scaling["policy"] == "cluster" and scaling["decisions"] == len(decisions)
+    assert scaling["scale_changes"] >= 2
+    print(f"\nthe HPA's changes: {[(round(t - events[0]['t'], 1), lv) for t, lv in asks]}")

@@ -116,7 +116,8 @@ class ControllerRole:
             app_port=opts.app_port, health_path=opts.health_path, counter_read=opts.counter_read,
             ready_timeout=opts.ready_timeout, limits=opts.limits,
             options={**opts.backend_options,
-                     "store_proxy": any(f.kind in ("latency", "reset") for f in self.plan.faults)})
+                     "store_proxy": any(f.kind in ("latency", "reset") for f in self.plan.faults),
+                     "cluster_autoscaler": _cluster_autoscaler(self.plan)})
         stack = None
         try:
             stack = make_stack(opts.stack, settings)
@@ -158,7 +159,13 @@ class ControllerRole:
             self.environment.process_exit_code = code
 
     def _attach_autoscaler_and_faults(self) -> None:
-        if self.plan.autoscale is not None:
+        if self.plan.autoscale is not None and self.plan.autoscale.policy == "cluster":
+            from loadtest.autoscale.cluster import ClusterObserver
+
+            self.conductor.autoscaler = ClusterObserver(self.plan.autoscale, self.stack,
+                                                        self.stack.events,
+                                                        self.plan.first_level)
+        elif self.plan.autoscale is not None:
             from loadtest.autoscale.controller import Autoscaler
 
             self.conductor.autoscaler = Autoscaler(self.plan.autoscale, self.stack,
@@ -295,6 +302,26 @@ class ControllerRole:
             ending.settle(self)
             self.conclude()
         ending.tear_down(self)
+        self._forgive_requests_cut_short()
+
+    def _forgive_requests_cut_short(self) -> None:
+        """Locust exits 1 on any failure; requests the stop itself cut short are not the
+        app's (their outcome is unknown, and the analysis judges them): when they are the
+        only failures, the run's exit code is 0, as for a run that stopped between
+        requests."""
+        from locust import log as locust_log
+
+        from loadtest.harness.users import cut_short_only
+
+        runner = self.environment.runner
+        if self.environment.process_exit_code is not None or runner is None or \
+                runner.exceptions or locust_log.unhandled_greenlet_exception:
+            return
+        cut = cut_short_only(runner.errors.values())
+        if cut:
+            log.info("scalecheck: %d request(s) cut short by the end of the run (recorded, "
+                     "outcome unknown); not failures of the app", cut)
+            self.environment.process_exit_code = 0
 
     def say_last_words(self) -> None:
         """Locust printed its summary (or is exiting): the run's outcome, last."""
@@ -342,3 +369,13 @@ def _drop_if_empty(run_dir) -> None:
         run_dir.rmdir()
     except OSError:
         pass  # not empty, or not there: either way nothing of ours to remove
+
+
+def _cluster_autoscaler(plan) -> dict | None:
+    """What the backend needs for --autoscale cluster: the flags of an HPA to write where
+    the manifests have none (target 0: the manifests' own)."""
+    scaler = plan.autoscale
+    if scaler is None or scaler.policy != "cluster":
+        return None
+    return {"target": scaler.target if scaler.metric == "cpu" else 0.0,
+            "min_replicas": scaler.min_replicas, "max_replicas": scaler.max_replicas}

@@ -12,7 +12,9 @@ needs it, and each difference is said (one line at the start, and in run.json):
 - an image no registry can give here is replaced by a local stand-in where one was
   built (``redis:7-alpine`` -> ``scalecheck/base:bookworm``, as the Compose path does);
 - a HorizontalPodAutoscaler of the scaled Deployment is held back: the plan sets the
-  replica count, and two controllers on one ``scale`` subresource fight;
+  replica count, and two controllers on one ``scale`` subresource fight; under
+  ``--autoscale cluster`` it is kept (or, where the manifests have none, the one the
+  flags describe is added), and the harness only watches;
 - Namespace objects are skipped: the run has its own.
 """
 
@@ -68,19 +70,27 @@ class Applied:
 
 
 def prepare(objects: list[dict], namespace: str, deployment: str, replicas: int,
-            loads_images: bool, present: Callable[[str], bool]) -> Applied:
+            loads_images: bool, present: Callable[[str], bool],
+            hpa: dict | None = None) -> Applied:
     """The copy to apply into ``namespace``. ``loads_images``: the harness puts images
     into this cluster itself (the embedded one), so pulls must not happen and absent
-    registry images may be stood in for; ``present(image)``: the image is local."""
+    registry images may be stood in for; ``present(image)``: the image is local.
+    ``hpa``: the cluster's own autoscaler drives the Deployment (``--autoscale
+    cluster``): this HPA is applied, the team's or one the flags wrote."""
     out = Applied([])
     moved = set()
-    for original in objects:
+    written = hpa is not None and not any(o is hpa for o in objects)
+    for original in [*objects, *([hpa] if written else [])]:
         obj = copy.deepcopy(original)
         kind = obj.get("kind")
         if kind == "Namespace":
             out.changes.append(f"{label(obj)} skipped (the run has its own)")
             continue
-        if kind == "HorizontalPodAutoscaler" and _targets(obj, deployment):
+        if kind == "HorizontalPodAutoscaler" and original is hpa:
+            out.changes.append(f"{label(obj)} " + (
+                "added from the --autoscale-* flags (the manifests have none)" if written
+                else "kept: the cluster's autoscaler drives the Deployment"))
+        elif kind == "HorizontalPodAutoscaler" and _targets(obj, deployment):
             out.held_back.append(f"{label(obj)} (the plan sets the replica count; two "
                                  "controllers on one scale subresource fight)")
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -46,6 +47,7 @@ from loadtest.stack.base import (
     require_binary,
     wait_until,
 )
+from loadtest.stack.kubernetes import workload
 
 log = logging.getLogger("scalecheck")
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -64,7 +66,8 @@ class KubernetesStack(Stack):
                  balancer: str = "traefik", api_port: int | None = None,
                  workdir: Path | None = None, log_dir: Path | None = None,
                  run_name: str | None = None, app_port: int | None = None,
-                 counter_read: str | None = None, ready_timeout: float = 120.0) -> None:
+                 counter_read: str | None = None, ready_timeout: float = 120.0,
+                 cluster_autoscaler: dict | None = None) -> None:
         super().__init__()
         from loadtest.stack.kubernetes.target import EmbeddedCluster, UserCluster
 
@@ -105,6 +108,10 @@ class KubernetesStack(Stack):
         self._balancer_reported = False
         self._facts: dict = {}
         self._task_pids: dict[str, int] = {}  # container id -> pid, as ctr last said
+        #: --autoscale cluster: None (the harness scales), else the flags of an HPA to
+        #: write when the manifests have none ({} : the manifests must have one).
+        self.cluster_autoscaler = cluster_autoscaler
+        self.hpa: dict | None = None  # the HPA the cluster runs, once preflight chose it
 
     # -- options ----------------------------------------------------------------------
 
@@ -133,6 +140,7 @@ class KubernetesStack(Stack):
                    api_port=settings.api_port, workdir=settings.workdir,
                    log_dir=settings.log_dir, run_name=run_dir.name if run_dir else "stack",
                    app_port=settings.app_port, counter_read=settings.counter_read,
+                   cluster_autoscaler=opts.get("cluster_autoscaler"),
                    **({"ready_timeout": settings.ready_timeout} if settings.ready_timeout
                       else {}))
 
@@ -147,7 +155,7 @@ class KubernetesStack(Stack):
         does not answer: one line each, before anything exists."""
         if self._checked:
             return
-        from loadtest.stack.kubernetes import sources, workload
+        from loadtest.stack.kubernetes import sources
         from loadtest.stack.kubernetes.target import EmbeddedCluster
 
         if self.balancer == "haproxy":
@@ -159,12 +167,19 @@ class KubernetesStack(Stack):
         try:
             self.objects = sources.read(self.manifests)
             workload.check_scope(self.objects)
-            dep = workload.deployment(self.objects, self.deployment_name)
+            wanted = self.deployment_name
+            if self.cluster_autoscaler is not None:
+                from loadtest.stack.kubernetes.hpa import scaled_by_the_hpa
+
+                wanted = scaled_by_the_hpa(self.objects, wanted)
+            dep = workload.deployment(self.objects, wanted)
             service = workload.service_for(self.objects, dep)
             port = workload.service_port(service, self.app_port)
             store = None
             if self.counter_read:
                 store = workload.store_service(self.objects, self._counter()[0])
+            if self.cluster_autoscaler is not None:
+                self.hpa = self._cluster_hpa(dep)
         except sources.ManifestError as exc:
             raise StackError(str(exc)) from None
         self.deployment_name = workload.name_of(dep)
@@ -175,6 +190,24 @@ class KubernetesStack(Stack):
         self._claim_ports(self.port, self._api_port)
         self._checked = True
 
+    def _cluster_hpa(self, deployment: dict) -> dict:
+        """The HPA that will drive the Deployment: the team's, or one from the flags."""
+        from loadtest.stack.kubernetes import hpa
+
+        flags = self.cluster_autoscaler or {}
+        name = workload.name_of(deployment)
+        chosen = hpa.team_hpa(self.objects, name)
+        if chosen is None:
+            if not flags.get("target"):
+                raise StackError(f"--autoscale cluster: the manifests have no "
+                                 f"HorizontalPodAutoscaler for Deployment {name}; add one, "
+                                 "or give --autoscale-metric cpu --autoscale-target PERCENT "
+                                 "--min-replicas N --max-replicas M")
+            chosen = hpa.written_hpa(name, flags["target"], flags["min_replicas"],
+                                     flags["max_replicas"])
+        hpa.check_cpu_requests(chosen, deployment)
+        return chosen
+
     def _counter(self) -> tuple[str, str]:
         parts = str(self.counter_read).split(":")
         if len(parts) != 3 or parts[0] != "redis" or not parts[1] or not parts[2]:
@@ -184,7 +217,7 @@ class KubernetesStack(Stack):
     def _check_images(self) -> None:
         """Every image must be in Docker (it is loaded), already in the cluster, or stood
         in for: the embedded cluster has no registry."""
-        from loadtest.stack.kubernetes import applied, runtime, workload
+        from loadtest.stack.kubernetes import applied, runtime
 
         docker = runtime.docker_answers()
         for image in workload.images(self.objects):
@@ -227,7 +260,7 @@ class KubernetesStack(Stack):
         self.namespace.create(self.run_name)
         loads = self.target.loads_images
         self.applied = applied.prepare(self.objects, self.namespace.name, self.deployment_name,
-                                       replicas, loads, self._present)
+                                       replicas, loads, self._present, hpa=self.hpa)
         if loads:
             self._load_images()
         (self.workdir / "applied.yaml").write_text(
@@ -239,7 +272,7 @@ class KubernetesStack(Stack):
         self.namespace.apply(self.applied.objects)
 
     def _load_images(self) -> None:
-        from loadtest.stack.kubernetes import runtime, workload
+        from loadtest.stack.kubernetes import runtime
 
         rt = self.target.runtime
         for image in workload.images(self.applied.objects):
@@ -300,6 +333,35 @@ class KubernetesStack(Stack):
         if others:
             wait_until(available, self.ready_timeout, interval=0.2,
                        what=f"Deployment(s) {', '.join(others)} to be available")
+        if self.target.runtime is not None:
+            self._wait_services_answer()
+
+    def _wait_services_answer(self) -> None:
+        """On the embedded cluster, each other Service answers a TCP connection at its
+        cluster IP (through kube-proxy, as a pod reaches it) before the first request: a
+        Redis without a readiness probe is 'available' before it listens, and the shop's
+        first requests then failed for want of its cache."""
+        kube, ns = self.target.kube, self.namespace.name
+        app_service = workload.name_of(self._facts["service"])
+        addresses = []
+        for obj in self.applied.objects:
+            if obj.get("kind") != "Service" or workload.name_of(obj) == app_service:
+                continue
+            live = kube.get(f"/api/v1/namespaces/{ns}/services/{workload.name_of(obj)}")
+            ip = (live.get("spec") or {}).get("clusterIP")
+            if ip and ip != "None":
+                addresses += [(ip, int(p["port"])) for p in live["spec"].get("ports") or []]
+
+        def answers(address: tuple[str, int]) -> bool:
+            try:
+                with socket.create_connection(address, timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        for address in addresses:
+            wait_until(lambda a=address: answers(a), self.ready_timeout, interval=0.2,
+                       what=f"the Service at {address[0]}:{address[1]} to answer")
 
     def _note(self, name: str, t: float | None = None, /, **payload) -> dict:
         event = self.events.add(name, t, **payload)
@@ -538,6 +600,30 @@ class KubernetesStack(Stack):
         if cid is None:
             raise StackError(f"pod {pod} has no running container")
         return container_id(cid)
+
+    def autoscaler_status(self) -> dict | None:
+        """The cluster's HPA as its controller reports it, with each pod's used and
+        requested CPU (metrics.k8s.io); None before the controller has said anything."""
+        from loadtest.stack.kubernetes import hpa
+        from loadtest.stack.kubernetes.rest import KubeError
+
+        if self.hpa is None or self.namespace is None:
+            return None
+        kube, ns = self.target.kube, self.namespace.name
+        live = kube.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/"
+                        f"{workload.name_of(self.hpa)}")
+        status = hpa.reported(live)
+        if status["desired"] is None:
+            return None
+        labels = ((self._facts["deployment"].get("spec") or {}).get("selector") or {}) \
+            .get("matchLabels") or {}
+        try:
+            metrics = kube.get(f"/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods",
+                               labelSelector=",".join(f"{k}={v}" for k, v in labels.items()))
+        except KubeError:
+            metrics = {}  # metrics-server not answering yet: the HPA says so in its conditions
+        status["pods"] = hpa.pods_cpu(metrics, hpa.cpu_request_milli(self._facts["deployment"]))
+        return status
 
     def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
         pod = self._pick(hostname)
