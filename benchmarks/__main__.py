@@ -2,7 +2,7 @@
 
     python -m benchmarks [analysis] [collector] [scaleup] [balancers] [compose] [arrivals]
                          [autoscaler] [soak] [ci] [sampler] [state] [transitions]
-                         [kubernetes] [--large]
+                         [kubernetes] [hpa] [--large]
 
 Every comparison is a ratio measured in the same run (these machines are shared and
 noisy); absolute numbers are printed for the record only. With no names, all run
@@ -35,6 +35,7 @@ SECTIONS = {
     "state": "bench_state",
     "transitions": "bench_transitions",
     "kubernetes": "bench_kubernetes",
+    "hpa": "bench_hpa",
 }
 
 

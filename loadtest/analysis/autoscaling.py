@@ -151,6 +151,9 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
         "flaps": len(flapped),
         "flap_window_s": flap_window_s,
         "flap_examples": flapped[:10],
+        # when each change was asked (seconds since the timeline's start) and to what: the
+        # compared runs' timelines are drawn and set against each other from these
+        "changes_at": [[round(t - t0, 3), level] for t, level in asked][:1000],
         "series": {"replicas": replicas.tolist(), "offered": offered.tolist(),
                    "needed": needed.tolist() if needed is not None else None},
         "decision_examples": [_brief(d) for d in decisions[:5]],

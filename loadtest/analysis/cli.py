@@ -235,6 +235,11 @@ def _compare(args, prog: str) -> int:
     out = args.out or args.compare[0]
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if model["timelines"]:
+            from loadtest.analysis.figures import replica_timelines_figure
+
+            replica_timelines_figure(model["timelines"], out / "compare_replicas.png")
+            model["timelines_png"] = True
         (out / "compare.html").write_text(render_compare_html(model))
         (out / "compare.md").write_text(render_compare_markdown(model))
     except OSError as exc:
@@ -246,7 +251,14 @@ def _compare(args, prog: str) -> int:
         for other in model["against_first"]:
             for line in other["lines"]:
                 print(f"{other['name']} against {model['first']}: {line}")
-    print(f"wrote compare.html, compare.md in {out}")
+    for other in (model["timelines"] or {}).get("against_first", []):
+        print(f"{other['name']} against {model['timelines']['first']}: replicas differ by at "
+              f"most {other['max_abs_diff']} (at {other['max_abs_diff_at_s']} s), "
+              f"{other['max_abs_diff_outside_settle']} outside {other['settle_s']:g} s after "
+              f"each change; replica-seconds {other['replica_seconds'][1]} vs "
+              f"{other['replica_seconds'][0]}")
+    print(f"wrote compare.html, compare.md{', compare_replicas.png' if model['timelines'] else ''}"
+          f" in {out}")
     return 0
 
 

@@ -134,6 +134,27 @@ def _autoscaling_figure(s: dict, path: Path) -> bytes:
     return _save(fig, path)
 
 
+def replica_timelines_figure(timelines: dict, path: Path) -> bytes:
+    """The compared runs' replicas in service each second, one line each, every change
+    they asked marked with its level (``timelines.compare_timelines``)."""
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    for i, run in enumerate(timelines["runs"]):
+        color = f"C{i}"
+        x = np.arange(len(run["replicas"]))
+        ax.step(x, run["replicas"], where="post", color=color, lw=2 - 0.4 * min(i, 2),
+                label=f"{run['name']} ({run['policy']})")
+        for t, level in run["changes"]:
+            if t >= 0:
+                ax.plot([t], [level], marker="v", color=color, ms=5)
+                ax.annotate(str(level), (t, level), textcoords="offset points",
+                            xytext=(2, 4 + 8 * i), fontsize=7, color=color)
+    ax.set_xlabel("seconds since each run's first request")
+    ax.set_ylabel("replicas in service")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("replicas over time (triangles: a change asked, with its level)", fontsize=9)
+    return _save(fig, path)
+
+
 def _level_figures(levels: list[dict], label, out: Path) -> dict[str, bytes]:
     """Latency percentiles, then throughput and scaling efficiency, per level."""
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -12,6 +12,7 @@ from loadtest.analysis import view
 from loadtest.analysis.compare import METRICS, compare_levels, finding
 from loadtest.analysis.markdown import bounded
 from loadtest.analysis.templating import environment
+from loadtest.analysis.timelines import compare_timelines
 
 COUNTER_KEYS = ("ok", "fail", "unknown", "duplicates", "unexplained_gaps", "lost",
                 "unexplained_increments", "order_violations", "counter_before",
@@ -74,6 +75,7 @@ def side_by_side(summaries: list[dict], names: list[str] | None = None) -> dict:
     return {"runs": runs, "levels": level_rows, "checks": check_rows,
             "against_first": against_first, "first": names[0] if names else None,
             "any_autoscaling": any(r["autoscaling"] for r in runs),
+            "timelines": compare_timelines(summaries, names), "timelines_png": False,
             "counter_keys": COUNTER_KEYS, "autoscaling_keys": AUTOSCALING_KEYS}
 
 

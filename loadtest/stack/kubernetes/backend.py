@@ -575,7 +575,9 @@ class KubernetesStack(Stack):
                     "applied_copy": str(self.workdir / "applied.yaml"),
                     "changes": applied.changes if applied else [],
                     "held_back": applied.held_back if applied else [],
-                    "counter_read": self.counter_read}}
+                    "counter_read": self.counter_read,
+                    # --autoscale cluster: the HPA the cluster runs, as applied
+                    "autoscaler": self.hpa}}
 
     # -- faults ----------------------------------------------------------------------------
 
