@@ -256,8 +256,8 @@ class HarnessOptions:
     users: int | None
     spawn_rate: float | None
     backend_options: dict = field(default_factory=dict)
-    hpa_manifest: str = ""       # absolute; its knobs are in the autoscale fields and:
-    hpa_behavior: HpaBehavior = field(default_factory=HpaBehavior)
+    hpa_manifest: str = ""       # absolute, or "": its min/max, metric, target are above
+    hpa_behavior: HpaBehavior = field(default_factory=HpaBehavior)  # the manifest's, or defaults
     plan: RunPlan | None = None  # built once, from the rest, by validate
 
     def to_dict(self) -> dict:
