@@ -316,6 +316,17 @@ def test_noise_within_the_tolerance_is_not_a_rise():
     assert a["rises"] == [] and a["max_time_to_scale_s"] == 0.0
 
 
+def test_a_manifest_s_scale_up_tolerance_decides_what_a_rise_is():
+    """130 req/s on one replica of 100: beyond the default 0.1, within a manifest's
+    scaleUp.tolerance of 0.5 (which the controller would not act on either)."""
+    offered = [100] * 30 + [130] * 30
+    plan = {"policy": "hpa", "metric": "rps", "target": 100.0, "min_replicas": 1,
+            "max_replicas": 10, "period": 3.0, "tolerance": 0.1}
+    assert len(_autoscaled_run(offered, [(0, 1)], plan=plan)()["rises"]) == 1
+    plan["behavior"] = {"tolerance_up": 0.5, "tolerance_down": None}
+    assert _autoscaled_run(offered, [(0, 1)], plan=plan)()["rises"] == []
+
+
 def test_a_rise_shorter_than_one_period_is_not_judged():
     offered = [100] * 30 + [300] * 2 + [100] * 30
     assert _autoscaled_run(offered, [(0, 1)])()["rises"] == []

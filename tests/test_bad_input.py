@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from loadtest.harness import options as harness_options
-from tests.conftest import free_port, run_locust
+from tests.conftest import ROOT, free_port, run_locust
 
 DIGITS = "9" * 400
+TEAM_HPA = ROOT / "tests" / "data" / "hpa" / "team.yaml"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -66,6 +67,16 @@ DIGITS = "9" * 400
                                         "--stack compose, and this run is --stack local"),
     (["--stack", "compose", "--app-cmd", "app {port}"],
      "--app-cmd would be ignored: it is an option of --stack local"),
+    # the team's HPA sets the autoscaler's knobs: a flag for one of them is a conflict
+    (["--hpa-manifest", str(TEAM_HPA), "--autoscale-target", "50"],
+     f"--autoscale-target would be ignored: --hpa-manifest {TEAM_HPA} sets it"),
+    (["--hpa-manifest", str(TEAM_HPA), "--max-replicas", "3"],
+     "--max-replicas would be ignored: --hpa-manifest"),
+    (["--hpa-manifest", str(TEAM_HPA), "--autoscale-metric", "cpu"],
+     "--autoscale-metric would be ignored: --hpa-manifest"),
+    (["--hpa-manifest", str(TEAM_HPA), "--autoscale", "kpa"],
+     "--hpa-manifest describes an HPA: --autoscale kpa cannot follow it"),
+    (["--hpa-manifest", "missing.yaml"], "missing.yaml: No such file or directory"),
 ])
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(args, message, tmp_path,
                                                            no_leftovers):
@@ -77,6 +88,43 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(args, message, tmp_pat
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
     assert not run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+HPA_HEAD = """apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {kind: Deployment, name: web}
+  maxReplicas: 4
+"""
+CPU = "  - {type: Resource, resource: {name: cpu, target: {type: Utilization, " \
+      "averageUtilization: 60}}}\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (HPA_HEAD + "  metrics:\n  - {type: External, external: {metric: {name: queue}}}\n",
+     "hpa.yaml: spec.metrics[0].type 'External': the simulation cannot measure External"),
+    (HPA_HEAD + "  metrics:\n" + CPU + CPU, "hpa.yaml: spec.metrics has 2 metrics"),
+    (HPA_HEAD + "  metrics:\n" + CPU.replace("cpu", "memory"),
+     "hpa.yaml: spec.metrics[0].resource.name 'memory'"),
+    (HPA_HEAD.replace("autoscaling/v2", "autoscaling/v1"),
+     "hpa.yaml: apiVersion 'autoscaling/v1': the simulation reads autoscaling/v2"),
+    ("spec: [\n", "hpa.yaml: not YAML"),
+])
+def test_a_manifest_the_simulation_cannot_honour_is_one_line(text, message, tmp_path,
+                                                              no_leftovers):
+    """Refused before anything starts, naming the field, with the file as the user gave
+    it (a relative path, from the folder the harness started in)."""
+    (tmp_path / "hpa.yaml").write_text(text)
+    proc = run_locust(["--headless", "-u", "1", "--stack-port", str(free_port()),
+                       "--run-dir", "run", "--hpa-manifest", "hpa.yaml"], timeout=60,
+                      cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
+    assert f"--hpa-manifest {tmp_path / 'hpa.yaml'}" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hpa.yaml"]
 
 
 def test_a_plan_within_a_week_still_runs_its_course(tmp_path):

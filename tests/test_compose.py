@@ -18,6 +18,7 @@ from loadtest.stack.docker import socketproxy
 from tests.compose_interpolate import interpolate
 from tests.conftest import ROOT, free_port, run_locust
 from tests.docker_engine import SKIPPED, engine_for_module
+from tests.test_hpa_manifest import STEP, STEP_LOAD, assert_the_manifest_was_followed
 
 COMPOSE = ROOT / "compose"
 # The harness picks these stand-ins by itself where the registry images are missing;
@@ -212,6 +213,24 @@ def test_faults_on_compose(engine, tmp_path):
     checks = {c["name"]: c for c in summary["checks"]}
     assert checks["counter_duplicates"]["status"] == "pass"
     assert checks["faults_applied"]["status"] == "pass", verdict.stdout
+    assert leftovers(run["stack"]["project"]) == []
+
+
+@pytest.mark.docker
+def test_compose_follows_the_team_s_hpa_manifest(engine, tmp_path):
+    """The manifest the embedded run follows, on Compose: its knobs recorded, its minimum
+    from the start, its maximum and its one pod per 15 s on every decision."""
+    run_dir = tmp_path / "hpa"
+    proc = run_locust(["--headless", "--stack", "compose", "--hpa-manifest", str(STEP),
+                       *STEP_LOAD, "--run-dir", str(run_dir), "--stack-port", str(free_port()),
+                       "--api-port", str(free_port()), "--only-summary"],
+                      env=OFFLINE_IMAGES, timeout=400)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed", run.get("error")
+    assert_the_manifest_was_followed(run)
+    ready = [e["level"] for e in run["stack_events"] if e["event"] == "scale_ready"]
+    assert ready[0] == 2 and max(ready) >= 3, ready
     assert leftovers(run["stack"]["project"]) == []
 
 

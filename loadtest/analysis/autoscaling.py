@@ -80,6 +80,14 @@ def measured_capacity(per_host_rps: np.ndarray, p95: list, slo_ms: float | None)
     return best
 
 
+def _up_tolerance(plan: dict | None) -> float:
+    """The HPA's tolerance on a scale-up: its behavior's own (a manifest's
+    ``scaleUp.tolerance``) where it has one, else the one tolerance."""
+    plan = plan or {}
+    up = (plan.get("behavior") or {}).get("tolerance_up")
+    return float(up if up is not None else plan.get("tolerance") or 0.0)
+
+
 def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
                         capacity: float | None, flap_window_s: float | None) -> dict | None:
     events = meta.get("stack_events") or []
@@ -113,7 +121,7 @@ def analyse_autoscaling(meta: dict, timeline: dict, slo_ms: float | None,
         over = int(np.maximum(replicas - needed, 0).sum())
         # A rise the autoscaler is judged on: beyond its own tolerance, and lasting at
         # least one of its periods (a shorter one no autoscaler could have seen).
-        tolerance = float((plan or {}).get("tolerance") or 0.0) if policy == "hpa" else 0.0
+        tolerance = _up_tolerance(plan) if policy == "hpa" else 0.0
         beyond = np.clip(np.ceil(offered / (capacity * (1 + tolerance))), lo,
                          hi).astype(np.int64)
         rises = _rises(beyond, replicas, t0, events, min_s=period)

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict
 
-from loadtest.autoscale.hpa import HpaKnobs, HpaState, Observation, hpa_step
+from loadtest.autoscale.hpa import HpaState, Observation, hpa_step, knobs_for
 from loadtest.autoscale.kpa import KpaKnobs, KpaState, kpa_record, kpa_step
 from loadtest.autoscale.metrics import CPU_SOURCE, MetricSource, RecordTap
 from loadtest.contract import events as ev
@@ -40,11 +40,7 @@ class Autoscaler:
         self._next_decision = self.period
         self._last_second: int | None = None
         if settings.policy == "hpa":
-            self.knobs = HpaKnobs(target=settings.target, min_replicas=settings.min_replicas,
-                                  max_replicas=settings.max_replicas,
-                                  tolerance=settings.tolerance,
-                                  scale_down_window=settings.scale_down_window,
-                                  cpu=settings.metric == "cpu")
+            self.knobs = knobs_for(settings)
             self.state = HpaState()
         else:
             self.knobs = KpaKnobs(target=settings.target, min_replicas=settings.min_replicas,

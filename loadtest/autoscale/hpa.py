@@ -39,17 +39,12 @@ scale-down limit).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+
+from loadtest.contract.plan import DEFAULT_DOWN, DEFAULT_UP, AutoscaleSettings, Policy
 
 #: A time long before any run: "started, and ready, long ago" (Kubernetes' zero time).
 LONG_AGO = -1e9
-
-
-@dataclass(frozen=True)
-class Policy:
-    kind: str      # "Pods" or "Percent"
-    value: float
-    period: float  # seconds
 
 
 @dataclass(frozen=True)
@@ -62,14 +57,24 @@ class HpaKnobs:
     tolerance_down: float | None = None  # behavior.scaleDown.tolerance
     scale_up_window: float = 0.0
     scale_down_window: float = 300.0
-    up_policies: tuple[Policy, ...] = (Policy("Pods", 4, 15), Policy("Percent", 100, 15))
-    down_policies: tuple[Policy, ...] = (Policy("Percent", 100, 15),)
+    up_policies: tuple[Policy, ...] = DEFAULT_UP
+    down_policies: tuple[Policy, ...] = DEFAULT_DOWN
     select_up: str = "Max"         # Max | Min | Disabled
     select_down: str = "Max"
     legacy: bool = False           # an HPA without a behavior block
     cpu: bool = False              # the Resource (CPU utilisation) metric, not a Pods metric
     cpu_initialization_period: float = 300.0       # --horizontal-pod-autoscaler-cpu-...
     delay_of_initial_readiness_status: float = 30.0  # --horizontal-pod-autoscaler-initial-...
+
+
+def knobs_for(settings: AutoscaleSettings) -> HpaKnobs:
+    """The knobs of the run plan's HPA: the flat settings plus its ``behavior``, built the
+    same way whether they came from the flags or from ``--hpa-manifest``."""
+    behavior = {f.name: getattr(settings.behavior, f.name) for f in fields(settings.behavior)}
+    return HpaKnobs(target=settings.target, min_replicas=settings.min_replicas,
+                    max_replicas=settings.max_replicas, tolerance=settings.tolerance,
+                    scale_down_window=settings.scale_down_window,
+                    cpu=settings.metric == "cpu", **behavior)
 
 
 @dataclass(frozen=True)

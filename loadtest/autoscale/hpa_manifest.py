@@ -16,18 +16,17 @@ The defaults are Kubernetes' own (``pkg/apis/autoscaling/v2/defaults.go``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from loadtest.autoscale.hpa import HpaKnobs, Policy
+from loadtest.contract.plan import DEFAULT_DOWN, DEFAULT_UP, HpaBehavior
 
 #: Pods metrics the harness measures per replica, by the names a team would give them.
 POD_METRICS = {"requests_per_second": "rps", "rps": "rps", "http_requests_per_second": "rps",
                "inflight": "inflight", "requests_in_flight": "inflight"}
-DEFAULT_UP = (Policy("Pods", 4, 15), Policy("Percent", 100, 15))
-DEFAULT_DOWN = (Policy("Percent", 100, 15),)
 
 
 class ManifestError(ValueError):
@@ -42,6 +41,11 @@ class HpaManifest:
     metric: str             # "cpu" | "rps" | "inflight"
     knobs: HpaKnobs
 
+    @property
+    def behavior(self) -> HpaBehavior:
+        """The knobs' ``behavior`` part, as the run plan carries it (the rest is flat)."""
+        return HpaBehavior(**{f.name: getattr(self.knobs, f.name) for f in fields(HpaBehavior)})
+
 
 def read(path: Path) -> HpaManifest:
     """The HPA in ``path`` (a file of one or more YAML documents: the first HPA)."""
@@ -55,7 +59,7 @@ def read(path: Path) -> HpaManifest:
     hpas = [d for d in docs if isinstance(d, dict) and d.get("kind") == "HorizontalPodAutoscaler"]
     if not hpas:
         raise ManifestError(f"--hpa-manifest {path}: no HorizontalPodAutoscaler in it")
-    return parse(hpas[0], str(path))
+    return parse(hpas[0], f"--hpa-manifest {path}")
 
 
 def parse(doc: dict, where: str = "the manifest") -> HpaManifest:

@@ -167,6 +167,39 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """One HPA behavior policy: at most ``value`` pods (Pods) or per cent (Percent) of
+    the count at the start of each ``period`` seconds."""
+
+    kind: str      # "Pods" or "Percent"
+    value: float
+    period: float  # seconds
+
+
+#: Kubernetes' defaults for a direction a ``behavior`` block leaves out
+#: (``pkg/apis/autoscaling/v2/defaults.go``).
+DEFAULT_UP = (Policy("Pods", 4, 15), Policy("Percent", 100, 15))
+DEFAULT_DOWN = (Policy("Percent", 100, 15),)
+
+
+@dataclass(frozen=True)
+class HpaBehavior:
+    """An HPA's ``spec.behavior`` beyond the scale-down window and the tolerance (which
+    stay flat in ``AutoscaleSettings``, where the analysis reads them). Built the same way
+    from the flags (Kubernetes' defaults) and from ``--hpa-manifest``, so the controller
+    has one way to its knobs; ``legacy``: the manifest has no ``behavior`` block."""
+
+    scale_up_window: float = 0.0
+    up_policies: tuple[Policy, ...] = DEFAULT_UP
+    down_policies: tuple[Policy, ...] = DEFAULT_DOWN
+    select_up: str = "Max"         # Max | Min | Disabled
+    select_down: str = "Max"
+    tolerance_up: float | None = None    # behavior.scaleUp.tolerance; None: ``tolerance``
+    tolerance_down: float | None = None
+    legacy: bool = False
+
+
+@dataclass(frozen=True)
 class AutoscaleSettings:
     policy: str            # hpa | kpa (simulated) | cluster (the cluster's own HPA)
     metric: str            # rps | inflight | cpu | p95
@@ -179,6 +212,8 @@ class AutoscaleSettings:
     stable_window: float = 60.0
     panic_threshold: float = 2.0
     cpu_request: float | None = None  # cores per replica (--replica-cpu-request); None: 1
+    behavior: HpaBehavior = field(default_factory=HpaBehavior)  # hpa only
+    manifest: str | None = None       # --hpa-manifest, absolute: where the knobs came from
 
 
 # -- faults ------------------------------------------------------------------------
@@ -385,7 +420,9 @@ def build_plan(opts, controlled: bool = True) -> RunPlan:
             period=opts.autoscale_period, scale_down_window=opts.scale_down_window,
             tolerance=opts.hpa_tolerance, stable_window=opts.kpa_stable_window,
             panic_threshold=opts.kpa_panic_threshold,
-            cpu_request=getattr(getattr(opts, "limits", None), "request", None))
+            cpu_request=getattr(getattr(opts, "limits", None), "request", None),
+            behavior=getattr(opts, "hpa_behavior", None) or HpaBehavior(),
+            manifest=getattr(opts, "hpa_manifest", "") or None)
 
     faults = tuple(sorted((parse_fault(f) for f in opts.faults), key=lambda f: f.at))
     for fault in faults:
@@ -431,7 +468,8 @@ def compress(plan: RunPlan, limit: float) -> RunPlan:
     if auto is not None:
         auto = replace(auto, period=auto.period * k,
                        scale_down_window=auto.scale_down_window * k,
-                       stable_window=auto.stable_window * k)
+                       stable_window=auto.stable_window * k,
+                       behavior=_compress_behavior(auto.behavior, k))
     return replace(
         plan, duration=limit, autoscale=auto,
         load=replace(plan.load, points=tuple((t * k, v) for t, v in plan.load.points)),
@@ -440,3 +478,13 @@ def compress(plan: RunPlan, limit: float) -> RunPlan:
         faults=tuple(replace(f, at=f.at * k, duration=f.duration * k) for f in plan.faults),
         min_steady=plan.min_steady * k,
         notes=(*plan.notes, f"compressed {k:.3g}x by {MAX_RUN_TIME_ENV} to {limit:g}s"))
+
+
+def _compress_behavior(behavior: HpaBehavior, k: float) -> HpaBehavior:
+    """The behavior's window and policy periods on the shorter clock too: a policy of 1 pod
+    per 15 s would otherwise hold a 10 s run at its first count."""
+    return replace(behavior, scale_up_window=behavior.scale_up_window * k,
+                   up_policies=tuple(replace(p, period=p.period * k)
+                                     for p in behavior.up_policies),
+                   down_policies=tuple(replace(p, period=p.period * k)
+                                       for p in behavior.down_policies))

@@ -22,12 +22,14 @@ from urllib.parse import urlparse
 
 import psutil
 
+from loadtest.autoscale import hpa_manifest
 from loadtest.contract.plan import (
     MAX_DURATION_S,
     MAX_DURATION_TEXT,
     MAX_RUN_TIME_ENV,
     PRESETS,
     DurationTooLong,
+    HpaBehavior,
     PlanError,
     RunPlan,
     build_plan,
@@ -131,7 +133,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("--autoscale", "none", "POLICY",
         "Let an autoscaler choose the replica count: none | hpa | kpa (the harness's "
         "simulations) | cluster (--stack kubernetes: the cluster's own HPA, from the "
-        "manifests or from these flags; the harness only watches) (default: none)"),
+        "manifests or from these flags; the harness only watches) (default: none; hpa "
+        "with --hpa-manifest)"),
+    Opt("--hpa-manifest", "", "FILE",
+        "HPA: simulate the team's HorizontalPodAutoscaler (autoscaling/v2): its min/max "
+        "replicas, metric and target, behavior; implies --autoscale hpa"),
     Opt("--autoscale-metric", "rps", "METRIC",
         "What the autoscaler watches, per replica: rps | inflight | cpu | p95 (default: rps)"),
     Opt("--autoscale-target", 0.0, "VALUE",
@@ -254,6 +260,8 @@ class HarnessOptions:
     users: int | None
     spawn_rate: float | None
     backend_options: dict = field(default_factory=dict)
+    hpa_manifest: str = ""       # absolute, or "": its min/max, metric, target are above
+    hpa_behavior: HpaBehavior = field(default_factory=HpaBehavior)  # the manifest's, or defaults
     plan: RunPlan | None = None  # built once, from the rest, by validate
 
     def to_dict(self) -> dict:
@@ -488,7 +496,7 @@ def _levels(get, cls, values: dict) -> dict:
     max_replicas = max_replicas or default_max_replicas()
     levels = parse_levels(get("scale_levels"))
     too_many = [lv for lv in levels if lv > max_replicas]
-    autoscaled = str(get("autoscale") or "none") != "none"
+    autoscaled = str(get("autoscale") or "none") != "none" or bool(get("hpa_manifest"))
     if too_many and cls.controlled and not autoscaled:  # an autoscaler ignores the levels
         raise UsageError(f"--scale-levels: {too_many[0]} replicas is above --max-replicas "
                          f"{max_replicas} (each replica takes ~{REPLICA_MEMORY_MB} MB; raise "
@@ -508,6 +516,15 @@ def _levels(get, cls, values: dict) -> dict:
 
 
 def _autoscale(get, cls, max_replicas: int) -> dict:
+    manifest = _hpa_manifest(get)
+    if manifest is not None:  # its values stand where the flags' would: one path after
+        hpa = manifest[1]
+        sets = {"autoscale": "hpa", "autoscale_metric": hpa.metric,
+                "autoscale_target": hpa.knobs.target, "min_replicas": hpa.knobs.min_replicas,
+                "hpa_tolerance": hpa.knobs.tolerance,
+                "scale_down_window": hpa.knobs.scale_down_window}
+        get = _overlay(get, sets)
+        max_replicas = hpa.knobs.max_replicas
     autoscale = str(get("autoscale") or "none")
     if autoscale not in AUTOSCALERS:
         raise UsageError(f"--autoscale {autoscale!r}: choose {', '.join(AUTOSCALERS)}")
@@ -518,8 +535,11 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
     target = real(get("autoscale_target") or 0.0, "--autoscale-target")
     min_replicas = int(get("min_replicas") or 0)
     if autoscale == "cluster":
-        return {**_autoscale_defaults(get), **_cluster_autoscale(get, metric, target,
-                                                                 min_replicas, max_replicas)}
+        if manifest is not None:
+            raise UsageError("--hpa-manifest is for the simulation (--autoscale hpa); with "
+                             "--autoscale cluster the cluster runs the HPA in --kube-manifests")
+        return {**_autoscale_defaults(get), "hpa_manifest": "", "max_replicas": max_replicas,
+                **_cluster_autoscale(get, metric, target, min_replicas, max_replicas)}
     if autoscale != "none":
         if not cls.controlled:
             raise UsageError(f"--autoscale needs a stack the harness controls, not "
@@ -536,7 +556,10 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
             raise UsageError(f"--min-replicas {min_replicas} is above --max-replicas "
                              f"{max_replicas}")
     return {"autoscale": autoscale, "autoscale_metric": metric, "autoscale_target": target,
-            "min_replicas": min_replicas, **_autoscale_defaults(get)}
+            "min_replicas": min_replicas, "max_replicas": max_replicas,
+            "hpa_manifest": manifest[0] if manifest else "",
+            "hpa_behavior": manifest[1].behavior if manifest else HpaBehavior(),
+            **_autoscale_defaults(get)}
 
 
 def _autoscale_defaults(get) -> dict:
@@ -550,11 +573,33 @@ def _autoscale_defaults(get) -> dict:
     stable_window = parse_duration(get("kpa_stable_window"), "--kpa-stable-window")
     if not 6 <= stable_window <= 3600:
         raise UsageError("--kpa-stable-window must be between 6s and 1h (Knative's bounds)")
-    return {"hpa_tolerance": tolerance,
-            "kpa_panic_threshold": panic, "kpa_stable_window": stable_window,
+    return {"hpa_tolerance": tolerance, "kpa_panic_threshold": panic,
+            "kpa_stable_window": stable_window,
             "autoscale_period": parse_duration(get("autoscale_period"), "--autoscale-period"),
             "scale_down_window": parse_duration(get("scale_down_window"),
                                                 "--scale-down-window", allow_zero=True)}
+
+
+def _overlay(get, values: dict):
+    """``get`` with ``values`` in place of what the user typed for those names."""
+    def overlaid(name: str):
+        return values[name] if name in values else get(name)
+    return overlaid
+
+
+def _hpa_manifest(get) -> tuple[str, hpa_manifest.HpaManifest] | None:
+    """The team's HPA (absolute path, knobs), read now so a file the simulation cannot
+    honour is refused before anything starts; None without --hpa-manifest."""
+    path = _absolute(get("hpa_manifest"))
+    if not path:
+        return None
+    if str(get("autoscale") or "none") == "kpa":
+        raise UsageError("--hpa-manifest describes an HPA: --autoscale kpa cannot follow it "
+                         "(leave --autoscale out, or give hpa)")
+    try:
+        return path, hpa_manifest.read(Path(path))
+    except hpa_manifest.ManifestError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cluster_autoscale(get, metric: str, target: float, min_replicas: int,
@@ -576,7 +621,7 @@ def _cluster_autoscale(get, metric: str, target: float, min_replicas: int,
             raise UsageError(f"--min-replicas {min_replicas} is above --max-replicas "
                              f"{max_replicas}")
         return {**out, "autoscale_metric": metric, "autoscale_target": target,
-                "min_replicas": min_replicas}
+                "min_replicas": min_replicas, "hpa_behavior": HpaBehavior()}
     options = declared()
     for dest in ("min_replicas", "max_replicas"):
         if _given(get, dest, options[dest][1]):
@@ -603,10 +648,11 @@ def _cluster_autoscale(get, metric: str, target: float, min_replicas: int,
     spec = found.get("spec") or {}
     try:  # the metric and target, where the simulation's reader understands them
         knobs = parse_hpa(found, f"HorizontalPodAutoscaler {workload.name_of(found)}")
-        metric, target = knobs.metric, knobs.knobs.target
+        metric, target, behavior = knobs.metric, knobs.knobs.target, knobs.behavior
     except HpaError:
-        metric, target = "other", 0.0
+        metric, target, behavior = "other", 0.0, HpaBehavior()
     return {**out, "autoscale_metric": metric, "autoscale_target": target,
+            "hpa_behavior": behavior,
             "min_replicas": int(spec.get("minReplicas", 1)),
             "max_replicas": int(spec.get("maxReplicas") or max_replicas)}
 
@@ -657,6 +703,9 @@ AUTOSCALER_KNOBS = ("min_replicas", "autoscale_metric", "autoscale_target", "aut
                     "scale_down_window", "hpa_tolerance", "kpa_stable_window",
                     "kpa_panic_threshold")
 HPA_ONLY = ("autoscale_period", "scale_down_window", "hpa_tolerance")
+#: What --hpa-manifest sets from the HPA's own spec.
+MANIFEST_SETS = ("autoscale_target", "min_replicas", "max_replicas", "autoscale_metric",
+                 "scale_down_window", "hpa_tolerance")
 KPA_ONLY = ("kpa_stable_window", "kpa_panic_threshold")
 
 
@@ -677,6 +726,9 @@ IGNORED: tuple[tuple[tuple[str, ...], Any, Any], ...] = (
                "--min-replicas up to --max-replicas)"),
     (RUN_BY_THE_HARNESS, lambda v: not v["controlled"],
      lambda v: f"the {v['stack']} stack is not the harness's to run or scale"),
+    (MANIFEST_SETS, lambda v: bool(v["hpa_manifest"]),
+     lambda v: f"--hpa-manifest {v['hpa_manifest']} sets it (the HPA's spec: minReplicas, "
+               "maxReplicas, metrics, behavior)"),
     (AUTOSCALER_KNOBS, lambda v: v["autoscale"] == "none",
      lambda v: "it tunes an autoscaler, and none runs (add --autoscale hpa or kpa)"),
     (HPA_ONLY, lambda v: v["autoscale"] == "kpa",
