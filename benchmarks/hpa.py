@@ -6,9 +6,10 @@ plateau, fall), one HPA (CPU at 60 % of the request, 1 to 4 replicas, a 30 s sca
 window):
 
 1. ``real``: the cluster's own HPA drives the Deployment (``--autoscale cluster``);
-2. ``sim-k8s``: scalecheck's HPA drives the same kind of cluster's Deployment (``--autoscale
-   hpa --stack kubernetes``; the HPA held back), its CPU read from the pods' processes;
-3. ``sim-embedded``: scalecheck's HPA on the embedded stack.
+2. ``sim-k8s``: scalecheck's HPA drives the same kind of cluster's Deployment (``--stack
+   kubernetes --hpa-manifest`` on the same file; the HPA held back), its CPU read from the
+   pods' processes;
+3. ``sim-embedded``: scalecheck's HPA on the embedded stack, ``--hpa-manifest`` the same.
 
 Then ``analyze.py --compare`` on the three: each run's replica timeline against the real
 one (the largest difference at any second, outside 30 s after each real change, replica-
@@ -42,10 +43,9 @@ HPA = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                     "name": "cpu", "target": {"type": "Utilization",
                                               "averageUtilization": 60}}}],
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}}
-#: The same HPA as flags, for the simulation (period: the controller's 15 s sync).
-SIMULATED = ["--autoscale", "hpa", "--autoscale-metric", "cpu", "--autoscale-target", "60",
-             "--min-replicas", "1", "--max-replicas", "4", "--scale-down-window", "30s",
-             "--autoscale-period", "15s", "--replica-cpu-request", "0.1"]
+#: The simulation reads the same file (--hpa-manifest: its first HPA); the period is the
+#: controller's sync period (Kubernetes' default 15 s), the request the pods'.
+SIMULATED = ["--autoscale-period", "15s", "--replica-cpu-request", "0.1"]
 
 
 def _manifests(tmp: Path) -> Path:
@@ -87,9 +87,10 @@ def bench_hpa() -> None:
         manifests = _manifests(tmp)
         kube = ["--stack", "kubernetes", "--kube-manifests", str(manifests),
                 "--kube-deployment", "hello", "--counter-read", "redis:redis:counter"]
+        simulated = [*SIMULATED, "--hpa-manifest", str(manifests)]
         runs = [("real", _run("real", [*kube, "--autoscale", "cluster"], tmp)),
-                ("sim-k8s", _run("sim-k8s", [*kube, *SIMULATED], tmp)),
-                ("sim-embedded", _run("sim-embedded", SIMULATED, tmp))]
+                ("sim-k8s", _run("sim-k8s", [*kube, *simulated], tmp)),
+                ("sim-embedded", _run("sim-embedded", simulated, tmp))]
         done = [(name, path) for name, path in runs if path is not None]
         if len(done) < 2:
             print("  not enough runs to compare")
