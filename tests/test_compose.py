@@ -17,7 +17,7 @@ import yaml
 from loadtest.stack.docker import socketproxy
 from tests.compose_interpolate import interpolate
 from tests.conftest import ROOT, free_port, run_locust
-from tests.docker_engine import SKIPPED, engine_for_module
+from tests.docker_engine import SKIPPED, compose_leftovers, engine_for_module
 
 COMPOSE = ROOT / "compose"
 # The harness picks these stand-ins by itself where the registry images are missing;
@@ -125,15 +125,6 @@ def test_missing_compose_file_is_one_line(tmp_path):
 engine = pytest.fixture(scope="module", name="engine")(engine_for_module)
 
 
-def leftovers(project: str) -> list[str]:
-    out = []
-    for kind in ("ps -a", "network ls", "volume ls"):
-        proc = subprocess.run(f"docker {kind} -q --filter label=com.docker.compose.project="
-                              f"{project}", shell=True, capture_output=True, text=True)
-        out += proc.stdout.split()
-    return out
-
-
 def test_unknown_service_is_one_line(engine, tmp_path):
     proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--compose-file",
                        str(COMPOSE / "docker-compose-haproxy.yml"), "--compose-service", "web",
@@ -176,7 +167,7 @@ def test_compose_stack_end_to_end(engine, tmp_path, balancer):
     verdict = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(run_dir)],
                              capture_output=True, text=True, timeout=120)
     assert verdict.returncode == 0, verdict.stdout
-    assert leftovers(run["stack"]["project"]) == []
+    assert compose_leftovers(run["stack"]["project"]) == []
 
 
 def test_faults_on_compose(engine, tmp_path):
@@ -212,7 +203,7 @@ def test_faults_on_compose(engine, tmp_path):
     checks = {c["name"]: c for c in summary["checks"]}
     assert checks["counter_duplicates"]["status"] == "pass"
     assert checks["faults_applied"]["status"] == "pass", verdict.stdout
-    assert leftovers(run["stack"]["project"]) == []
+    assert compose_leftovers(run["stack"]["project"]) == []
 
 
 def pytest_sessionfinish_hint() -> str:  # used by conftest's terminal summary
@@ -259,7 +250,7 @@ def test_kill_a_replica_and_scale_back(engine, tmp_path, monkeypatch):
     finally:
         stack.down()
     assert (tmp_path / "logs" / "compose.log").exists()
-    assert leftovers(stack.project) == []
+    assert compose_leftovers(stack.project) == []
 
 
 class _UnixHTTP(__import__("http.client").client.HTTPConnection):
@@ -312,4 +303,4 @@ def test_traefik_reads_the_engine_through_a_proxy_that_refuses_writes(engine, tm
     finally:
         stack.down()
         subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
-    assert leftovers(stack.project) == []
+    assert compose_leftovers(stack.project) == []
