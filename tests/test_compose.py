@@ -62,6 +62,7 @@ def _env(service: dict) -> dict:
     return env
 
 
+@pytest.mark.process
 def test_traefik_file_matches_what_the_harness_expects():
     cfg = rendered("docker-compose-scale.yml")
     services = cfg["services"]
@@ -90,6 +91,7 @@ def test_traefik_file_matches_what_the_harness_expects():
     assert _seconds(hello["stop_grace_period"]) > float(_env(hello)["DRAIN_SECONDS"])
 
 
+@pytest.mark.process
 def test_haproxy_file_and_config():
     cfg = rendered("docker-compose-haproxy.yml")
     haproxy, hello = cfg["services"]["haproxy"], cfg["services"]["hello"]
@@ -114,6 +116,7 @@ def test_dockerfile_has_healthcheck_labels_and_non_root_user():
     assert re.search(r"^USER hello$", text, re.M)
 
 
+@pytest.mark.process
 def test_missing_compose_file_is_one_line(tmp_path):
     proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--compose-file",
                        str(tmp_path / "nope.yml"), "--run-dir", str(tmp_path / "r"),
@@ -214,6 +217,7 @@ def pytest_sessionfinish_hint() -> str:  # used by conftest's terminal summary
 
 
 
+@pytest.mark.process
 def test_docker_daemon_not_running_is_one_line(tmp_path):
     proc = run_locust(["--headless", "-u", "1", "--stack", "compose", "--compose-file",
                        str(COMPOSE / "docker-compose-haproxy.yml"),
