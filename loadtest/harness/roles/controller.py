@@ -21,6 +21,7 @@ import time
 import gevent
 import locust
 
+from loadtest.autoscale.controller import Autoscaler
 from loadtest.contract.plan import RunPlan, Target
 from loadtest.contract.records import PartWriter
 from loadtest.contract.rundir import RunRecord, choose_run_dir, create_run_dir
@@ -28,6 +29,7 @@ from loadtest.harness import options as harness_options
 from loadtest.harness.arrivals import ArrivalDispatcher, ArrivalSchedule
 from loadtest.harness.collector import Collector
 from loadtest.harness.conductor import Conductor
+from loadtest.harness.faults import FaultInjector
 from loadtest.harness.locust_reports import LocustReports
 from loadtest.harness.roles import ending
 from loadtest.harness.roles.counts import LocustCounts
@@ -159,13 +161,9 @@ class ControllerRole:
 
     def _attach_autoscaler_and_faults(self) -> None:
         if self.plan.autoscale is not None:
-            from loadtest.autoscale.controller import Autoscaler
-
             self.conductor.autoscaler = Autoscaler(self.plan.autoscale, self.stack,
                                                    self.collector, self.stack.events)
         if self.plan.faults:
-            from loadtest.harness.faults import FaultInjector
-
             self.conductor.faults = FaultInjector(self.plan.faults, self.stack,
                                                   self.stack.events, self.plan.first_level)
 
