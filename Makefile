@@ -6,8 +6,8 @@ LEVELS ?= 1,2,4
 STAGE_TIME ?= 20s
 USERS ?= 10
 
-.PHONY: setup system-deps demo demo-autoscale demo-faults test bench lint clean docker-images \
-	kube-build
+.PHONY: setup system-deps demo demo-autoscale demo-faults test test-fast bench lint clean \
+	docker-images kube-build
 
 setup: system-deps $(VENV)/.installed
 
@@ -59,6 +59,11 @@ demo-faults: setup
 test: setup kube-build
 	@SCALECHECK_WITH_DOCKER=1 sh scripts/system-deps.sh
 	$(PY) -m pytest
+
+# The fast loop, under two minutes: the unit tests and those that start only processes of
+# their own (analyze.py, scalecheck), no stack, no Docker, no cluster (markers: pyproject).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not stack and not docker and not kubernetes"
 
 bench: setup
 	$(PY) -m benchmarks $(BENCH)

@@ -24,6 +24,7 @@ from redis.retry import Retry
 from app import kv, lists, session, tally
 from app.cost import spend
 from app.counter import make_counter
+from app.replies import error_text, served_by
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Hello {{ name }}</title></head>
@@ -95,14 +96,14 @@ def create_app(
         try:
             visits = counter.increment()
         except redis.RedisError as exc:
-            counter_error = f"{type(exc).__name__}: {exc}"
+            counter_error = error_text(exc)
         body = {
             "hostname": config["HOSTNAME"],
             "visits": visits,
             "name": config["NAME"],
             "counter_error": counter_error,
         }
-        headers = {"X-Served-By": config["HOSTNAME"]}
+        headers = served_by(config["HOSTNAME"])
         if _wants_json():
             return jsonify(body), 200, headers
         return render_template_string(PAGE, **body), 200, headers

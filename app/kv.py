@@ -28,7 +28,9 @@ import time
 from typing import Protocol
 
 import redis
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
+
+from app.replies import Answer
 
 MODES = ("redis", "cached")
 CACHE_ENTRIES = 10_000  # per replica; the oldest copies go first beyond this
@@ -116,10 +118,7 @@ def make_store(mode: str, client: redis.Redis, ttl: float) -> Store:
 def blueprint(store: Store, hostname: str) -> Blueprint:
     """The /kv and /set routes over ``store``."""
     bp = Blueprint("kv", __name__)
-    served = {"X-Served-By": hostname}
-
-    def answer(body: dict, status: int = 200):
-        return jsonify({**body, "hostname": hostname}), status, served
+    answer = Answer(hostname)
 
     def body_value():
         raw = request.get_data(as_text=True)
@@ -127,11 +126,6 @@ def blueprint(store: Store, hostname: str) -> Blueprint:
             return True, json.loads(raw)
         except ValueError:
             return False, None
-
-    def unavailable(key: str, exc: Exception):
-        # The command was sent once; whether it took effect is unknown.
-        return answer({"key": key, "value": None, "error": f"{type(exc).__name__}: {exc}"},
-                      503)
 
     @bp.put("/kv/<key>")
     def put(key: str):
@@ -141,7 +135,7 @@ def blueprint(store: Store, hostname: str) -> Blueprint:
         try:
             store.put(key, value)
         except redis.RedisError as exc:
-            return unavailable(key, exc)
+            return answer.unavailable(key, exc)
         return answer({"key": key, "value": value})
 
     @bp.get("/kv/<key>")
@@ -149,7 +143,7 @@ def blueprint(store: Store, hostname: str) -> Blueprint:
         try:
             return answer({"key": key, "value": store.get(key)})
         except redis.RedisError as exc:
-            return unavailable(key, exc)
+            return answer.unavailable(key, exc)
 
     @bp.post("/set/<key>")
     def add(key: str):
@@ -159,7 +153,7 @@ def blueprint(store: Store, hostname: str) -> Blueprint:
         try:
             length = store.add(key, element)
         except redis.RedisError as exc:
-            return unavailable(key, exc)
+            return answer.unavailable(key, exc)
         return answer({"key": key, "value": element, "length": length})
 
     @bp.get("/set/<key>")
@@ -167,6 +161,6 @@ def blueprint(store: Store, hostname: str) -> Blueprint:
         try:
             return answer({"key": key, "value": store.members(key)})
         except redis.RedisError as exc:
-            return unavailable(key, exc)
+            return answer.unavailable(key, exc)
 
     return bp

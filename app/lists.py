@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 
 import redis
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
+
+from app.replies import Answer, error_text
 
 MODES = ("redis", "racy", "retrying")
 
@@ -62,10 +64,7 @@ def make_lists(mode: str, client: redis.Redis, retrying: redis.Redis) -> Lists:
 def blueprint(lists: Lists, hostname: str) -> Blueprint:
     """The /list routes over ``lists``."""
     bp = Blueprint("lists", __name__)
-    served = {"X-Served-By": hostname}
-
-    def answer(body: dict, status: int = 200):
-        return jsonify({**body, "hostname": hostname}), status, served
+    answer = Answer(hostname)
 
     @bp.post("/list/<key>")
     def append(key: str):
@@ -76,7 +75,7 @@ def blueprint(lists: Lists, hostname: str) -> Blueprint:
         try:
             lists.append(key, element)
         except redis.RedisError as exc:  # sent; whether it took effect is unknown
-            return answer({"key": key, "error": f"{type(exc).__name__}: {exc}"}, 503)
+            return answer({"key": key, "error": error_text(exc)}, 503)
         return answer({"key": key, "value": element})
 
     @bp.get("/list/<key>")
@@ -84,7 +83,6 @@ def blueprint(lists: Lists, hostname: str) -> Blueprint:
         try:
             return answer({"key": key, "value": lists.items(key)})
         except redis.RedisError as exc:
-            return answer({"key": key, "value": None,
-                           "error": f"{type(exc).__name__}: {exc}"}, 503)
+            return answer.unavailable(key, exc)
 
     return bp

@@ -21,7 +21,9 @@ import threading
 from typing import Protocol
 
 import redis
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
+
+from app.replies import Answer, error_text
 
 MODES = ("redis", "memory")
 COOKIE = "hello_session"
@@ -80,10 +82,7 @@ def make_sessions(mode: str, client: redis.Redis, ttl: float) -> Sessions:
 def blueprint(sessions: Sessions, hostname: str) -> Blueprint:
     """The /login and /me routes over ``sessions``."""
     bp = Blueprint("session", __name__)
-    served = {"X-Served-By": hostname}
-
-    def answer(body: dict, status: int = 200):
-        return jsonify({**body, "hostname": hostname}), status, served
+    answer = Answer(hostname)
 
     @bp.post("/login")
     def login():
@@ -94,7 +93,7 @@ def blueprint(sessions: Sessions, hostname: str) -> Blueprint:
         try:
             sid = sessions.create(user)
         except redis.RedisError as exc:
-            return answer({"user": None, "error": f"{type(exc).__name__}: {exc}"}, 503)
+            return answer({"user": None, "error": error_text(exc)}, 503)
         response, status, headers = answer({"user": user})
         response.set_cookie(COOKIE, sid, httponly=True, samesite="Lax")
         return response, status, headers
@@ -105,7 +104,7 @@ def blueprint(sessions: Sessions, hostname: str) -> Blueprint:
         try:
             user = sessions.user(sid) if sid else None
         except redis.RedisError as exc:
-            return answer({"user": None, "error": f"{type(exc).__name__}: {exc}"}, 503)
+            return answer({"user": None, "error": error_text(exc)}, 503)
         return answer({"user": user}, 200 if user is not None else 401)
 
     return bp

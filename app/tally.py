@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 
 import redis
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
+
+from app.replies import Answer, error_text
 
 MODES = ("atomic", "racy", "retrying")
 
@@ -57,10 +59,7 @@ def make_tally(mode: str, client: redis.Redis, retrying: redis.Redis) -> Tally:
 def blueprint(tally: Tally, hostname: str) -> Blueprint:
     """The /tally routes over ``tally``."""
     bp = Blueprint("tally", __name__)
-    served = {"X-Served-By": hostname}
-
-    def answer(body: dict, status: int = 200):
-        return jsonify({**body, "hostname": hostname}), status, served
+    answer = Answer(hostname)
 
     @bp.post("/tally/<key>")
     def add(key: str):
@@ -73,7 +72,7 @@ def blueprint(tally: Tally, hostname: str) -> Blueprint:
         try:
             tally.add(key, n)
         except redis.RedisError as exc:  # sent; whether it took effect is unknown
-            return answer({"key": key, "error": f"{type(exc).__name__}: {exc}"}, 503)
+            return answer({"key": key, "error": error_text(exc)}, 503)
         return answer({"key": key, "added": n})
 
     @bp.get("/tally/<key>")
@@ -81,7 +80,6 @@ def blueprint(tally: Tally, hostname: str) -> Blueprint:
         try:
             return answer({"key": key, "value": tally.value(key)})
         except redis.RedisError as exc:
-            return answer({"key": key, "value": None,
-                           "error": f"{type(exc).__name__}: {exc}"}, 503)
+            return answer.unavailable(key, exc)
 
     return bp

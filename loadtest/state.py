@@ -52,6 +52,14 @@ def _json(resp) -> dict:
 class StateUser(ScalecheckHttpUser):
     wait_time = constant(0)
 
+    def _read_whole(self, path: str, name: str, f: str, key: str) -> None:
+        """GET a whole set, counter or list: a 200's ``value`` is what operation ``f`` saw
+        (any other answer leaves it unknown, Locust counting the failure as usual)."""
+        with self.client.get(path, headers=JSON, name=name, catch_response=True,
+                             context=operation(f, key)) as resp:
+            if resp.status_code == 200:
+                saw(resp, _json(resp).get("value"))
+
     def on_start(self) -> None:
         self.user_id = next(_user_ids)
         self.name = f"user-{self.user_id}"
@@ -86,10 +94,7 @@ class StateUser(ScalecheckHttpUser):
     @task(1)
     def read_all(self) -> None:
         key = random.choice(SETS)
-        with self.client.get(f"/set/{key}", headers=JSON, name="/set read",
-                             catch_response=True, context=operation("read-all", key)) as resp:
-            if resp.status_code == 200:
-                saw(resp, _json(resp).get("value"))
+        self._read_whole(f"/set/{key}", "/set read", "read-all", key)
 
     @task(2)
     def incr(self) -> None:
@@ -101,11 +106,7 @@ class StateUser(ScalecheckHttpUser):
     @task(2)
     def read_counter(self) -> None:
         key = random.choice(TALLIES)
-        with self.client.get(f"/tally/{key}", headers=JSON, name="/tally read",
-                             catch_response=True,
-                             context=operation("read-counter", key)) as resp:
-            if resp.status_code == 200:
-                saw(resp, _json(resp).get("value"))
+        self._read_whole(f"/tally/{key}", "/tally read", "read-counter", key)
 
     @task(2)
     def append(self) -> None:
@@ -117,10 +118,7 @@ class StateUser(ScalecheckHttpUser):
     @task(1)
     def read_list(self) -> None:
         key = random.choice(LISTS)
-        with self.client.get(f"/list/{key}", headers=JSON, name="/list read",
-                             catch_response=True, context=operation("read-list", key)) as resp:
-            if resp.status_code == 200:
-                saw(resp, _json(resp).get("value"))
+        self._read_whole(f"/list/{key}", "/list read", "read-list", key)
 
     @task(2)
     def me(self) -> None:

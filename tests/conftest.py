@@ -24,6 +24,51 @@ SESSION_MARK = "SCALECHECK_TEST_SESSION"
 os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{os.urandom(4).hex()}")
 
 
+#: What a test needs, lightest first (the markers pyproject registers). Each test gets the
+#: heaviest of: its module's need (``MODULE_NEEDS``), its own marks, and what its fixtures
+#: start; a test that says nothing is a unit test. The fast loop (``make test-fast``)
+#: selects ``not slow and not stack and not docker and not kubernetes``.
+NEEDS = ("unit", "process", "stack", "docker", "kubernetes")
+#: Modules whose every test needs at least this (the others start at unit).
+MODULE_NEEDS = {
+    "test_analyze_cli.py": "process",   # analyze.py and scalecheck as commands
+    "test_ci_outputs.py": "process",
+    "test_system_deps.py": "process",   # scripts/system-deps.sh
+    "test_bad_input.py": "stack",       # Locust runs, some of which start a stack
+    "test_e2e_local.py": "stack",
+    "test_exposure.py": "stack",
+    "test_faults.py": "stack",
+    "test_relative_paths.py": "stack",
+    "test_stack_cli.py": "stack",
+    "test_stack_local.py": "stack",
+    "test_state_e2e.py": "stack",
+    "test_survivors.py": "stack",
+    "test_views.py": "stack",
+    "test_your_app.py": "stack",
+}
+#: Fixtures that start stack parts (redis-server, replicas, a balancer) or watch for them.
+STACK_FIXTURES = {"redis_server", "no_leftovers", "haproxy", "traefik_api", "shop"}
+#: Fixtures that start or need the Docker engine.
+DOCKER_FIXTURES = {"engine", "docker_engine", "shop_image"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """One need per test (``NEEDS``), so that ``-m "not stack and not docker"`` selects by
+    what a test starts, whatever file it sits in."""
+    for item in items:
+        marks = [NEEDS.index(m.name) for m in item.iter_markers() if m.name in NEEDS]
+        need = max([NEEDS.index(MODULE_NEEDS.get(item.path.name, "unit")), *marks])
+        fixtures = set(item.fixturenames)
+        if fixtures & STACK_FIXTURES:
+            need = max(need, NEEDS.index("stack"))
+        if fixtures & DOCKER_FIXTURES:
+            need = max(need, NEEDS.index("docker"))
+        if "kubernetes" in item.path.parts:
+            need = NEEDS.index("kubernetes")
+        if NEEDS[need] not in {m.name for m in item.iter_markers()}:
+            item.add_marker(NEEDS[need])
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 

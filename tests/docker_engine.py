@@ -91,3 +91,14 @@ def _venv_python() -> str:
     import sys
 
     return sys.executable
+
+
+def compose_leftovers(project: str) -> list[str]:
+    """Containers, networks and volumes Compose labelled as ``project``'s (none should stay
+    after the harness's down)."""
+    out = []
+    for kind in ("ps -a", "network ls", "volume ls"):
+        proc = subprocess.run(f"docker {kind} -q --filter label=com.docker.compose.project="
+                              f"{project}", shell=True, capture_output=True, text=True)
+        out += proc.stdout.split()
+    return out

@@ -195,6 +195,22 @@ def test_state_modes_are_checked_for_counters_and_lists():
         client_for(1, LIST_MODE="sorted")
 
 
+def _interleaved(run, threads: int) -> None:
+    """run(0) … run(threads - 1) at once, switching threads often, as replicas on several
+    cores would interleave: with Python's 5 ms default a busy machine could run each
+    read-modify-write whole."""
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def _add_from_threads(clients, route: str, bodies: list, threads: int = 8) -> None:
     """Each body POSTed once to ``route``, by ``threads`` threads over the replicas."""
     import json
@@ -205,18 +221,7 @@ def _add_from_threads(clients, route: str, bodies: list, threads: int = 8) -> No
                                                    content_type="application/json")
             assert resp.status_code == 200, resp.get_json()
 
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    # Threads switch often, as replicas on several cores would interleave: with Python's
-    # 5 ms default a busy machine could run each read-modify-write whole.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _interleaved(run, threads)
 
 
 @pytest.mark.parametrize("mode,whole", [("atomic", True), ("racy", False)])
@@ -374,18 +379,7 @@ def _drive(clients, ops_per_thread: int, threads: int, seed: int) -> list:
                               resp.status_code))
 
     client_cookie: dict[str, str] = {}
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    # Threads switch often, as replicas on several cores would interleave: with Python's
-    # 5 ms default a busy machine could run each read-modify-write whole.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _interleaved(run, threads)
     return sorted(ops, key=lambda o: o.t_start)
 
 

@@ -34,6 +34,7 @@ def test_keys_are_left_alone_and_required_values_raise():
     assert interpolate("${EMPTY?}", ENV) == ""
 
 
+@pytest.mark.process
 def test_the_rules_agree_with_compose_itself(tmp_path):
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose is not installed: the rules are checked on their own")

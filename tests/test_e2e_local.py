@@ -310,7 +310,11 @@ def test_balancer_killed_mid_run_fails_the_run_in_one_line(tmp_path, no_leftover
     run, _ = load(run_dir)
     assert run["status"] == "failed" and "balancer" in run["error"]
     verdict, _, checks = summary_of(run_dir)
-    assert verdict.returncode in (1, 3) and checks["run_completed"]["status"] == "not checked"
+    # A fail, not merely "not a pass": the requests the dead balancer refused are errors,
+    # and the run that stopped early cannot be judged complete.
+    assert verdict.returncode == 1, verdict.stdout
+    assert checks["error_rate"]["status"] == "fail", checks["error_rate"]
+    assert checks["run_completed"]["status"] == "not checked"
 
 
 @contextlib.contextmanager
@@ -412,7 +416,9 @@ def test_a_full_disk_is_a_failed_run_said_in_one_line(tmp_path, no_leftovers):
     if lost:
         assert last.endswith(f"; {lost:,} of {totals['locust']:,} requests were not recorded")
     analysed = analyze(tmp_path / "copy")
-    assert analysed.returncode in (1, 3), analysed.stdout  # never a pass
+    # Lost records fail the run; with none lost, the run that failed is inconclusive. Never
+    # a pass, and never 2: the copy of a failed run is good input for the analysis.
+    assert analysed.returncode == (1 if lost else 3), analysed.stdout
     summary = json.loads((tmp_path / "copy" / "summary.json").read_text())
     check = {c["name"]: c for c in summary["checks"]}["records_complete"]
     assert check["evidence"]["lost"] == lost

@@ -238,6 +238,7 @@ def test_uvicorns_own_command_line_serves_the_same_app(replicas, redis_server):
     assert "Application shutdown complete" in rep.log()
 
 
+@pytest.mark.process
 def test_bad_setting_exits_2_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "shop"], cwd=SHOP, capture_output=True,
                           text=True, timeout=30, env={**os.environ, "PORT": "web"})

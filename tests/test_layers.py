@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 from tests.conftest import ROOT
 
 
+@pytest.mark.process
 def test_the_layer_contract_holds():
     lint = Path(sys.executable).parent / "lint-imports"
     proc = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)

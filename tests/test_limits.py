@@ -172,6 +172,7 @@ BURN_TWO = """
 
 
 @pytest.mark.parametrize("root", _layouts())
+@pytest.mark.process
 def test_cpu_limit_holds_and_throttles(tmp_path, root):
     cgroups = _need_root_cgroups(root, Limits(cpus=0.2))
     proc = None
@@ -201,6 +202,7 @@ def test_cpu_limit_holds_and_throttles(tmp_path, root):
 
 
 @pytest.mark.parametrize("root", _layouts())
+@pytest.mark.process
 def test_past_the_memory_limit_the_kernel_kills_and_we_know(tmp_path, root):
     cgroups = _need_root_cgroups(root, Limits(memory_bytes=64 * MiB))
     try:
@@ -221,6 +223,7 @@ def test_past_the_memory_limit_the_kernel_kills_and_we_know(tmp_path, root):
     assert _ours_left(root) == []
 
 
+@pytest.mark.process
 def test_close_kills_what_is_left_and_is_safe_twice(tmp_path):
     cgroups = _need_root_cgroups(CGROUP_ROOT, Limits(cpus=0.5, memory_bytes=128 * MiB))
     sleeper = processes.spawn(["sleep", "60"], tmp_path / "s.log",
@@ -275,6 +278,7 @@ def _group_dirs(parent: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("mode", ["exit", "raise"])
+@pytest.mark.process
 def test_a_harness_that_ends_without_close_leaves_nothing(tmp_path, mode):
     _need_root_cgroups(CGROUP_ROOT, Limits(cpus=0.5)).close()
     proc, parent, stubborn, plain = _harness(mode, tmp_path)
@@ -283,6 +287,7 @@ def test_a_harness_that_ends_without_close_leaves_nothing(tmp_path, mode):
     assert not _alive(stubborn) and not _alive(plain)
 
 
+@pytest.mark.process
 def test_after_sigkill_of_the_harness_the_next_preflight_cleans(tmp_path):
     """SIGKILL leaves the groups (no code runs); a replica's child that left its process
     group is beyond the watchdog, so it is still in there; the next run's preflight
@@ -333,6 +338,7 @@ except StackError as exc:
 """
 
 
+@pytest.mark.process
 def test_not_root_is_one_line():
     """A real non-root user (nobody) against the real tree."""
     if os.geteuid() != 0:
@@ -344,6 +350,7 @@ def test_not_root_is_one_line():
     assert "need root" in proc.stdout and proc.stderr == ""
 
 
+@pytest.mark.process
 def test_read_only_tree_is_one_line(tmp_path):
     """Simulated: the limiter pointed at a read-only bind mount of this machine's cgroup
     hierarchies (as an unprivileged container sees /sys/fs/cgroup), in a mount namespace of

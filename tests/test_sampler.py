@@ -52,6 +52,8 @@ def _run(sampler: CpuSampler, seconds: float) -> dict:
     return sampler.result()
 
 
+@pytest.mark.process
+@pytest.mark.slow  # real CPU over seconds
 def test_half_a_core_in_a_child_reads_as_half(tmp_path):
     """The part's root is a shell; the burner is its child: children count."""
     shell = subprocess.Popen(["sh", "-c", f"{sys.executable} -c \"$0\"; true",
@@ -73,6 +75,8 @@ def test_half_a_core_in_a_child_reads_as_half(tmp_path):
     assert len(_values(result["parts"]["sleeper"])) == len(burner)
 
 
+@pytest.mark.process
+@pytest.mark.slow  # real CPU over seconds
 def test_a_part_that_ends_becomes_null_and_a_late_one_starts_null(tmp_path):
     first = subprocess.Popen(_python(HALF_CORE))
     dropped = subprocess.Popen(["sleep", "30"])
@@ -111,6 +115,8 @@ def test_a_part_that_ends_becomes_null_and_a_late_one_starts_null(tmp_path):
     assert _values(three[3:]), "once it was there"
 
 
+@pytest.mark.process
+@pytest.mark.slow  # real CPU over seconds
 def test_a_replica_in_a_cgroup_is_read_from_its_group(tmp_path):
     if os.geteuid() != 0:
         print("skipped: cgroups need root")
@@ -143,6 +149,8 @@ def test_a_replica_in_a_cgroup_is_read_from_its_group(tmp_path):
                                             "memory_bytes": 256 * 2**20}}
 
 
+@pytest.mark.process
+@pytest.mark.slow  # real CPU over seconds
 def test_the_result_has_exactly_the_shape_the_analysis_reads():
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
@@ -182,6 +190,8 @@ def test_a_late_reading_fills_every_interval_it_closes():
     assert series.to_list(7) == [None, None, 0.5, None, None, 0.25, None]
 
 
+@pytest.mark.process
+@pytest.mark.slow  # real CPU over seconds
 def test_a_failing_parts_function_keeps_the_last_parts(tmp_path):
     sleeper = subprocess.Popen(["sleep", "30"])
     calls = []

@@ -76,7 +76,7 @@ def test_missing_binary_says_how_to_install(monkeypatch):
 
 def test_unknown_backend_and_external_without_url():
     with pytest.raises(StackError, match="unknown stack backend"):
-        make_stack("kubernetes")
+        make_stack("nomad")
     with pytest.raises(StackError, match="-H"):
         make_stack("external")
 

@@ -452,6 +452,7 @@ def small_histories(draw, max_ops=7):
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_histories())
+@pytest.mark.slow  # thousands of random histories through both searches
 def test_search_agrees_with_brute_force(h):
     expected = brute_force(h)
     assert check_register(h)["valid"] is (expected if any(o.outcome == "ok" for o in h)

@@ -70,6 +70,7 @@ def _seconds(text: str) -> float:
     return float(str(text).removesuffix("s"))
 
 
+@pytest.mark.process
 def test_stack_file_matches_what_the_harness_expects():
     cfg = stack_config()
     hello, redis = cfg["services"]["hello"], cfg["services"]["redis"]
@@ -94,6 +95,7 @@ def test_stack_file_matches_what_the_harness_expects():
     assert network["external"] is True
 
 
+@pytest.mark.process
 def test_docker_not_running_is_one_line(tmp_path):
     proc = run_locust(["--headless", "-u", "1", "--stack", "swarm",
                        "--run-dir", str(tmp_path / "r"), "--stack-port", str(free_port())],
@@ -105,6 +107,7 @@ def test_docker_not_running_is_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.process
 def test_bad_swarm_input_is_one_line(tmp_path):
     missing = run_locust(["--headless", "-u", "1", "--stack", "swarm", "--swarm-stack-file",
                           str(tmp_path / "nope.yml"), "--run-dir", str(tmp_path / "r"),

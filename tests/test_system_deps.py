@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import ROOT, need
 
+pytestmark = pytest.mark.slow  # the real install script, and a dpkg lock waited for
+
 SCRIPT = ROOT / "scripts" / "system-deps.sh"
 LOCK = "/var/lib/dpkg/lock-frontend"
 

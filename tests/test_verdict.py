@@ -210,6 +210,7 @@ def test_weights_are_judged_against_their_shares(tmp_path):
 
 # -- external stacks ---------------------------------------------------------------------------
 
+@pytest.mark.process
 def test_external_stack_expected_replicas(tmp_path):
     meta, cols = generate(SynthSpec(20_000, [1], seed=8))
     meta["stack"] = {"backend": "external", "controlled": False, "expect_replicas": 3}
@@ -237,6 +238,7 @@ def _analyze(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.process
 def test_wrong_column_types_in_a_part(tmp_path):
     run = synth(tmp_path, requests=20_000)  # three parts: one goes bad
     part = sorted((run / "requests").glob("*.parquet"))[0]
@@ -262,6 +264,7 @@ def test_wrong_column_types_in_a_part(tmp_path):
     ({"totals": {"recorded": "many"}}, "totals.recorded"),
     ({"stages": {"0": {}}}, "stages is not a list"),
 ])
+@pytest.mark.process
 def test_wrong_types_in_run_json(tmp_path, mutation, message):
     run = synth(tmp_path, requests=6000)
     meta = json.loads((run / "run.json").read_text())
@@ -272,6 +275,7 @@ def test_wrong_types_in_run_json(tmp_path, mutation, message):
     assert message in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.process
 def test_a_part_without_the_newer_column_still_reads(tmp_path):
     """Records written before t_intended and attempts existed: read as nulls."""
     run = synth(tmp_path, requests=6000)
@@ -431,6 +435,7 @@ def test_records_with_times_that_are_not_numbers_are_bad_input(tmp_path):
     (lambda m: m["plan"].update(autoscale=[1]), "plan.autoscale"),
     (lambda m: m["stack_events"][0].update(level="two"), "stack_events[0].level"),
 ])
+@pytest.mark.process
 def test_malformed_run_json_is_named(tmp_path, mutate, words):
     run = synth(tmp_path)
     meta = json.loads((run / "run.json").read_text())
@@ -499,6 +504,7 @@ def test_evidence_reads_as_text_not_json():
 
 # -- a run.json that says little, records that were lost -----------------------------
 
+@pytest.mark.process
 def test_an_empty_run_json_proves_nothing(tmp_path):
     """run.json = {}: nothing is known of the run, so no replica can be called a stray
     (it failed unexpected_replicas): inconclusive, never FAIL."""
@@ -513,6 +519,7 @@ def test_an_empty_run_json_proves_nothing(tmp_path):
     assert proc.returncode == 3, proc.stdout
 
 
+@pytest.mark.process
 def test_lost_records_are_counted_and_named(tmp_path):
     """Locust counted more than were recorded (a full disk): records_complete fails with the
     count lost in its evidence, and the verdict line says it."""

@@ -143,7 +143,7 @@ def test_bad_app_commands_are_one_line(tmp_path, args, message, no_leftovers):
 
 # -- the team's own Compose file -------------------------------------------------------
 
-from tests.docker_engine import engine_for_module  # noqa: E402
+from tests.docker_engine import compose_leftovers, engine_for_module  # noqa: E402
 
 engine = pytest.fixture(scope="module", name="engine")(engine_for_module)
 OFFLINE = {"REDIS_IMAGE": "scalecheck/base:bookworm",
@@ -162,15 +162,6 @@ def shop_image(engine):
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _leftovers(project: str) -> list[str]:
-    out = []
-    for kind in ("ps -a", "network ls", "volume ls"):
-        proc = subprocess.run(f"docker {kind} -q --filter label=com.docker.compose.project="
-                              f"{project}", shell=True, capture_output=True, text=True)
-        out += proc.stdout.split()
-    return out
 
 
 @pytest.mark.parametrize("balancer", ["haproxy", "traefik"])
@@ -205,7 +196,7 @@ def test_the_team_s_compose_file_unchanged(shop_image, tmp_path, balancer):
     code, summary = analyse(run_dir)
     assert code == 0, [(c["name"], c["status"], c["value"], c["reason"]) for c in
                        summary["checks"] if c["status"] in ("fail", "not checked")]
-    assert _leftovers(stack["project"]) == []
+    assert compose_leftovers(stack["project"]) == []
     assert not list(SHOP.glob("*.override.yml")) and not list(SHOP.glob(".scalecheck*"))
 
 

@@ -19,6 +19,7 @@ and the latency objective ``slo_p95_ms``:
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -105,8 +106,9 @@ def fit_usl(levels: list[dict], min_r2: float = MIN_R2) -> dict:
         out["reason"] = f"{len(counts)} replica count(s) measured: the law has three " \
                         "coefficients and needs at least 3"
         return out
-    import warnings
 
+    # Here, not at the top: scipy.optimize takes 0.4 s to import, and every analysis
+    # imports this module while only runs of three or more replica counts fit the law.
     from scipy.optimize import OptimizeWarning, curve_fit
 
     n = np.array([lv["level"] for lv in points], dtype=float)

@@ -2,6 +2,11 @@
 
 Exit codes: 0 pass, 1 fail, 3 inconclusive (a check that applies could not
 be made, or the run did not complete), 2 bad input or usage.
+
+The modules that read and draw a run (load, summary, report, figures, side_by_side, and
+distribution under them) bring pandas, pyarrow, numpy and matplotlib, about a second:
+they are imported in the function that needs them, so that ``--help``, a usage error and
+``scalecheck check``'s start answer at once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,11 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from loadtest.analysis.checks import EXIT_CODES
+from loadtest.analysis.junit import write_junit
+from loadtest.analysis.markdown import append_step_summary, write_markdown
+from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
 
 USAGE_EXIT = 2
 
@@ -33,8 +43,6 @@ Exit code: 0 pass, 1 fail, 3 inconclusive, 2 bad input or usage."""
 
 
 def build_parser(prog: str = "python analyze.py") -> argparse.ArgumentParser:
-    from loadtest.analysis.thresholds import Thresholds
-
     parser = _Parser(prog=prog, description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", nargs="?", default="reports/latest", type=Path,
@@ -106,11 +114,9 @@ def main(argv: list[str] | None = None, prog: str = "python analyze.py") -> int:
 
 def _run(args, prog: str) -> int:
     from loadtest.analysis import report, view
-    from loadtest.analysis.checks import EXIT_CODES
     from loadtest.analysis.distribution import BalanceError, parse_balance
     from loadtest.analysis.load import AnalysisInputError, load_run
     from loadtest.analysis.summary import Settings, analyse
-    from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
 
     started = time.perf_counter()
 
@@ -189,9 +195,6 @@ def _write_outputs(analysis, out: Path, args, progress) -> str | None:
 def _ci_outputs(summary: dict, args, prog: str) -> bool:
     """--junit, --markdown and $GITHUB_STEP_SUMMARY; False (said in one line) if one cannot
     be written."""
-    from loadtest.analysis.junit import write_junit
-    from loadtest.analysis.markdown import append_step_summary, write_markdown
-
     target = None
     try:
         if args.junit:
@@ -218,7 +221,6 @@ def _compare(args, prog: str) -> int:
         render_compare_markdown,
         side_by_side,
     )
-    from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
 
     try:
         thresholds = resolve({n: getattr(args, n) for n in Thresholds.names()},

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import chdtrc  # for chi-square: scipy.stats alone takes 1.8 s to import
 
 from loadtest.analysis.passes import Accumulator
 from loadtest.analysis.windows import Window, in_service, natural
@@ -71,10 +72,7 @@ def fairness(observed: np.ndarray, seconds: np.ndarray,
     if len(observed) > 1 and observed.sum() > 0:
         share = seconds * weight
         expected = observed.sum() * share / share.sum()
-        # Pearson's chi-square against the expected split; scipy.special, not scipy.stats,
-        # whose import alone takes 1.8 s.
-        from scipy.special import chdtrc
-
+        # Pearson's chi-square against the expected split.
         statistic = float((((observed - expected) ** 2) / expected).sum())
         chi2_p = float(chdtrc(len(observed) - 1, statistic))
     else:

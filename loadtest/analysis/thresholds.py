@@ -3,6 +3,7 @@ project's pyproject.toml, then the command line, each overriding the one before.
 
 from __future__ import annotations
 
+import ast
 import functools
 import math
 import sys
@@ -107,8 +108,6 @@ class Thresholds:
 
 @functools.lru_cache(maxsize=1)
 def _field_docs() -> dict[str, str]:
-    import ast
-
     tree = ast.parse(Path(__file__).read_text())
     body = next(n for n in tree.body if isinstance(n, ast.ClassDef)
                 and n.name == "Thresholds").body

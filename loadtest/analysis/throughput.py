@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from loadtest.analysis.latency import COARSE, Quantiles, log_bins
+from loadtest.analysis.latency import COARSE, Quantiles, coarse_quantile, log_bins
 from loadtest.analysis.outcomes import matches
 from loadtest.analysis.passes import Accumulator, Chunk
 from loadtest.analysis.windows import Window, natural
@@ -231,8 +231,6 @@ class Timeline(Accumulator):
                 row += np.bincount(mine, minlength=self.n)
 
     def p95(self) -> list[float | None]:
-        from loadtest.analysis.latency import coarse_quantile
-
         return [coarse_quantile(self.hist[i], 0.95) for i in range(self.n)]
 
     def result(self, top: int = 12) -> dict:

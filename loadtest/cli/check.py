@@ -35,6 +35,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.analysis.cli import main as analyze
+from loadtest.contract.rundir import choose_run_dir
+
 HELLO = Path(__file__).resolve().parents[1] / "hello.py"
 USAGE_EXIT = 2
 INTERRUPT_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -115,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: locust is not installed next to this Python nor on PATH: "
               "pip install locust", file=sys.stderr)
         return USAGE_EXIT
-    from loadtest.contract.rundir import choose_run_dir
 
     run_dir = Path(_value(locust_args, "--run-dir") or choose_run_dir(""))
     cmd = locust_command(locust, locust_args, run_dir)
@@ -170,8 +172,6 @@ def _after(code: int, got: list[int], run_dir: Path, known: argparse.Namespace,
 
 def _analyse(run_dir: Path, known: argparse.Namespace, extra: list[str]) -> int:
     """The analysis of the run, as analyze.py; a signal during it ends it at once."""
-    from loadtest.analysis.cli import main as analyze
-
     args = [str(run_dir), *extra]
     for name in ("baseline", "junit", "markdown"):
         if getattr(known, name) is not None:

@@ -8,14 +8,22 @@
                                              # run, analyse, exit 0/1/3/2 (a merge gate)
 
 Load tests run under Locust: ``locust -f loadtest/hello.py`` (or ``scalecheck run``).
+
+Each command's module is imported once that command is chosen, and this module imports only
+the standard library and the run contract: ``scalecheck run`` must say "locust is not
+installed" from an interpreter that has none of the harness's dependencies, and the
+harness's options import Locust, which patches the standard library with gevent.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
 from pathlib import Path
+
+from loadtest.contract.plan import MAX_DURATION_TEXT
 
 HELLO = Path(__file__).resolve().parents[1] / "hello.py"
 
@@ -24,19 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv else "--help"
     if command == "analyze":
-        from loadtest.analysis.cli import main as analyze
+        from loadtest.analysis.cli import main as analyze_main
 
-        return analyze(argv, prog="scalecheck analyze")
+        return analyze_main(argv, prog="scalecheck analyze")
     if command == "stack":
-        from loadtest.stack.cli import main as stack
+        from loadtest.stack.cli import main as stack_main
 
-        return stack(argv)
+        return stack_main(argv)
     if command == "options":
         return print_options(markdown="--markdown" in argv)
     if command == "check":
-        from loadtest.cli.check import main as check
+        from loadtest.cli.check import main as check_main
 
-        return check(argv)
+        return check_main(argv)
     if command == "run":
         locust = Path(sys.executable).parent / "locust"
         if not os.access(locust, os.X_OK):
@@ -61,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def options_parser():
-    import argparse
-
-    from loadtest.harness import options
+    from loadtest.harness import options  # Locust and gevent: see the module's docstring
 
     parser = argparse.ArgumentParser(prog="locust -f loadtest/hello.py", add_help=False,
                                      description="The harness's options (beside Locust's own, "
@@ -85,8 +91,6 @@ def print_options(markdown: bool = False) -> int:
 
 def options_markdown(parser) -> str:
     """Every option of the parser as a Markdown table, its help text as written."""
-    from loadtest.contract.plan import MAX_DURATION_TEXT
-
     rows = []
     for group in parser._action_groups:  # argparse keeps no public list of groups
         for action in group._group_actions:

@@ -17,6 +17,7 @@ Locust's summary: the run's outcome, the last lines).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
@@ -103,8 +104,6 @@ class Harness:
 def warn_if_open(parsed, runner) -> None:
     """One line when the user chose to listen beyond this machine: who can reach the port
     can drive the run."""
-    import logging
-
     log = logging.getLogger("scalecheck")
     web = getattr(parsed, "web_host", LOOPBACK)
     if not getattr(parsed, "headless", False) and not _loopback(web):

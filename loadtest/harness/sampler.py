@@ -41,6 +41,7 @@ import gevent
 import psutil
 
 from loadtest.stack.limits import ReplicaCgroups
+from loadtest.stack.procfs import proc_stat
 
 log = logging.getLogger(__name__)
 
@@ -284,14 +285,10 @@ class CpuSampler:
 def _proc_stat(pid: int) -> tuple[float, int] | None:
     """(CPU seconds used by the process, all threads; its start time in ticks since boot),
     or None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
+    stat = proc_stat(pid)
+    if stat is None or not stat.alive:
         return None
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICK, int(fields[19])
+    return stat.cpu_ticks / _TICK, stat.start_ticks
 
 
 def _children(pid: int) -> list[int] | None:
@@ -319,12 +316,9 @@ def _ppid_map() -> dict[int, list[int]]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        out.setdefault(ppid, []).append(int(entry))
+        stat = proc_stat(entry)
+        if stat is not None:
+            out.setdefault(stat.ppid, []).append(int(entry))
     return out
 
 

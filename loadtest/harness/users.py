@@ -39,6 +39,7 @@ from typing import Any
 
 from gevent import GreenletExit, getcurrent
 from geventhttpclient.client import HTTPClient, HTTPClientPool
+from geventhttpclient.url import URL
 from locust.contrib.fasthttp import FastHttpUser
 
 from loadtest.contract.events import STOP_GRACE_S
@@ -123,8 +124,6 @@ class CountingClientPool(HTTPClientPool):
     """One counting client per host, as geventhttpclient's pool has one client per host."""
 
     def get_client(self, url) -> HTTPClient:
-        from geventhttpclient.url import URL
-
         if not isinstance(url, URL):
             url = URL(url)
         key = url.host, url.port

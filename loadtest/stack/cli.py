@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.contract.plan import seconds
 from loadtest.stack import (
     BACKENDS,
     Stack,
@@ -314,8 +315,6 @@ def cmd_logs(args) -> int:
 
 
 def _seconds(text: str) -> float:
-    from loadtest.contract.plan import seconds
-
     try:
         return seconds(text)
     except (ValueError, TypeError):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.stack.base import StackError
+from loadtest.stack.procfs import proc_stat
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +278,8 @@ def _v2_layout(root: Path) -> Layout:
 
 def _start_ticks(pid: int) -> int | None:
     """When ``pid`` started (clock ticks since boot), or None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
+    stat = proc_stat(pid)
+    return stat.start_ticks if stat is not None and stat.alive else None
 
 
 _OWNED = re.compile(r"(?P<run>.*)\.(?P<pid>\d+)\.(?P<start>\d+)")

@@ -20,7 +20,10 @@ import time
 
 import gevent
 import locust
+from locust import log as locust_log
 
+from loadtest.autoscale.cluster import ClusterObserver
+from loadtest.autoscale.controller import Autoscaler
 from loadtest.contract.plan import RunPlan, Target
 from loadtest.contract.records import PartWriter
 from loadtest.contract.rundir import RunRecord, choose_run_dir, create_run_dir
@@ -28,6 +31,7 @@ from loadtest.harness import options as harness_options
 from loadtest.harness.arrivals import ArrivalDispatcher, ArrivalSchedule
 from loadtest.harness.collector import Collector
 from loadtest.harness.conductor import Conductor
+from loadtest.harness.faults import FaultInjector
 from loadtest.harness.locust_reports import LocustReports
 from loadtest.harness.roles import ending
 from loadtest.harness.roles.counts import LocustCounts
@@ -35,6 +39,7 @@ from loadtest.harness.roles.disk import DiskGuard
 from loadtest.harness.roles.exits import fail
 from loadtest.harness.roles.signals import SignalGate
 from loadtest.harness.roles.startup import StartFailed, bring_up
+from loadtest.harness.users import cut_short_only
 from loadtest.stack import StackError, StackSettings, make_stack
 
 log = logging.getLogger("scalecheck")
@@ -160,19 +165,13 @@ class ControllerRole:
 
     def _attach_autoscaler_and_faults(self) -> None:
         if self.plan.autoscale is not None and self.plan.autoscale.policy == "cluster":
-            from loadtest.autoscale.cluster import ClusterObserver
-
             self.conductor.autoscaler = ClusterObserver(self.plan.autoscale, self.stack,
                                                         self.stack.events,
                                                         self.plan.first_level)
         elif self.plan.autoscale is not None:
-            from loadtest.autoscale.controller import Autoscaler
-
             self.conductor.autoscaler = Autoscaler(self.plan.autoscale, self.stack,
                                                    self.collector, self.stack.events)
         if self.plan.faults:
-            from loadtest.harness.faults import FaultInjector
-
             self.conductor.faults = FaultInjector(self.plan.faults, self.stack,
                                                   self.stack.events, self.plan.first_level)
 
@@ -309,10 +308,6 @@ class ControllerRole:
         app's (their outcome is unknown, and the analysis judges them): when they are the
         only failures, the run's exit code is 0, as for a run that stopped between
         requests."""
-        from locust import log as locust_log
-
-        from loadtest.harness.users import cut_short_only
-
         runner = self.environment.runner
         if self.environment.process_exit_code is not None or runner is None or \
                 runner.exceptions or locust_log.unhandled_greenlet_exception:

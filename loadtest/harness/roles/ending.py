@@ -6,11 +6,14 @@ before anything else (``conclude``), then take the stack down and say where the 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
 import gevent
 
+from loadtest.harness.names import join_servers
+from loadtest.harness.sampler import CpuSampler
 from loadtest.harness.totals import totals as make_totals
 from loadtest.stack.base import PartsView
 
@@ -74,7 +77,6 @@ def name_servers(role) -> None:
     log_path = role.stack.balancer_access_log() if role.stack is not None else None
     if log_path is None or not log_path.exists():
         return
-    from loadtest.harness.names import join_servers
 
     try:
         result = join_servers(role.record.run_dir, log_path, role.stack.events)
@@ -152,14 +154,10 @@ def quit_when_stopped(role, grace: float = 3.0) -> None:
 def start_sampler(stack, environment):
     """CPU by part, once a second, for the bottleneck analysis: the load generator (this
     process and its children), the balancer, the store, each replica."""
-    from loadtest.harness.sampler import CpuSampler
-
     if not isinstance(stack, PartsView):
         return None
 
     def parts() -> dict[str, list[int]]:
-        import os
-
         try:
             return {"generator": [os.getpid()], **stack.parts()}
         except Exception:  # noqa: BLE001 - a stack changing under the reading: next time

@@ -13,10 +13,13 @@ A subclass provides:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from loadtest.contract import events as ev
@@ -180,10 +183,6 @@ def _created(container) -> str:
 
 def _probe_once(url: str) -> tuple[int | None, str | None]:
     """(status, the replica's name) of one request through the balancer."""
-    import json
-    import urllib.error
-    import urllib.request
-
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=2) as resp:

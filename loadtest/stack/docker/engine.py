@@ -15,6 +15,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import docker
+
 from loadtest.stack.base import StackError
 
 #: Images the Compose and stack files name by default, and the stand-ins `make
@@ -26,8 +28,6 @@ STAND_INS = {"TRAEFIK_IMAGE": ("traefik:v3.7", "scalecheck/traefik:latest"),
 
 def docker_client():
     """A Docker SDK client, or a one-line reason why there is none."""
-    import docker
-
     try:
         client = docker.from_env(timeout=30)
         client.ping()
@@ -78,8 +78,6 @@ def socket_path(env: dict[str, str]) -> str:
 
 
 def has_image(client, name: str) -> bool:
-    import docker
-
     try:
         client.images.get(name)
         return True
@@ -102,8 +100,6 @@ def image_env(client, env: dict[str, str], wanted: dict[str, tuple[str, str]] = 
 
 def image_facts(client, name: str | None) -> tuple[list[int], bool]:
     """(the TCP ports an image EXPOSEs, whether it has a HEALTHCHECK); nothing if unknown."""
-    import docker
-
     if not name:
         return [], False
     try:
@@ -167,8 +163,6 @@ def redis_over_network(client, image: str, network: str, host: str, key: str,
                        labels: dict[str, str]) -> int:
     """The counter of a Redis no ``docker exec`` reaches (on another node): asked from a
     throw-away container on the network, on this engine."""
-    import docker
-
     try:
         output = client.containers.run(image, ["redis-cli", "-h", host, "GET", key],
                                        network=network, remove=True, labels=labels)

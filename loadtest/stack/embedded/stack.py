@@ -25,9 +25,11 @@ from pathlib import Path
 import psutil
 
 from loadtest.contract import events as ev
+from loadtest.contract.plan import DurationTooLong, seconds
 from loadtest.stack import processes
 from loadtest.stack.balancers import make_balancer
 from loadtest.stack.balancers.base import BalancerPaths, LocalBalancer
+from loadtest.stack.balancers.traefik import traefik_binary
 from loadtest.stack.base import (
     BalancerRow,
     Replica,
@@ -124,8 +126,6 @@ class LocalStack(Stack):
 
     @classmethod
     def from_settings(cls, settings: StackSettings) -> LocalStack:
-        from loadtest.contract.plan import DurationTooLong, seconds
-
         opts = settings.options
         command = str(opts.get("app_cmd") or "").strip() or None
         counter = settings.counter_read
@@ -169,8 +169,6 @@ class LocalStack(Stack):
         if self.balancer == "haproxy":
             require_binary("haproxy")
         else:
-            from loadtest.stack.balancers.traefik import traefik_binary
-
             traefik_binary()
         self._claim_ports(self.port, self._api_port)
 

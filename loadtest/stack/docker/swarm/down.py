@@ -14,6 +14,8 @@ import logging
 import time
 from pathlib import Path
 
+import docker
+
 from loadtest.stack import private
 from loadtest.stack.base import StackError
 from loadtest.stack.docker.swarm import watch as swarmwatch
@@ -52,8 +54,6 @@ def _step(what: str, action) -> None:
 
 
 def _remove_stack(stack) -> None:
-    import docker
-
     client = stack._client
     for container in stack._stack_containers(running_only=False):
         if container["State"] == "paused":  # a fault left it frozen: it must hear SIGTERM
@@ -92,8 +92,6 @@ def _last_removals(stack) -> None:
 
 def _remove_traefik(stack) -> None:
     """Traefik, then the Docker API proxy it read through, and their shared volume."""
-    import docker
-
     for name in (stack._traefik_id or stack.traefik_name, stack.proxy_name):
         try:
             stack._client.containers.get(name).remove(force=True)

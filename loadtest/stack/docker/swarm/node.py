@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 
+import docker
+
 from loadtest.stack.base import StackError, port_is_free
 
 log = logging.getLogger("scalecheck")
@@ -53,8 +55,6 @@ class SwarmNode:
 
     def join(self) -> None:
         """Use the engine's swarm, or start a single-node one that only listens on 127.0.0.1."""
-        import docker
-
         if self.info().get("LocalNodeState") == "inactive":
             self._gwbridge_existed = bool(self.network_ids(GWBRIDGE))
             self.created = True  # before the call: leave() must run even if we are cut
@@ -89,8 +89,6 @@ class SwarmNode:
 
     def create_network(self, name: str, labels: dict[str, str]) -> None:
         """An attachable overlay network: a plain container (Traefik) can join it."""
-        import docker
-
         try:
             self.client.networks.create(name, driver="overlay", attachable=True, labels=labels)
         except docker.errors.APIError as exc:
@@ -103,8 +101,6 @@ class SwarmNode:
     def remove_network(self, name: str, owner: tuple[str, str] | None = None) -> None:
         """Remove a network by name (only if its ``owner`` label matches, when given),
         retrying while endpoints linger, until the engine no longer lists it (bounded)."""
-        import docker
-
         deadline = time.monotonic() + 30
         while ids := self.network_ids(name):
             try:

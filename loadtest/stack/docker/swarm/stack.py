@@ -33,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 
+import docker
+
 from loadtest.stack import private
 from loadtest.stack.balancers.views import TraefikApi, traefik_rows
 from loadtest.stack.base import (
@@ -192,8 +194,6 @@ class SwarmStack(DockerStack):
     def _start_docker_api_proxy(self) -> None:
         """Traefik reads the engine through a read-only proxy (``socketproxy``), on a
         socket in a volume only the two containers mount; the proxy is on no network."""
-        import docker
-
         self._made.add("traefik")
         self._proxy_dir = private.private_dir("scalecheck-swarm-proxy")
         os.chmod(self._proxy_dir, 0o755)  # the container's root reads its configuration
@@ -211,8 +211,6 @@ class SwarmStack(DockerStack):
             raise StackError(f"cannot start the Docker API proxy: {explain(exc)}") from None
 
     def _start_traefik(self) -> None:
-        import docker
-
         self._start_docker_api_proxy()
         args = swarm_traefik_args(self.network, self.stack_name, bool(self.log_dir))
         volumes = {self.proxy_volume: {"bind": socketproxy.SOCKET_DIR, "mode": "rw"}}
@@ -444,8 +442,6 @@ class SwarmStack(DockerStack):
         return [s for s in found if name is None or s.name == name]
 
     def _list_tasks(self, service: str | None = None) -> list[dict]:
-        import docker
-
         try:
             return self._client.api.tasks(filters={"service": service or self.service})
         except docker.errors.NotFound:
@@ -458,8 +454,6 @@ class SwarmStack(DockerStack):
             "label": f"{STACK_LABEL}={self.stack_name}"})
 
     def _container(self, container_id: str, what: str):
-        import docker
-
         try:
             return self._client.containers.get(container_id)
         except docker.errors.NotFound:

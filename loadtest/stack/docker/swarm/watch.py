@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import docker
+
 from loadtest.contract import events as ev
 from loadtest.stack.base import StackError
 from loadtest.stack.docker import engine
@@ -16,8 +18,6 @@ from loadtest.stack.docker.swarm.tasks import Phase
 def observe(stack, want_view: bool = False) -> tuple[list[dict], list | None]:
     """Read what changed since last time, record it; the tasks and (when useful) the
     balancer's view, for the caller."""
-    import docker
-
     try:
         read_events(stack)
         tasks = stack._list_tasks()
