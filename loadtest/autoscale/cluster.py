@@ -95,7 +95,8 @@ class ClusterObserver:
                 self._last_key = key
                 self._record(now, status)
             desired = status.get("desired")
-            if desired is not None and desired != self._asked:
+            # 0 until the controller's first computation (the status exists before it)
+            if desired is not None and desired >= 1 and desired != self._asked:
                 routed = len(self.stack.replicas())
                 self.events.add(ev.SCALE_ASKED, now, level=desired, previous=routed,
                                 by="autoscaler")

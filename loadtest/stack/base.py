@@ -243,6 +243,15 @@ class Stack(ABC):
     def _event(self, name: str, /, **details) -> dict:
         return self.events.add(name, **details)
 
+    def _front(self, port: int, balancer: str, api_port: int | None) -> None:
+        """The harness's balancer in front: which one (of ``balancers``), its port and its
+        API's (None: chosen at up)."""
+        if balancer not in self.balancers:
+            raise StackError(f"--balancer {balancer!r}: choose {' or '.join(self.balancers)}")
+        self.port = port
+        self.balancer = balancer
+        self._api_port = api_port
+
     def _claim_port(self, port: int) -> None:
         """Hold the balancer's port for this run, so a second run on it is refused.
 

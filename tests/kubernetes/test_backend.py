@@ -88,9 +88,11 @@ def nothing_left(running_cluster, kube):
 
 
 def harness(args: list[str], run_dir: Path, cluster, locustfile: Path = LOCUSTFILE,
-            timeout: float = 300, users: int = 4) -> subprocess.CompletedProcess:
+            timeout: float = 300, users: int | None = 4) -> subprocess.CompletedProcess:
+    """``users``: -u and -r (None: neither, a --load-profile gives them)."""
+    crowd = ["-u", str(users), "-r", str(users)] if users else []
     cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(locustfile), "--headless",
-           "-u", str(users), "-r", str(users), "--stack", "kubernetes",
+           *crowd, "--stack", "kubernetes",
            "--kubeconfig", str(cluster.kubeconfig), "--run-dir", str(run_dir),
            "--stack-port", str(free_port()), "--api-port", str(free_port()),
            "--only-summary", *args]
@@ -375,9 +377,9 @@ def test_the_shop_s_own_hpa_scales_up_and_back_down(running_cluster, engine, sho
                                                      nothing_left, tmp_path):
     run_dir = tmp_path / "run"
     proc = harness(["--autoscale", "cluster", "--kube-manifests", str(FAST),
-                    "--load-profile", "0s:2,5s:24,75s:24,80s:1,150s:1", "--request-timeout",
-                    "10s"], run_dir, running_cluster, locustfile=SHOP / "locustfile.py",
-                   timeout=420, users=24)
+                    "--load-profile", "0s:2,5s:24,75s:24,80s:1,150s:1",
+                    "--request-timeout", "10s"], run_dir, running_cluster,
+                   locustfile=SHOP / "locustfile.py", timeout=420, users=None)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     code, summary = analyse(run_dir)
     assert code in (0, 1), summary.get("verdict")
@@ -390,9 +392,12 @@ def test_the_shop_s_own_hpa_scales_up_and_back_down(running_cluster, engine, sho
     measured = [d for d in decisions if d["reported_metrics"]]
     assert measured, "the controller reported a CPU utilisation"
     assert any(d["pods"] and d["pods"][0]["cpu_request_m"] == 100.0 for d in decisions)
-    assert decisions[-1]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
+    # the behavior in force: the overlay's window, the API server's defaults for the rest
+    assert decisions[-1]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    assert decisions[-1]["behavior"]["scaleUp"]["policies"]
     asks = [(e["t"], e["level"]) for e in events
             if e["event"] == ev.SCALE_ASKED and e.get("by") == "autoscaler"]
+    assert all(level >= 1 for _, level in asks), asks  # never the status's first 0
     peak = max(level for _, level in asks)
     assert peak > 1, f"the HPA scaled up under the load: {asks}"
     assert asks[-1][1] < peak, f"and back down after its window: {asks}"

@@ -69,11 +69,7 @@ class LocalStack(Stack):
         limits: Limits | None = None,
     ) -> None:
         super().__init__()
-        if balancer not in self.balancers:
-            raise StackError(f"--balancer {balancer!r}: choose {' or '.join(self.balancers)}")
-        self.port = port
-        self.balancer = balancer
-        self._api_port = api_port
+        self._front(port, balancer, api_port)
         self._own_workdir = workdir is None
         # A stack of its own (tests, the stack CLI without a directory): made at up().
         self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir()) / \

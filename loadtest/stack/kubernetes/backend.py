@@ -71,11 +71,7 @@ class KubernetesStack(Stack):
         super().__init__()
         from loadtest.stack.kubernetes.target import EmbeddedCluster, UserCluster
 
-        if balancer not in self.balancers:
-            raise StackError(f"--balancer {balancer!r}: choose {' or '.join(self.balancers)}")
-        self.port = port
-        self.balancer = balancer
-        self._api_port = api_port
+        self._front(port, balancer, api_port)
         self.ours = manifests is None
         self.manifests = Path(manifests) if manifests else DEFAULT_MANIFESTS
         self.deployment_name = deployment or ("hello" if self.ours else None)
