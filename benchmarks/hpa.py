@@ -76,8 +76,11 @@ def _run(name: str, args: list[str], tmp: Path) -> Path | None:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"  {name}: skipped: exit {proc.returncode} after {took:.0f} s: {last}")
         return None
-    print(f"  {name}: {took:.0f} s")
-    return run_dir
+    run = json.loads((run_dir / "run.json").read_text())
+    status = run.get("status")
+    print(f"  {name}: {took:.0f} s, {status}" + (f": {run.get('error')}" if run.get("error")
+                                                  else ""))
+    return run_dir if status == "completed" else None
 
 
 def bench_hpa() -> None:
