@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 #: The user's own package named app: a page that says whose it is, on $PORT.
 USER_APP = {
@@ -83,3 +84,40 @@ def test_app_is_the_users_and_the_hello_app_is_scalecheck_hello(tmp_path):
                           text=True, cwd=project, env=_env(PYTHONPATH=str(project)), timeout=60)
     assert ours.returncode == 0, ours.stderr
 
+
+def _stack(project: Path, cwd: Path, env: dict[str, str], *args: object
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loadtest.stack", "--project-dir",
+                           str(project), *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+
+
+def _page(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_a_users_app_package_and_the_hello_app_side_by_side(tmp_path, no_leftovers):
+    """From the user's project (its own `app` in the working directory and on PYTHONPATH),
+    the embedded stack serves the hello app; and the user's `app`, run by the harness from
+    another directory, is the user's, not the repo's app/ (the detached stack's children
+    inherit its PYTHONPATH, which used to start with the repo root)."""
+    project = _user_project(tmp_path)
+    env = _env(PYTHONPATH=str(project))
+    port = free_port()
+    try:
+        up = _stack(project, project, env, "up", "-d", "--scale", "1", "--port", port)
+        assert up.returncode == 0, up.stderr
+        assert "Hello world!" in _page(port)
+    finally:
+        assert _stack(project, project, env, "down").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    port = free_port()
+    try:
+        up = _stack(project, project, env, "up", "-d", "--port", port, "--app-dir", elsewhere,
+                    "--app-cmd", f"{sys.executable} -m app", "--health-path", "/")
+        assert up.returncode == 0, up.stderr
+        assert _page(port) == "app of the user"
+    finally:
+        assert _stack(project, project, env, "down").returncode == 0
