@@ -8,6 +8,7 @@ nothing the harness starts puts the repo root (where ``app/`` is) on a child's p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -59,6 +60,23 @@ def test_the_package_list_is_the_package_folders():
                for p in (ROOT / "loadtest").rglob("__init__.py")}
     assert sorted(config["packages"]) == sorted(folders | {"scalecheck_hello"})
     assert (ROOT / "app" / "__init__.py").is_file()
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower()
+            for line in requirements if line.strip() and not line.lstrip().startswith("#")}
+
+
+def test_the_shops_web_stack_is_an_extra_not_a_dependency():
+    """examples/shop is an app that is not ours: what it needs beyond the harness's own
+    dependencies is the extra ``shop`` (make setup installs .[dev,shop]), nothing more."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = _names(project["dependencies"])
+    shop = _names((ROOT / "examples" / "shop" / "requirements.txt").read_text().splitlines())
+    assert _names(project["optional-dependencies"]["shop"]) == shop - core
+    assert {"starlette", "uvicorn", "uvloop", "httptools"} <= shop - core
+    assert "dev,shop" in (ROOT / "Makefile").read_text()
 
 
 @pytest.mark.process
