@@ -17,7 +17,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,shop]'  # shop: examples/shop's web stack, for its tests and docs
 	@touch $@
 
 demo: setup

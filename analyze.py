@@ -9,13 +9,11 @@ Exit code: 0 pass, 1 fail, 3 inconclusive, 2 bad input or usage.
 
 from __future__ import annotations
 
-import os
 import sys
 
-# Run as ``python analyze.py`` from anywhere: make the package importable.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from loadtest.analysis.cli import main  # noqa: E402
+# Python puts this script's own folder first on sys.path, so ``loadtest`` imports from
+# anywhere (and from the install): no sys.path edit of ours.
+from loadtest.analysis.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

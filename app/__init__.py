@@ -8,6 +8,10 @@ state a real app has: keyed values and lists (``app/kv.py``, ``KV_MODE``), count
 added to (``app/tally.py``, ``TALLY_MODE``), ordered lists (``app/lists.py``,
 ``LIST_MODE``) and logins (``app/session.py``, ``SESSION_MODE``), each with a correct and
 faulty modes.
+
+Its folder is ``app/``; it installs as ``scalecheck_hello`` (pyproject's package-dir), since
+the harness runs the user's app in the same environment and ``app`` is the likeliest name
+of theirs. Its imports of itself are relative, so the Docker image can keep it as ``app``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from flask import Flask, jsonify, render_template_string, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import kv, lists, session, tally
-from app.cost import spend
-from app.counter import make_counter
-from app.replies import error_text, served_by
+from . import kv, lists, session, tally
+from .cost import spend
+from .counter import make_counter
+from .replies import error_text, served_by
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Hello {{ name }}</title></head>

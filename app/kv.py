@@ -30,7 +30,7 @@ from typing import Protocol
 import redis
 from flask import Blueprint, request
 
-from app.replies import Answer
+from .replies import Answer
 
 MODES = ("redis", "cached")
 CACHE_ENTRIES = 10_000  # per replica; the oldest copies go first beyond this

@@ -6,8 +6,10 @@ first SIGTERM only starts a drain: /health fails (so the balancer stops
 routing here), requests keep being served for ``DRAIN_SECONDS``, then the
 normal graceful stop runs. A second SIGTERM stops at once (gracefully).
 
-Usage: ``python -m app.serve`` with ``PORT`` (default 8000), ``BIND_HOST``
-(default 0.0.0.0), ``DRAIN_SECONDS`` (default 3), ``WEB_THREADS`` (default 4).
+Usage: ``python -m scalecheck_hello.serve`` where scalecheck is installed (its installed
+name), ``python -m app.serve`` in its image (the folder copied as is; its imports are
+relative, so either name works), with ``PORT`` (default 8000), ``BIND_HOST`` (default
+0.0.0.0), ``DRAIN_SECONDS`` (default 3), ``WEB_THREADS`` (default 4).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from app import create_app
+from . import create_app
 
 # Shared memory created before the worker forks, so the arbiter can tell the
 # workers that it is draining without any IPC of its own.

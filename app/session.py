@@ -23,7 +23,7 @@ from typing import Protocol
 import redis
 from flask import Blueprint, request
 
-from app.replies import Answer, error_text
+from .replies import Answer, error_text
 
 MODES = ("redis", "memory")
 COOKIE = "hello_session"

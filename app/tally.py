@@ -25,7 +25,7 @@ import json
 import redis
 from flask import Blueprint, request
 
-from app.replies import Answer, error_text
+from .replies import Answer, error_text
 
 MODES = ("atomic", "racy", "retrying")
 

@@ -18,19 +18,22 @@ order, and sessions honoured by every replica.
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import sys
 
-# Run as ``locust -f loadtest/state.py`` from anywhere: make the package importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from locust import constant, events, task
 
-from locust import constant, events, task  # noqa: E402
-
-from loadtest import harness  # noqa: E402
-from loadtest.ops import operation, saw  # noqa: E402
-from loadtest.shape import PlanShape  # noqa: E402, F401 - Locust picks the shape up from here
-from loadtest.users import ScalecheckHttpUser  # noqa: E402
+# ``loadtest`` is imported from the install (make setup: pip install -e .), from wherever
+# Locust is started: no sys.path edit, which would put the repo root, and its app/, first.
+try:
+    from loadtest import harness
+except ModuleNotFoundError as exc:  # a Locust from outside the project's venv
+    if exc.name != "loadtest":
+        raise
+    raise SystemExit("scalecheck: loadtest is not installed in this Python: run make setup "
+                     "and the venv's locust (.venv/bin/locust)") from None
+from loadtest.ops import operation, saw
+from loadtest.shape import PlanShape  # noqa: F401 - Locust picks the shape up from here
+from loadtest.users import ScalecheckHttpUser
 
 harness.install(events, defaults={"counter_field": "none"})  # state, not a visit counter
 _user_ids = itertools.count(1)

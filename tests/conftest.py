@@ -137,7 +137,8 @@ def stack_processes() -> set[int]:
             if _pid_namespace(proc.info["pid"]) != ours:
                 continue
             cmd = " ".join(proc.info["cmdline"] or [])
-            replica = any(mark in cmd for mark in ("app.serve", "tests/apps/", "-m shop"))
+            replica = any(mark in cmd for mark in
+                          ("scalecheck_hello.serve", "tests/apps/", "-m shop"))
             if (proc.info["name"] in STACK_PROGRAMS or replica) and _started_here(proc):
                 found.add(proc.info["pid"])
         except psutil.Error:

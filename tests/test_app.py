@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from app import create_app
-from app.counter import make_counter
+from scalecheck_hello import create_app
+from scalecheck_hello.counter import make_counter
 
 
 def client_for(redis_port: int, **settings):

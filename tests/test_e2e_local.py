@@ -447,7 +447,7 @@ def _find_replica(run_dir: Path, name: str, timeout: float = 30):
     while time.monotonic() < deadline:
         for p in psutil.process_iter(["pid", "cmdline"]):
             try:
-                if "app.serve" in " ".join(p.info["cmdline"] or []) and \
+                if "scalecheck_hello.serve" in " ".join(p.info["cmdline"] or []) and \
                         any(f.path == log for f in p.open_files()):
                     return p
             except psutil.Error:

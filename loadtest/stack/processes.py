@@ -11,11 +11,15 @@ started, and what ignores SIGTERM.
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib.metadata
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,9 +59,37 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
+@functools.cache
+def _installed_editable_here() -> bool:
+    """The venv has this checkout installed editable (make setup: ``pip install -e .``).
+
+    Every record is read: run from the repo root, the build's own ``scalecheck.egg-info``
+    there is found first, and it says nothing of the install."""
+    for dist in importlib.metadata.distributions(name="scalecheck"):
+        try:
+            where = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        if not isinstance(where, dict) or not isinstance(where.get("dir_info"), dict):
+            continue
+        url = str(where.get("url", ""))
+        if where["dir_info"].get("editable") and url.startswith("file://") and \
+                Path(urllib.parse.unquote(url[len("file://"):])).resolve() == REPO_ROOT:
+            return True
+    return False
+
+
 def pythonpath_with_repo(env: dict[str, str]) -> str:
-    """PYTHONPATH that lets a child ``python -m app.serve`` from any directory."""
-    return os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    """PYTHONPATH for the harness's own children (``python -m loadtest...``, the hello app's
+    ``-m scalecheck_hello.serve``) from any directory.
+
+    Installed editable from here, a child imports both from the install, and the repo root
+    stays off the path: first on it, its ``app/`` folder would shadow a user's own ``app``
+    in every process that inherits the variable (the replicas of ``stack up -d``). Otherwise
+    (a bare checkout, another install) the repo root goes first, as before.
+    """
+    root = None if _installed_editable_here() else str(REPO_ROOT)
+    return os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

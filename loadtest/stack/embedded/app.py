@@ -29,7 +29,7 @@ from loadtest.stack.base import StackError
 
 @dataclass(frozen=True)
 class AppSpec:
-    command: str | None = None            # None: the hello app (python -m app.serve)
+    command: str | None = None            # None: the hello app (-m scalecheck_hello.serve)
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     health_path: str | None = None        # None: the hello app's /health, or "/" < 500
@@ -70,7 +70,8 @@ class AppSpec:
 
     def argv(self, port: int) -> list[str]:
         if self.ours:
-            return [sys.executable, "-m", "app.serve"]
+            # Its installed name: a user's own `app` cannot shadow it, nor it theirs.
+            return [sys.executable, "-m", "scalecheck_hello.serve"]
         return [word.replace("{port}", str(port)) for word in shlex.split(self.command)]
 
     def environment(self, base: dict[str, str], name: str, port: int,
