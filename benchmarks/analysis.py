@@ -19,7 +19,7 @@ def bench_analysis(large: bool = False) -> None:
             out = workdir / f"run-{n}"
             subprocess.run([PY, "-m", "loadtest.contract.synth", "--requests", str(n),
                             "--out", str(out),
-                            "--levels", "1,2,4,8"], check=True, cwd=ROOT,
+                            "--scale-levels", "1,2,4,8"], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
             seconds, peak, code = run_measured([PY, str(ROOT / "analyze.py"), str(out),
                                                 "--quiet"], cwd=ROOT)

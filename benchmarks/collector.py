@@ -27,8 +27,9 @@ class _Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         subprocess.run([PY, "-m", "loadtest.stack", "--project-dir", str(self.project), "up",
-                        "-d", "--scale", str(replicas), "--port", str(self.port), "--balancer",
-                        balancer, "--api-port", str(free_port())], check=True, cwd=ROOT,
+                        "-d", "--scale", str(replicas), "--stack-port", str(self.port),
+                        "--balancer", balancer, "--api-port", str(free_port())], check=True,
+                       cwd=ROOT,
                        stdout=subprocess.DEVNULL)
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from loadtest.analysis.load import load_run
 from loadtest.analysis.summary import analyse
 from loadtest.analysis.thresholds import Thresholds
 from loadtest.contract.synth import Anomalies, SynthSpec, generate, write
+from loadtest.contract.synth import main as synth_main
 
 
 def run_synth(tmp_path, requests=20_000, levels=(1, 2, 4), balance="roundrobin", seed=3,
@@ -19,6 +22,18 @@ def run_synth(tmp_path, requests=20_000, levels=(1, 2, 4), balance="roundrobin",
     meta, cols = generate(spec)
     out = write(tmp_path / "run", meta, cols, chunk=7_000)
     return analyse(load_run(out), Thresholds()).summary
+
+
+@pytest.mark.parametrize("flag,warned", [("--scale-levels", False), ("--levels", True)])
+def test_synth_takes_the_harness_name_for_levels(flag, warned, tmp_path, capsys):
+    """--scale-levels, as the harness calls the replica counts; --levels, its old name,
+    still works for one release and says the new one on stderr."""
+    assert synth_main(["--requests", "600", "--out", str(tmp_path / "r"), flag, "1,3"]) == 0
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert [stage["level"] for stage in meta["plan"]["stages"]] == [1, 3]
+    err = capsys.readouterr().err.splitlines()
+    assert err == (["python -m loadtest.contract.synth: warning: --levels is now "
+                    "--scale-levels (--levels still works, for one release)"] if warned else [])
 
 
 def rounded(value):

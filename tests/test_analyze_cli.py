@@ -185,6 +185,27 @@ def test_thresholds_from_pyproject_and_command_line(tmp_path):
     assert proc.returncode == 2 and "min_jian" in proc.stderr
 
 
+def test_balance_policy_and_its_old_name(tmp_path):
+    """--balance-policy is the policy judged (--balancer, under Locust, is which balancer
+    runs); --balance, its old name, still works for one release and says the new one in
+    one line."""
+    run = synth_run(tmp_path / "policy")
+    settings = lambda: json.loads((run / "summary.json").read_text())["settings"]  # noqa: E731
+    new = analyze(run, "--no-report", "--quiet", "--balance-policy", "leastconn")
+    assert new.returncode == 0 and new.stderr == "", new.stderr
+    assert settings()["balance"] == "leastconn"
+    old = analyze(run, "--no-report", "--quiet", "--balance", "weights:hello-1=2")
+    assert old.returncode in (0, 1), old.stderr
+    assert old.stderr.splitlines() == ["python analyze.py: warning: --balance is now "
+                                       "--balance-policy (--balance still works, for one "
+                                       "release)"]
+    assert (settings()["balance"], settings()["weights"]) == ("weights", {"hello-1": 2.0})
+    bad = analyze(run, "--no-report", "--balance-policy", "fair")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["python analyze.py: error: --balance-policy 'fair': "
+                                       "choose roundrobin, leastconn or weights:NAME=W,..."]
+
+
 @pytest.mark.parametrize("flag", ["--help"])
 def test_help_lists_thresholds(flag):
     out = analyze(flag).stdout

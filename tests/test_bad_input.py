@@ -77,6 +77,14 @@ TEAM_HPA = ROOT / "tests" / "data" / "hpa" / "team.yaml"
     (["--hpa-manifest", str(TEAM_HPA), "--autoscale", "kpa"],
      "--hpa-manifest describes an HPA: --autoscale kpa cannot follow it"),
     (["--hpa-manifest", "missing.yaml"], "missing.yaml: No such file or directory"),
+    # a word from a fixed set: argparse's one line, at parse time
+    (["--autoscale", "hap"], "argument --autoscale: 'hap': choose none, hpa, kpa, cluster"),
+    (["--autoscale-metric", "mem"],
+     "argument --autoscale-metric: 'mem': choose rps, inflight, cpu, p95"),
+    (["--load-model", "half"], "argument --load-model: 'half': choose closed, open"),
+    (["--balancer", "nginx"], "argument --balancer: 'nginx': choose traefik, haproxy"),
+    (["--stack", "nomad"], "argument --stack: unknown backend 'nomad'; choose local, "
+                           "compose, swarm, kubernetes, external"),
 ])
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(args, message, tmp_path,
                                                            no_leftovers):
@@ -146,6 +154,31 @@ def test_the_defaults_shown_by_the_web_ui_are_no_conflict(tmp_path):
     parsed.app_env = [""]
     parsed.scale_levels = "1, 2, 4"
     assert harness_options.validate(parsed, check_dir=False).plan.autoscale is not None
+
+
+@pytest.mark.parametrize("dest,value,message", [
+    ("autoscale", "hap", "--autoscale 'hap': choose none, hpa, kpa, cluster"),
+    ("autoscale_metric", "mem", "--autoscale-metric 'mem': choose rps, inflight, cpu, p95"),
+    ("load_model", "half", "--load-model 'half': choose closed, open"),
+    ("balancer", "nginx", "--balancer 'nginx': choose traefik, haproxy"),
+    ("stack", "nomad", "--stack: unknown backend 'nomad'; choose local, compose, swarm, "
+                       "kubernetes, external"),
+])
+def test_the_web_ui_cannot_slip_a_word_past_the_choices(dest, value, message, tmp_path):
+    """Locust's web UI sets parsed options as plain strings, past argparse's type= and
+    choices=: validate still refuses a word outside the set, in one line naming the
+    option, and takes an empty field for the default."""
+    parsed = _parser().parse_args(["--autoscale", "hpa", "--autoscale-target", "10",
+                                   "--run-dir", str(tmp_path / "r")])
+    setattr(parsed, dest, value)
+    with pytest.raises(harness_options.UsageError) as refused:
+        harness_options.validate(parsed, check_dir=False)
+    assert str(refused.value) == message
+    setattr(parsed, dest, "")
+    if dest == "autoscale":
+        parsed.autoscale_target = ""  # no autoscaler: its target left empty too
+    options = harness_options.validate(parsed, check_dir=False)
+    assert getattr(options, dest) == harness_options.DEFAULTS[dest]
 
 
 @pytest.mark.parametrize("args", [

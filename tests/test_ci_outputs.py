@@ -89,12 +89,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """A passing, a failing, an inconclusive and a no-counter run, analysed with JUnit
     and Markdown outputs."""
     base = tmp_path_factory.mktemp("ci")
-    made = {"pass": synth(base / "pass", "--requests", "6000", "--levels", "1,2"),
-            "fail": synth(base / "fail", "--requests", "6000", "--levels", "1,2",
+    made = {"pass": synth(base / "pass", "--requests", "6000", "--scale-levels", "1,2"),
+            "fail": synth(base / "fail", "--requests", "6000", "--scale-levels", "1,2",
                           "--duplicates", "3"),
             "inconclusive": synth(base / "inconclusive", "--requests", "6000",
-                                  "--levels", "1,2"),
-            "nocounter": synth(base / "nocounter", "--requests", "6000", "--levels", "1,2")}
+                                  "--scale-levels", "1,2"),
+            "nocounter": synth(base / "nocounter", "--requests", "6000", "--scale-levels", "1,2")}
     _edit_run(made["inconclusive"], lambda m: m.update(counter={"before": None, "after": None}))
     _edit_run(made["nocounter"], lambda m: m["options"].update(counter_field="none"))
     codes = {}
@@ -178,7 +178,7 @@ def test_markdown_has_verdict_table_charts_and_the_evidence(runs):
 
 def _big_run(path: Path) -> Path:
     """100 replicas and 50 faults, in the real format."""
-    run = synth(path, "--requests", "150000", "--levels", "1,100", "--users", "40")
+    run = synth(path, "--requests", "150000", "--scale-levels", "1,100", "--users", "40")
     meta = json.loads((run / "run.json").read_text())
     t0 = min(s["t_start"] for s in meta["stages"])
     t1 = max(s["t_end"] for s in meta["stages"])

@@ -180,7 +180,7 @@ def test_the_by_hand_stack_s_commands_refuse_another_local_user(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     stack = [sys.executable, "-m", "loadtest.stack", "--project-dir", str(project)]
-    up = subprocess.run([*stack, "up", "-d", "--scale", "1", "--port", str(free_port())],
+    up = subprocess.run([*stack, "up", "-d", "--scale", "1", "--stack-port", str(free_port())],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
     sock = _socket_path(project / ".scalecheck")

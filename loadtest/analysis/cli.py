@@ -22,6 +22,7 @@ from loadtest.analysis.checks import EXIT_CODES
 from loadtest.analysis.junit import write_junit
 from loadtest.analysis.markdown import append_step_summary, write_markdown
 from loadtest.analysis.thresholds import ThresholdError, Thresholds, resolve
+from loadtest.contract.names import add_renamed
 
 USAGE_EXIT = 2
 
@@ -50,10 +51,12 @@ def build_parser(prog: str = "python analyze.py") -> argparse.ArgumentParser:
     parser.add_argument("--baseline", type=Path, metavar="RUN_DIR",
                         help="compare against this run (e.g. the run of main) and check for "
                              "regressions")
-    parser.add_argument("--balance", default="roundrobin", metavar="POLICY",
-                        help="what the balancer should do: roundrobin (judged on requests), "
-                             "leastconn (judged on busy time) or weights:NAME=W,... "
-                             "(judged against those shares) (default: roundrobin)")
+    add_renamed(parser.add_argument, "--balance-policy", old=["--balance"],
+                dest="balance_policy", default="roundrobin", metavar="POLICY",
+                help="the policy the balancer should follow, judged: roundrobin (on "
+                     "requests), leastconn (on busy time) or weights:NAME=W,... (against "
+                     "those shares) (default: roundrobin; --balance, its old name, works "
+                     "for one release)")
     parser.add_argument("--allow-unchecked", default="", metavar="NAME,...",
                         help="checks to accept as not applicable when they cannot be made "
                              "(e.g. counter_lost_increments on an app whose counter cannot be "
@@ -128,7 +131,7 @@ def _run(args, prog: str) -> int:
         thresholds = resolve({n: getattr(args, n) for n in Thresholds.names()},
                              args.config or Path("pyproject.toml"),
                              required=args.config is not None)
-        policy, weights = parse_balance(args.balance)
+        policy, weights = parse_balance(args.balance_policy)
         if args.expect_replicas is not None and args.expect_replicas < 1:
             raise ThresholdError("--expect-replicas must be 1 or more")
         settings = Settings(balance=policy, weights=weights,

@@ -1,6 +1,6 @@
 """Did the balancer spread requests over the replicas that were up, as its policy should?
 
-The expectation depends on the balancing policy (``--balance``):
+The expectation depends on the balancing policy (``--balance-policy``):
 
 - ``roundrobin`` (the default; Traefik's and HAProxy's default): each replica
   gets the same *number* of requests per second in service;
@@ -47,11 +47,11 @@ def parse_balance(text: str) -> tuple[str, dict[str, float]]:
             except ValueError:
                 weight = -1.0
             if not sep or not name.strip() or weight <= 0 or not math.isfinite(weight):
-                raise BalanceError(f"--balance {text!r}: expected weights:NAME=W,... with "
+                raise BalanceError(f"--balance-policy {text!r}: expected weights:NAME=W,... with "
                                    "W > 0")
             weights[name.strip()] = weight
         return "weights", weights
-    raise BalanceError(f"--balance {text!r}: choose roundrobin, leastconn or "
+    raise BalanceError(f"--balance-policy {text!r}: choose roundrobin, leastconn or "
                        "weights:NAME=W,...")
 
 

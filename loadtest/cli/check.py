@@ -7,7 +7,7 @@ Runs Locust headless with the given options (locustfile ``loadtest/hello.py``
 unless ``-f`` names another; ``--run-dir`` chosen here when not given), then
 the analysis of that run, and exits as ``analyze.py`` does: 0 pass, 1 fail,
 3 inconclusive, 2 bad input or usage. Options after ``--`` go to the analysis
-(thresholds, ``--balance``, ``--allow-unchecked``, ...).
+(thresholds, ``--balance-policy``, ``--allow-unchecked``, ...).
 
 Locust's own exit code: 1 (some requests failed) is left to the verdict, which
 judges errors against its thresholds; any other non-zero code from a run that

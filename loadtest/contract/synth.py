@@ -1,7 +1,7 @@
 """Synthetic histories in the real run format, with anomalies injected on request.
 
-    python -m loadtest.contract.synth --requests 100000 --out reports/synth --levels 1,2,4 \
-        --balance roundrobin --duplicates 3 --order-violations 2
+    python -m loadtest.contract.synth --requests 100000 --out reports/synth \
+        --scale-levels 1,2,4 --balance roundrobin --duplicates 3 --order-violations 2
 
 The clean history is linearizable by construction: each request takes effect
 at a point inside its own [t_start, t_end], and counter values follow those
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from loadtest.contract.names import add_renamed
 from loadtest.contract.records import SCHEMA, PartWriter
 from loadtest.contract.rundir import RunRecord
 
@@ -349,20 +350,26 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--levels", default="1,2,4")
+    add_renamed(parser.add_argument, "--scale-levels", old=["--levels"], dest="scale_levels",
+                default="1,2,4", metavar="N,N,...",
+                help="replica counts, one stage each, as the harness's --scale-levels "
+                     "(default: 1,2,4; --levels, the old name, works for one release)")
     parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--balance", choices=BALANCES, default="roundrobin")
+    parser.add_argument("--balance", choices=BALANCES, default="roundrobin",
+                        help="how the synthetic balancer spreads the requests: evenly, or "
+                             "skewed, or starving a replica (default: roundrobin)")
     parser.add_argument("--seed", type=int, default=1)
     for name in Anomalies.__dataclass_fields__:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, metavar="N",
                             help=f"inject N {name.replace('_', ' ')}")
     args = parser.parse_args(argv)
     try:
-        levels = [int(x) for x in args.levels.split(",")]
+        levels = [int(x) for x in args.scale_levels.split(",")]
         if not levels or min(levels) < 1:
             raise ValueError
     except ValueError:
-        parser.error(f"--levels: expected replica counts like 1,2,4, got {args.levels!r}")
+        parser.error(f"--scale-levels: expected replica counts like 1,2,4, got "
+                     f"{args.scale_levels!r}")
     anomalies = Anomalies(**{k: getattr(args, k) for k in Anomalies.__dataclass_fields__})
     spec = SynthSpec(args.requests, levels, args.users, args.balance, anomalies, seed=args.seed)
     started = time.perf_counter()

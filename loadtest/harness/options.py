@@ -3,8 +3,10 @@
 Options are declared on Locust's parser so they show in the web UI (Locust's
 ``--help`` is printed before a locustfile loads, so it cannot list them:
 ``scalecheck options`` does). Each option's default is written once, in ``OPTIONS``
-(the backends' own options in their ``add_arguments``). Values are checked in one
-place, ``validate``, topic by topic (the stack, the fields, the load, the autoscaler,
+(the backends' own options in their ``add_arguments``). A word from a fixed set
+(``--stack``, ``--balancer``, ``--load-model``, ``--autoscale``, ``--autoscale-metric``)
+is refused by argparse as it is parsed (``Choice``). Every value is checked in
+``validate``, topic by topic (the stack, the fields, the load, the autoscaler,
 the app, the replicas' limits), which turns bad input into a ``UsageError`` with a
 one-line message (exit code 2) before anything is created: no run directory, no
 process. The plan is built there, once, from the validated options.
@@ -12,6 +14,7 @@ process. The plan is built there, once, from the validated options.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import tempfile
@@ -38,8 +41,8 @@ from loadtest.contract.plan import (
 )
 from loadtest.contract.plan import seconds as plan_seconds
 from loadtest.harness.collector import FieldSpec
-from loadtest.stack import BACKENDS, REGISTRY, backend_class
-from loadtest.stack.base import FAULT_NEEDS, app_arguments
+from loadtest.stack import BACKENDS, backend_class
+from loadtest.stack.base import BALANCERS, FAULT_NEEDS, app_arguments
 from loadtest.stack.limits import Limits, parse_cpus, parse_memory
 
 #: Resident memory of one replica (gunicorn, gthread, 4 threads), measured on the
@@ -65,6 +68,46 @@ def default_max_replicas() -> int:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of words. Checked twice with one message: as argparse's ``type=``
+    (a bad word on the command line or in a config file is argparse's one line, exit 2,
+    and the set is argparse's ``choices``, which Locust's web UI shows as a list), and in
+    ``validate`` through ``check``, since the web UI and ``fixed=`` hand values over as
+    plain strings that never pass through argparse."""
+
+    values: tuple[str, ...]
+    #: How an unknown word is called in the message ("unknown backend"), or "" for
+    #: the plain "'x': choose a, b".
+    unknown: str = ""
+
+    def problem(self, value: Any) -> str:
+        """What is wrong with ``value``, without the option's name (argparse adds it)."""
+        said = f"{self.unknown} {short(value)!r}; " if self.unknown else f"{short(value)!r}: "
+        return f"{said}choose {', '.join(self.values)}"
+
+    def __call__(self, text: Any) -> str:
+        value = str(text).strip()
+        if value not in self.values:
+            raise argparse.ArgumentTypeError(self.problem(text))
+        return value
+
+    def check(self, value: Any, flag: str) -> str:
+        """``value`` if it is one of the set, else a UsageError naming ``flag``."""
+        try:
+            return self(value)
+        except argparse.ArgumentTypeError:
+            sep = ": " if self.unknown else " "
+            raise UsageError(f"{flag}{sep}{self.problem(value)}") from None
+
+
+STACKS = Choice(BACKENDS, unknown="unknown backend")
+BALANCER_NAMES = Choice(BALANCERS)
+LOAD_MODEL = Choice(LOAD_MODELS)
+AUTOSCALER = Choice(AUTOSCALERS)
+AUTOSCALE_METRIC = Choice(AUTOSCALE_METRICS)
+
+
+@dataclass(frozen=True)
 class Opt:
     flag: str
     default: Any
@@ -72,6 +115,7 @@ class Opt:
     help: str
     type: type | None = None
     action: str | None = None
+    choice: Choice | None = None  # a fixed set, checked at parse time (and in validate)
 
     @property
     def dest(self) -> str:
@@ -80,9 +124,10 @@ class Opt:
 
 OPTIONS: tuple[Opt, ...] = (
     Opt("--stack", "local", "BACKEND", f"Stack under test: {' | '.join(BACKENDS)} "
-        "(default: local)"),
+        "(default: local)", choice=STACKS),
     Opt("--balancer", "traefik", "NAME",
-        "Balancer in front of the replicas: traefik | haproxy (default: traefik)"),
+        f"Balancer in front of the replicas: {' | '.join(BALANCERS)} (default: traefik)",
+        choice=BALANCER_NAMES),
     Opt("--stack-port", 4000, "PORT", "Port of the balancer on 127.0.0.1 (default: 4000)", int),
     Opt("--api-port", 0, "PORT",
         "The balancer's API/dashboard on 127.0.0.1 (default: 8080 if free, else any)", int),
@@ -123,7 +168,7 @@ OPTIONS: tuple[Opt, ...] = (
         "constant_throughput); 0 = as fast as possible (default)", float),
     Opt("--load-model", "closed", "MODEL",
         "closed: -u users send back to back (Locust's way); open: requests arrive at a rate "
-        "whatever the app's speed (default: closed)"),
+        "whatever the app's speed (default: closed)", choice=LOAD_MODEL),
     Opt("--load-profile", "", "T:V,...",
         "Load over time, linear between points, e.g. 0s:50,60s:400,120s:50, or a preset "
         "(ramp, spike, wave); values are req/s (open) or users (closed); the run ends at the "
@@ -134,12 +179,13 @@ OPTIONS: tuple[Opt, ...] = (
         "Let an autoscaler choose the replica count: none | hpa | kpa (the harness's "
         "simulations) | cluster (--stack kubernetes: the cluster's own HPA, from the "
         "manifests or from these flags; the harness only watches) (default: none; hpa "
-        "with --hpa-manifest)"),
+        "with --hpa-manifest)", choice=AUTOSCALER),
     Opt("--hpa-manifest", "", "FILE",
         "HPA: simulate the team's HorizontalPodAutoscaler (autoscaling/v2): its min/max "
         "replicas, metric and target, behavior; implies --autoscale hpa"),
     Opt("--autoscale-metric", "rps", "METRIC",
-        "What the autoscaler watches, per replica: rps | inflight | cpu | p95 (default: rps)"),
+        "What the autoscaler watches, per replica: rps | inflight | cpu | p95 (default: rps)",
+        choice=AUTOSCALE_METRIC),
     Opt("--autoscale-target", 0.0, "VALUE",
         "Target value of the metric per replica (rps, requests in flight, CPU %% of the "
         "request, or p95 ms)", float),
@@ -195,6 +241,8 @@ def add_arguments(parser, defaults: dict[str, Any] | None = None) -> None:
             kwargs["metavar"] = opt.metavar
         if opt.type:
             kwargs["type"] = opt.type
+        if opt.choice:
+            kwargs["type"], kwargs["choices"] = opt.choice, list(opt.choice.values)
         add(opt.flag, **kwargs)
     app_arguments(add)
     for name in BACKENDS:
@@ -400,11 +448,9 @@ def _refuse_faults_it_cannot_apply(plan, cls) -> None:
 
 
 def _stack(get) -> dict:
-    stack = str(get("stack") or "local")
-    if stack not in REGISTRY:
-        raise UsageError(f"--stack: unknown backend {stack!r}; choose {', '.join(BACKENDS)}")
+    stack = STACKS.check(get("stack") or "local", "--stack")
     cls = backend_class(stack)
-    balancer = str(get("balancer") or "traefik")
+    balancer = BALANCER_NAMES.check(get("balancer") or "traefik", "--balancer")
     if cls.balancers and balancer not in cls.balancers:
         raise UsageError(f"--balancer {balancer!r}: the {stack} stack offers "
                          f"{' or '.join(cls.balancers)}")
@@ -474,8 +520,7 @@ def _load(get) -> dict:
         raise UsageError("--arrival-rate must be more than 0")
     if arrival_rate > 0:
         load_model = "open"
-    if load_model not in LOAD_MODELS:
-        raise UsageError(f"--load-model {load_model!r}: choose closed or open")
+    load_model = LOAD_MODEL.check(load_model, "--load-model")
     if load_model == "open" and rate_per_user > 0:
         raise UsageError("--rate-per-user paces users of the closed model; the open model's "
                          "rate is --arrival-rate or --load-profile")
@@ -525,13 +570,8 @@ def _autoscale(get, cls, max_replicas: int) -> dict:
                 "scale_down_window": hpa.knobs.scale_down_window}
         get = _overlay(get, sets)
         max_replicas = hpa.knobs.max_replicas
-    autoscale = str(get("autoscale") or "none")
-    if autoscale not in AUTOSCALERS:
-        raise UsageError(f"--autoscale {autoscale!r}: choose {', '.join(AUTOSCALERS)}")
-    metric = str(get("autoscale_metric") or "rps")
-    if metric not in AUTOSCALE_METRICS:
-        raise UsageError(f"--autoscale-metric {metric!r}: choose "
-                         f"{', '.join(AUTOSCALE_METRICS)}")
+    autoscale = AUTOSCALER.check(get("autoscale") or "none", "--autoscale")
+    metric = AUTOSCALE_METRIC.check(get("autoscale_metric") or "rps", "--autoscale-metric")
     target = real(get("autoscale_target") or 0.0, "--autoscale-target")
     min_replicas = int(get("min_replicas") or 0)
     if autoscale == "cluster":

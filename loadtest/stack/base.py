@@ -114,6 +114,10 @@ def app_arguments(add: OptionAdder) -> None:
              "counter checks are then not applicable)")
 
 
+#: Every balancer the harness can run (``--balancer``); a backend offers some of them.
+BALANCERS: tuple[str, ...] = ("traefik", "haproxy")
+
+
 class Stack(ABC):
     """The system under test, behind one balancer URL."""
 

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.contract.names import add_renamed
 from loadtest.contract.plan import seconds
 from loadtest.stack import (
     BACKENDS,
@@ -40,7 +41,7 @@ from loadtest.stack import (
     private,
     processes,
 )
-from loadtest.stack.base import BalancerView, StackError, app_arguments
+from loadtest.stack.base import BALANCERS, BalancerView, StackError, app_arguments
 
 STATE_DIR = Path(".scalecheck")
 
@@ -179,7 +180,7 @@ def cmd_up(args) -> int:
     options = {a.dest: getattr(args, a.dest) for a in _backend_actions() if hasattr(args, a.dest)}
     try:
         stack = make_stack(args.stack, StackSettings(
-            port=args.port, balancer=args.balancer, api_port=args.api_port or None,
+            port=args.stack_port, balancer=args.balancer, api_port=args.api_port or None,
             workdir=state_dir / "stack", log_dir=state_dir / "logs",
             app_port=args.app_port or None, health_path=args.health_path or None,
             counter_read=args.counter_read or None,
@@ -347,7 +348,9 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, built apart from ``main`` so that a test can read what a word
+    means without starting a stack."""
     parser = _Parser(prog="python -m loadtest.stack", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project-dir", type=Path, default=Path.cwd(),
@@ -355,13 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     up = sub.add_parser("up", help="start redis, N replicas and the balancer")
     up.add_argument("--scale", type=int, default=1, metavar="N", help="replicas (default 1)")
-    up.add_argument("--stack-port", "--port", dest="port", type=int, default=4000,
-                    metavar="PORT", help="balancer port on 127.0.0.1 (default 4000; the same "
-                    "name as under Locust, --port also works)")
+    add_renamed(up.add_argument, "--stack-port", old=["--port"], dest="stack_port", type=int,
+                default=4000, metavar="PORT", help="balancer port on 127.0.0.1 (default 4000; "
+                "the same name as under Locust; --port, its old name, works for one release)")
     up.add_argument("--stack", default="local", choices=[b for b in BACKENDS
                                                          if backend_class(b).controlled],
                     help="which stack (default: local, no Docker)")
-    up.add_argument("--balancer", default="traefik", choices=("traefik", "haproxy"),
+    up.add_argument("--balancer", default="traefik", choices=BALANCERS,
                     help="the balancer (default: traefik)")
     up.add_argument("--api-port", type=int, default=0, metavar="PORT",
                     help="the balancer's dashboard/stats (default: 8080 if free)")
@@ -377,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("service", nargs="?")
     logs.add_argument("--tail", type=int, default=50)
     sub.add_parser("down", help="stop everything")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.up_words = _words_after_command(argv)
