@@ -517,7 +517,7 @@ def test_replace_dead_restores_the_level(tmp_path, no_leftovers):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--stack", "kubernetes"], "unknown backend"),
+    (["--stack", "nomad"], "unknown backend"),
     (["--scale-levels", "0"], "not a scale"),
     (["--scale-levels", ""], "empty"),
     (["--scale-levels", "1,x"], "not a whole number"),
