@@ -295,20 +295,23 @@ def _bad_manifests(tmp_path: Path) -> dict[str, list[str]]:
             "absent-image": ["--kube-manifests", str(absent), "--kube-deployment", "hello"]}
 
 
-@pytest.mark.parametrize(("case", "said"), [
+BAD_INPUT = [
     ("broken", "does not parse as YAML"),
     ("no-deployment", "--kube-deployment web: no Deployment of that name"),
     ("absent-image", "image scalecheck/no-such-image:1 is not present locally"),
-    ("dead-kubeconfig", "does not answer (connection refused)"),
+]
+
+
+@pytest.mark.parametrize(("case", "said", "cluster_kind"), [
+    *[(case, said, kind) for case, said in BAD_INPUT for kind in ("kubeconfig", "embedded")],
+    # a kubeconfig is what this case is about: no embedded variant
+    ("dead-kubeconfig", "does not answer (connection refused)", "kubeconfig"),
 ])
-@pytest.mark.parametrize("cluster_kind", ["kubeconfig", "embedded"])
 def test_bad_input_is_one_line(running_cluster, kube, tmp_path, case, said, cluster_kind):
     """One line, exit 2, no traceback, and nothing made: no run directory, no namespace,
     no process, the machine's cluster untouched (the embedded path fails before starting
     one)."""
     if case == "dead-kubeconfig":
-        if cluster_kind == "embedded":
-            pytest.skip("a kubeconfig is what this case is about")
         config = json.loads(Path(running_cluster.kubeconfig).read_text())
         for entry in config["clusters"]:
             entry["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
