@@ -148,9 +148,10 @@ def test_compose_stack_end_to_end(engine, tmp_path, balancer):
     --scale asked to routed recorded, nothing left behind."""
     run_dir = tmp_path / "compose"
     proc = run_locust(["--headless", "-u", "4", "-r", "4", "--stack", "compose",
-                       # 15 s a stage: Compose's scale-down (drain 3 s, stop, remove) takes
-                       # up to ~9 s here, and each level must then hold steady to be judged
-                       "--balancer", balancer, "--scale-levels", "1,3,2", "--stage-time", "15s",
+                       # Compose's scale-down (drain 3 s, stop, remove) takes up to ~9 s
+                       # here: --min-steady holds each level steady 3 s to be judged
+                       "--balancer", balancer, "--scale-levels", "1,3,2", "--stage-time", "10s",
+                       "--min-steady", "3s",
                        "--run-dir", str(run_dir), "--stack-port", str(free_port()),
                        "--api-port", str(free_port()), "--only-summary"],
                       env=OFFLINE_IMAGES, timeout=400)

@@ -380,7 +380,7 @@ def test_the_shop_s_own_hpa_scales_up_and_back_down(running_cluster, engine, sho
                                                      nothing_left, tmp_path):
     run_dir = tmp_path / "run"
     proc = harness(["--autoscale", "cluster", "--kube-manifests", str(FAST),
-                    "--load-profile", "0s:2,5s:24,75s:24,80s:1,150s:1",
+                    "--load-profile", "0s:2,5s:24,75s:24,80s:1,140s:1",
                     "--request-timeout", "10s"], run_dir, running_cluster,
                    locustfile=SHOP / "locustfile.py", timeout=420, users=None)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
