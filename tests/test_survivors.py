@@ -10,13 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from loadtest.stack.watchdog import watch
+from loadtest.stack.watchdog import registered, watch
 from tests.conftest import LOCUSTFILE, ROOT, free_port
 
 APP = f"{sys.executable} {ROOT / 'tests' / 'apps' / 'hanging.py'}"
@@ -26,6 +27,15 @@ NEVER_HANGS_IGNORES_SIGTERM = ["--app-env", "HANG_EVERY=0", "--app-env", "IGNORE
 def test_the_watchdog_protocol():
     assert watch(["+10\n", "+11\n", "-10\n", "junk\n", "+x\n", "-99\n"]) == {11}
     assert watch([]) == set()
+    groups, dirs = registered(["+12\n", "+/tmp/scalecheck-redis-ab\n", "+/tmp/scalecheck-x\n",
+                               "-/tmp/scalecheck-x\n", "+/home/user\n", "+/\n"])
+    # only the harness's own private directories, and only those still registered
+    assert groups == {12} and dirs == {"/tmp/scalecheck-redis-ab"}
+
+
+def _private_dirs() -> set[str]:
+    """The harness's private directories for secrets and sockets (stack/private.py)."""
+    return {str(p) for p in Path(tempfile.gettempdir()).glob("scalecheck-*") if p.is_dir()}
 
 
 def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
@@ -66,14 +76,21 @@ def _kill_and_look(proc: subprocess.Popen) -> list[str]:
                          ids=["ignores-sigterm", "wrapper-without-exec"])
 def test_sigkill_of_the_harness_leaves_nothing(tmp_path, app):
     cmd = app if "{port}" in app else f"{app} {{port}}"
-    proc = _start(tmp_path / "run", "--app-cmd", cmd)
+    before = _private_dirs()
+    proc = _start(tmp_path / "run", "--app-cmd", cmd, "--with-redis", "--balancer", "haproxy")
     try:
         _wait_running(proc, tmp_path / "run")
+        made = _private_dirs() - before
+        assert made, "the run's Redis secret and HAProxy socket directories"
         left = _kill_and_look(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert left == [], f"still running 2 s after the harness was killed: {left}"
+    deadline = time.monotonic() + 5
+    while made & _private_dirs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not made & _private_dirs(), "the watchdog removed the run's private directories"
 
 
 def test_sigkill_of_a_master_ends_its_forked_workers(tmp_path):

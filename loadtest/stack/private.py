@@ -13,17 +13,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from loadtest.stack.processes import WATCHDOG
+
 
 def private_dir(prefix: str) -> Path:
     """A new directory of mode 0700, owned by this user."""
     path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=_short_tmp()))
     os.chmod(path, 0o700)  # mkdtemp makes it so; said again, as the point of it
+    WATCHDOG.guard_dir(path)  # gone even if the harness is killed (no cleanup runs then)
     return path
 
 
 def remove(path: Path | None) -> None:
     if path is not None:
         shutil.rmtree(path, ignore_errors=True)
+        WATCHDOG.release_dir(path)
 
 
 def _short_tmp() -> str:

@@ -41,6 +41,14 @@ class Watchdog:
         if self._proc is not None:
             self._say(f"-{pgid}")
 
+    def guard_dir(self, path: Path) -> None:
+        """Remove ``path`` (a private directory of the harness's) if the harness dies."""
+        self._say(f"+{Path(path).resolve()}")
+
+    def release_dir(self, path: Path) -> None:
+        if self._proc is not None:
+            self._say(f"-{Path(path).resolve()}")
+
     def _say(self, line: str) -> None:
         with self._lock:
             try:
