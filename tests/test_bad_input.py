@@ -15,6 +15,7 @@ from tests.conftest import ROOT, free_port, run_locust
 
 DIGITS = "9" * 400
 TEAM_HPA = ROOT / "tests" / "data" / "hpa" / "team.yaml"
+SHOP_BASE = ROOT / "examples" / "shop" / "k8s" / "base"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -77,6 +78,17 @@ TEAM_HPA = ROOT / "tests" / "data" / "hpa" / "team.yaml"
     (["--hpa-manifest", str(TEAM_HPA), "--autoscale", "kpa"],
      "--hpa-manifest describes an HPA: --autoscale kpa cannot follow it"),
     (["--hpa-manifest", "missing.yaml"], "missing.yaml: No such file or directory"),
+    # --autoscale cluster: refused before a cluster exists
+    (["--autoscale", "cluster"], "only --stack kubernetes has an autoscaler of its own"),
+    (["--stack", "kubernetes", "--autoscale", "cluster"],
+     "the manifests have no HorizontalPodAutoscaler for Deployment hello"),
+    (["--stack", "kubernetes", "--autoscale", "cluster", "--autoscale-metric", "rps",
+      "--autoscale-target", "5"], "writes an HPA on CPU utilisation only"),
+    (["--stack", "kubernetes", "--autoscale", "cluster", "--kube-manifests", str(SHOP_BASE),
+      "--min-replicas", "3"], "the manifests' HPA sets it"),
+    (["--stack", "kubernetes", "--autoscale", "cluster", "--autoscale-metric", "cpu",
+      "--autoscale-target", "50", "--scale-down-window", "30s"],
+     "the cluster's HPA has its own"),
     # a word from a fixed set: argparse's one line, at parse time
     (["--autoscale", "hap"], "argument --autoscale: 'hap': choose none, hpa, kpa, cluster"),
     (["--autoscale-metric", "mem"],

@@ -1,5 +1,6 @@
 """--autoscale cluster, offline: which HPA the cluster runs, how the applied copy carries
-it, what the harness reads of its status, and the options refused in one line."""
+it, what the harness reads of its status (the options it refuses are in
+tests/test_bad_input.py, with every other refusal)."""
 
 from __future__ import annotations
 
@@ -95,32 +96,6 @@ def test_no_status_yet_is_nothing_reported():
 def test_the_pod_s_cpu_request_in_millicores():
     dep = workload.deployment(sources.read(SHOP_BASE), "shop")
     assert hpa.cpu_request_milli(dep) == 100.0
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--autoscale", "cluster"], "only --stack kubernetes has an autoscaler of its own"),
-    (["--stack", "kubernetes", "--autoscale", "cluster"],
-     "the manifests have no HorizontalPodAutoscaler for Deployment hello"),
-    (["--stack", "kubernetes", "--autoscale", "cluster", "--autoscale-metric", "rps",
-      "--autoscale-target", "5"], "writes an HPA on CPU utilisation only"),
-    (["--stack", "kubernetes", "--autoscale", "cluster", "--kube-manifests", str(SHOP_BASE),
-      "--min-replicas", "3"], "the manifests' HPA sets it"),
-    (["--stack", "kubernetes", "--autoscale", "cluster", "--autoscale-metric", "cpu",
-      "--autoscale-target", "50", "--scale-down-window", "30s"],
-     "the cluster's HPA has its own"),
-])
-def test_bad_cluster_autoscaling_is_one_line(args, message, tmp_path):
-    """Refused before anything starts: no cluster, no run directory."""
-    from tests.conftest import free_port, run_locust
-
-    run_dir = tmp_path / "run"
-    proc = run_locust(["--headless", "-u", "1", "--stack-port", str(free_port()),
-                       "--run-dir", str(run_dir), *args], timeout=60, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-1500:]
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-1500:]
-    assert not run_dir.exists()
 
 
 def test_the_manifests_hpa_is_the_plan_s(tmp_path):
