@@ -110,3 +110,17 @@ def docker_answers() -> bool:
                               timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def scale_up_times(stack, trials: int) -> list[float]:
+    """``trials`` scale-ups 1 -> 2 (and back to 1) of a stack that is up at 1: seconds from
+    asked to routed. The stack is brought down afterwards, whatever happens."""
+    routed = []
+    try:
+        for _ in range(trials):
+            result = stack.scale(2)
+            routed.append(result.ready - result.asked)
+            stack.scale(1)
+    finally:
+        stack.down()
+    return routed

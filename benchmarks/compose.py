@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.common import free_port, p95
+from benchmarks.common import free_port, p95, scale_up_times
 
 
 def bench_compose(trials: int = 5) -> None:
@@ -20,13 +20,6 @@ def bench_compose(trials: int = 5) -> None:
         print(f"  skipped: {exc} (make docker-images builds the images; dockerd must run)")
         stack.down()
         return
-    routed = []
-    try:
-        for _ in range(trials):
-            result = stack.scale(2)
-            routed.append(result.ready - result.asked)
-            stack.scale(1)
-    finally:
-        stack.down()
+    routed = scale_up_times(stack, trials)
     print(f"  median {statistics.median(routed):.2f}s, p95 {p95(routed):.2f}s "
           "(most of it is Docker's health check: start period and interval)")

@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from benchmarks.common import docker_answers, free_port, p95, scratch_dir
+from benchmarks.common import docker_answers, free_port, p95, scale_up_times, scratch_dir
 
 TRIALS = 10
 
@@ -23,16 +23,12 @@ TRIALS = 10
 def _routed(make: Callable[[], object], trials: int) -> tuple[list[float], object]:
     """``trials`` scale-ups 1 -> 2 (and back): seconds from asked to ready."""
     stack = make()
-    routed = []
     try:
         stack.up(1)
-        for _ in range(trials):
-            result = stack.scale(2)
-            routed.append(result.ready - result.asked)
-            stack.scale(1)
-    finally:
+    except BaseException:
         stack.down()
-    return routed, stack
+        raise
+    return scale_up_times(stack, trials), stack
 
 
 def _say(name: str, routed: list[float], note: str = "") -> None:
