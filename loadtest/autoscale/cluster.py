@@ -2,9 +2,9 @@
 harness only watches and writes down what it did.
 
 Once a second the backend says what its autoscaler reports (Kubernetes: the HPA's
-status and each pod's CPU from metrics.k8s.io). Each change of what it reports (the
-desired or current count, a metric's value, a condition) is an ``autoscale_decision``
-with that report; each change of the desired count is a ``scale_asked`` (by the
+status). Each change of what it reports (the desired or current count, a metric's
+value, a condition) is an ``autoscale_decision`` with that report and each pod's CPU
+(metrics.k8s.io, asked then only); each change of the desired count is a ``scale_asked`` (by the
 autoscaler), and the moment the balancer routes exactly that many replicas its
 ``scale_ready``, so that every autoscaling check (time to scale, provisioning, SLO
 seconds, flaps) and the judgement of each change apply as to the harness's own
@@ -27,8 +27,7 @@ POLL_S = 1.0
 
 
 def report_key(status: dict) -> tuple:
-    """What makes one report differ from the last (not the timestamps, not the pods'
-    CPU, which moves every sample)."""
+    """What makes one report differ from the last (not the timestamps)."""
     return (status.get("desired"), status.get("current"),
             tuple(sorted((m.get("name") or "", str(m.get("utilization")),
                           str(m.get("average_value")), str(m.get("value")))
@@ -93,7 +92,7 @@ class ClusterObserver:
             key = report_key(status)
             if key != self._last_key:
                 self._last_key = key
-                self._record(now, status)
+                self._record(now, {**status, "pods": self.stack.autoscaler_pods()})
             desired = status.get("desired")
             # 0 until the controller's first computation (the status exists before it)
             if desired is not None and desired >= 1 and desired != self._asked:

@@ -324,6 +324,10 @@ class ClusterAutoscaling(Protocol):
         """The orchestrator's own autoscaler as it reports itself (desired and current
         counts, metrics, conditions), or None before it has said anything."""
 
+    def autoscaler_pods(self) -> list[dict]:
+        """What the autoscaler divides: each replica's used and requested CPU (asked only
+        when a report is recorded: a metrics API call)."""
+
 
 @runtime_checkable
 class StoreFaults(Protocol):

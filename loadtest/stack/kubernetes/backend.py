@@ -600,28 +600,33 @@ class KubernetesStack(Stack):
         return container_id(cid)
 
     def autoscaler_status(self) -> dict | None:
-        """The cluster's HPA as its controller reports it, with each pod's used and
-        requested CPU (metrics.k8s.io); None before the controller has said anything."""
+        """The cluster's HPA as its controller reports it; None before the controller has
+        said anything."""
         from loadtest.stack.kubernetes import hpa
-        from loadtest.stack.kubernetes.rest import KubeError
 
         if self.hpa is None or self.namespace is None:
             return None
-        kube, ns = self.target.kube, self.namespace.name
-        live = kube.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/"
-                        f"{workload.name_of(self.hpa)}")
+        live = self.target.kube.get(f"/apis/autoscaling/v2/namespaces/{self.namespace.name}/"
+                                    f"horizontalpodautoscalers/{workload.name_of(self.hpa)}")
         status = hpa.reported(live)
-        if status["desired"] is None:
-            return None
+        return None if status["desired"] is None else status
+
+    def autoscaler_pods(self) -> list[dict]:
+        """Each pod's used CPU (metrics.k8s.io) beside its request, in millicores."""
+        from loadtest.stack.kubernetes import hpa
+        from loadtest.stack.kubernetes.rest import KubeError
+
+        if self.namespace is None:
+            return []
         labels = ((self._facts["deployment"].get("spec") or {}).get("selector") or {}) \
             .get("matchLabels") or {}
         try:
-            metrics = kube.get(f"/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods",
-                               labelSelector=",".join(f"{k}={v}" for k, v in labels.items()))
+            metrics = self.target.kube.get(
+                f"/apis/metrics.k8s.io/v1beta1/namespaces/{self.namespace.name}/pods",
+                labelSelector=",".join(f"{k}={v}" for k, v in labels.items()))
         except KubeError:
             metrics = {}  # metrics-server not answering yet: the HPA says so in its conditions
-        status["pods"] = hpa.pods_cpu(metrics, hpa.cpu_request_milli(self._facts["deployment"]))
-        return status
+        return hpa.pods_cpu(metrics, hpa.cpu_request_milli(self._facts["deployment"]))
 
     def kill_replica(self, hostname: str | None = None, sig: int = signal.SIGKILL) -> str:
         pod = self._pick(hostname)
