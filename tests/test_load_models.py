@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loadtest.contract.plan import LoadProfile, PlanError, parse_profile
+from loadtest.contract.plan import LoadProfile, PlanError, RunPlan, Stage, compress, parse_profile
 from loadtest.harness.arrivals import ArrivalSchedule
 from tests.conftest import ROOT, free_port, run_locust
 
@@ -40,6 +40,20 @@ def test_profiles_and_presets():
     for bad in ("60s:40,30s:10", "fast", "10s:-1", "0s:10"):
         with pytest.raises(PlanError):
             parse_profile(bad, "open", 100)
+
+
+def test_a_shortened_plan_keeps_min_steady_in_real_seconds():
+    """SCALECHECK_MAX_RUN_TIME compresses the plan's clock, not the seconds the analysis
+    needs to judge a level: a 2 s --min-steady compressed 6x to 0.33 s let a Kubernetes
+    level whose pod took most of its 5 s stage to be ready go unjudged (inconclusive)."""
+    stages = tuple(Stage(i, level, 30.0 * i, 30.0 * (i + 1)) for i, level in enumerate((1, 2, 4)))
+    plan = RunPlan(load=LoadProfile("closed", ((0.0, 10.0), (90.0, 10.0))), stages=stages,
+                   autoscale=None, faults=(), duration=90.0, pool=0, spawn_rate=10.0,
+                   min_steady=2.0)
+    short = compress(plan, 15.0)
+    assert short.duration == 15.0 and [s.t_end for s in short.stages] == [5.0, 10.0, 15.0]
+    assert short.min_steady == 2.0
+    assert compress(plan, 120.0) is plan  # already that short
 
 
 def _run(run_dir: Path, args: list[str], timeout: float = 240):

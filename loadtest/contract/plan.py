@@ -460,7 +460,10 @@ def compress(plan: RunPlan, limit: float) -> RunPlan:
     their durations, the autoscaler's period and windows) times ``limit / duration``, so the
     run lasts at most ``limit`` seconds with its shape kept. A plan already that short is
     returned as it is. What takes real time (starting a replica, a drain) is not
-    compressed, so a shortened run answers "does it run", not "how does it behave"."""
+    compressed, so a shortened run answers "does it run", not "how does it behave".
+    ``min_steady`` is kept in real seconds for the same reason: it is what the analysis needs
+    to judge a level (its shortest steady segment is not compressed either), so a short run
+    still holds each level until it can be judged."""
     if limit <= 0 or plan.duration <= limit:
         return plan
     k = limit / plan.duration
@@ -476,7 +479,6 @@ def compress(plan: RunPlan, limit: float) -> RunPlan:
         stages=tuple(replace(s, t_start=s.t_start * k, t_end=s.t_end * k)
                      for s in plan.stages),
         faults=tuple(replace(f, at=f.at * k, duration=f.duration * k) for f in plan.faults),
-        min_steady=plan.min_steady * k,
         notes=(*plan.notes, f"compressed {k:.3g}x by {MAX_RUN_TIME_ENV} to {limit:g}s"))
 
 
