@@ -24,6 +24,7 @@ class Engine:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.reason: str | None = None
+        self.log: str | None = None  # dockerd's log, when this session started it
 
     def start(self) -> bool:
         if _engine_answers():
@@ -34,21 +35,23 @@ class Engine:
         if os.geteuid() != 0:
             self.reason = "no Docker Engine running, and starting dockerd needs root"
             return False
-        log = open(os.path.join(tempfile.gettempdir(), "scalecheck-dockerd.log"), "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        # Its log lasts as long as the engine does; kept only when it would not start.
+        fd, self.log = tempfile.mkstemp(prefix="scalecheck-dockerd-", suffix=".log")
+        with os.fdopen(fd, "ab") as log:
+            self.proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.reason = f"dockerd exited at start (code {self.proc.returncode}); " \
-                              f"see {log.name}"
-                self.proc = None
+                              f"see {self.log}"
+                self.proc, self.log = None, None
                 return False
             if _engine_answers():
                 return True
             time.sleep(0.5)
-        self.reason = "dockerd did not answer within 60 s"
+        self.reason = f"dockerd did not answer within 60 s; see {self.log}"
+        self.log = None  # kept, for the reason above
         self.stop()
         return False
 
@@ -70,6 +73,9 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+        if self.log is not None:
+            os.unlink(self.log)
+            self.log = None
 
 
 def engine_for_module():
