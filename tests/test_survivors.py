@@ -10,14 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from loadtest.stack.watchdog import registered, watch
+from loadtest.stack import private
+from loadtest.stack.watchdog import OURS, registered
 from tests.conftest import LOCUSTFILE, ROOT, free_port
 
 APP = f"{sys.executable} {ROOT / 'tests' / 'apps' / 'hanging.py'}"
@@ -25,8 +25,8 @@ NEVER_HANGS_IGNORES_SIGTERM = ["--app-env", "HANG_EVERY=0", "--app-env", "IGNORE
 
 
 def test_the_watchdog_protocol():
-    assert watch(["+10\n", "+11\n", "-10\n", "junk\n", "+x\n", "-99\n"]) == {11}
-    assert watch([]) == set()
+    assert registered(["+10\n", "+11\n", "-10\n", "junk\n", "+x\n", "-99\n"])[0] == {11}
+    assert registered([]) == (set(), set())
     groups, dirs = registered(["+12\n", "+/tmp/scalecheck-redis-ab\n", "+/tmp/scalecheck-x\n",
                                "-/tmp/scalecheck-x\n", "+/home/user\n", "+/\n"])
     # only the harness's own private directories, and only those still registered
@@ -35,7 +35,7 @@ def test_the_watchdog_protocol():
 
 def _private_dirs() -> set[str]:
     """The harness's private directories for secrets and sockets (stack/private.py)."""
-    return {str(p) for p in Path(tempfile.gettempdir()).glob("scalecheck-*") if p.is_dir()}
+    return {str(p) for p in Path(private.root()).glob(f"{OURS}*") if p.is_dir()}
 
 
 def _start(run_dir: Path, *extra: str) -> subprocess.Popen:

@@ -14,11 +14,13 @@ import tempfile
 from pathlib import Path
 
 from loadtest.stack.processes import WATCHDOG
+from loadtest.stack.watchdog import OURS
 
 
-def private_dir(prefix: str) -> Path:
-    """A new directory of mode 0700, owned by this user."""
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=_short_tmp()))
+def private_dir(part: str) -> Path:
+    """A new directory of mode 0700, owned by this user, named ``scalecheck-PART-…``: the
+    watchdog removes only names it knows as ours (``watchdog.OURS``)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{OURS}{part}-", dir=root()))
     os.chmod(path, 0o700)  # mkdtemp makes it so; said again, as the point of it
     WATCHDOG.guard_dir(path)  # gone even if the harness is killed (no cleanup runs then)
     return path
@@ -30,7 +32,8 @@ def remove(path: Path | None) -> None:
         WATCHDOG.release_dir(path)
 
 
-def _short_tmp() -> str:
-    """$TMPDIR if a socket path under it still fits, else /tmp."""
+def root() -> str:
+    """Where private directories are made: $TMPDIR if a socket path under it still fits,
+    else /tmp."""
     base = tempfile.gettempdir()
     return base if len(base) < 60 else "/tmp"

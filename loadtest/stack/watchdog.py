@@ -26,13 +26,9 @@ from pathlib import Path
 OURS = "scalecheck-"
 
 
-def watch(lines) -> set[int]:
-    """The groups still registered when ``lines`` ends (pure: the protocol, no signals)."""
-    return registered(lines)[0]
-
-
 def registered(lines) -> tuple[set[int], set[str]]:
-    """The groups and the directories still registered when ``lines`` ends."""
+    """The groups and the directories still registered when ``lines`` ends (pure: the
+    protocol, no signals)."""
     groups: set[int] = set()
     dirs: set[str] = set()
     for line in lines:

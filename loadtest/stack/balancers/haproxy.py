@@ -227,7 +227,7 @@ class HAProxyBalancer(LocalBalancer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._socket_dir = private_dir("scalecheck-haproxy")
+        self._socket_dir = private_dir("haproxy")
         self.admin_socket = str(self._socket_dir / "admin.sock")
         self.admin = HAProxyAdmin(self.admin_socket)
         self.runtime = HAProxyServers(self.admin, BACKEND,

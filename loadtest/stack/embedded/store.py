@@ -78,7 +78,7 @@ class LocalStore:
         if self.password is None:
             return []
         if self._secret_dir is None:
-            self._secret_dir = private.private_dir("scalecheck-redis")
+            self._secret_dir = private.private_dir("redis")
         conf = self._secret_dir / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -226,7 +226,7 @@ class ComposeStack(DockerStack):
         cfg = self.workdir / "haproxy.cfg"
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg.write_text(haproxy_config(cf.ADMIN_SOCKET, 80, 8404, self.health_path, bind=""))
-        self._admin_dir = private.private_dir("scalecheck-compose-haproxy")
+        self._admin_dir = private.private_dir("compose-haproxy")
         self._runtime = HAProxyServers(HAProxyAdmin(str(self._admin_dir / "admin.sock")),
                                        check="inter 200ms fall 2 rise 1")
         return cf.BalancerSpec("haproxy", self.env.get("HAPROXY_IMAGE") or "haproxy:2.6",

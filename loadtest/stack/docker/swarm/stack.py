@@ -195,7 +195,7 @@ class SwarmStack(DockerStack):
         """Traefik reads the engine through a read-only proxy (``socketproxy``), on a
         socket in a volume only the two containers mount; the proxy is on no network."""
         self._made.add("traefik")
-        self._proxy_dir = private.private_dir("scalecheck-swarm-proxy")
+        self._proxy_dir = private.private_dir("swarm-proxy")
         os.chmod(self._proxy_dir, 0o755)  # the container's root reads its configuration
         cfg = socketproxy.write_config(self._proxy_dir)
         try:
